@@ -1,0 +1,12 @@
+"""The algorithm registry. Each algorithm is a class with
+
+``__init__(agent, cfg, compile)``, ``update(batch, progress) -> dict[str, float]`` (keys are
+metrics.csv columns, plus extras), ``state_tensors()`` / ``load_state_tensors(tensors)`` for
+checkpoints. They differ only in ``update``: rollout, GAE and batching are shared.
+"""
+
+from __future__ import annotations
+
+from ppokit.algos.ppo import PPO
+
+ALGOS: dict[str, type] = {"ppo": PPO}

@@ -1,0 +1,43 @@
+"""Evaluation of an agent on fresh environments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ppokit.envs import check_spaces, ensure_registered
+
+
+def evaluate(agent: Any, env_id: str | None = None, episodes: int = 10, seed: int = 0,
+             deterministic: bool = True, env_kwargs: dict | None = None,
+             max_episode_steps: int | None = None) -> dict[str, Any]:
+    """Run ``episodes`` full episodes, one env, seeds ``seed, seed + 1, ...``.
+
+    Returns ``{"mean", "std", "returns", "lengths", "episodes"}`` with raw (unnormalized)
+    returns; the agent's own normalizer is applied when acting.
+    """
+    env_id = env_id or getattr(agent, "env_id", None)
+    if env_id is None:
+        raise ValueError("evaluate needs an env id")
+    ensure_registered(env_id)
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
+    try:
+        check_spaces(env_id, env.observation_space, env.action_space)
+        returns, lengths = [], []
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            total, length, done = 0.0, 0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic=deterministic))
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    return {"mean": float(np.mean(returns)) if returns else float("nan"),
+            "std": float(np.std(returns)) if returns else float("nan"),
+            "returns": returns, "lengths": lengths, "episodes": episodes}

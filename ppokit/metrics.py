@@ -1,0 +1,136 @@
+"""Run outputs: metrics.csv, TensorBoard events, the progress bar and summary.json.
+
+Only rank 0 writes; every method is a no-op on other ranks (``enabled=False``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+CSV_COLUMNS = [
+    "global_step", "wall_time_s", "sps", "episodic_return_mean", "episodic_length_mean", "episodes",
+    "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance", "learning_rate",
+]
+# Columns after the contract's, in this order when an algorithm reports them.
+EXTRA_COLUMNS = [
+    "iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s",
+    "grad_norm", "epochs", "early_stop", "beta", "kl", "value_grad_steps", "line_search_steps",
+    "line_search_accepted", "improvement",
+]
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+class EpisodeWindow:
+    """The most recent finished training episodes (returns and lengths, up to 100)."""
+
+    def __init__(self, returns: list[float] | None = None, lengths: list[int] | None = None):
+        self.returns: deque[float] = deque(returns or [], maxlen=100)
+        self.lengths: deque[int] = deque(lengths or [], maxlen=100)
+
+    def add(self, returns: list[float], lengths: list[int]) -> None:
+        self.returns.extend(returns)
+        self.lengths.extend(lengths)
+
+    def mean_return(self, last: int = 20) -> float | None:
+        if not self.returns:
+            return None
+        recent = list(self.returns)[-last:]
+        return sum(recent) / len(recent)
+
+    def mean_length(self, last: int = 20) -> float | None:
+        if not self.lengths:
+            return None
+        recent = list(self.lengths)[-last:]
+        return sum(recent) / len(recent)
+
+
+class MetricsWriter:
+    """Appends one row per iteration to metrics.csv and TensorBoard; shows a progress bar."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, *, enabled: bool, quiet: bool):
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.bar = None
+        self.tb = None
+        if not enabled:
+            return
+        path = run_dir / "metrics.csv"
+        new_file = not path.exists() or path.stat().st_size == 0
+        self.columns = CSV_COLUMNS + EXTRA_COLUMNS
+        if not new_file:
+            with open(path, newline="") as handle:
+                header = next(csv.reader(handle), None)
+            if header:
+                self.columns = header
+        self.csv_file = open(path, "a", newline="")
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=self.columns, extrasaction="ignore")
+        if new_file:
+            self.csv.writeheader()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir))
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True,
+                            dynamic_ncols=True, smoothing=0.1)
+        self.last_step = start_step
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Write one iteration's row (keys: CSV columns; missing ones stay empty)."""
+        if not self.enabled:
+            return
+        self.csv.writerow({k: _cell(row.get(k)) for k in self.columns})
+        self.csv_file.flush()
+        step = int(row["global_step"])
+        for key, value in row.items():
+            if key != "global_step" and isinstance(value, (int, float)) and not math.isnan(value):
+                self.tb.add_scalar(_tb_name(key), value, step)
+        if self.bar is not None:
+            self.bar.update(step - self.last_step)
+            ret = row.get("episodic_return_mean")
+            total = row["wall_time_s"] or 1.0
+            split = "/".join(
+                f"{100 * row.get(k, 0.0) / total:.0f}" for k in ("time_env_s", "time_inference_s", "time_update_s")
+            )
+            self.bar.set_postfix_str(
+                f"sps {row['sps']:,.0f} | return {ret if ret is None else f'{ret:.1f}'} | env/act/update % {split}",
+                refresh=False,
+            )
+        self.last_step = step
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        self.csv_file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _tb_name(key: str) -> str:
+    if key.startswith("time_") or key in ("sps", "wall_time_s"):
+        return f"time/{key}"
+    if key.startswith("episod"):
+        return f"rollout/{key}"
+    return f"train/{key}"
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write summary.json atomically (NaN becomes null)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+    tmp = run_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(clean, indent=2))
+    os.replace(tmp, run_dir / "summary.json")

@@ -1,0 +1,85 @@
+"""Network building blocks: orthogonal init, MLPs, the Nature CNN, and an encoder per obs space."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights with gain ``std`` and constant bias (the PPO implementation-detail init)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True) -> nn.Sequential:
+    """``in_dim -> hidden_sizes[0] -> ... -> hidden_sizes[-1]``, activation after every layer."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        linear = nn.Linear(in_dim, size)
+        layers += [layer_init(linear) if ortho_init else linear, ACTIVATIONS[activation]()]
+        in_dim = size
+    return nn.Sequential(*layers)
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """uint8 Box of rank 3 (H, W, C) or (C, H, W): handled by the CNN."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+class NatureCNN(nn.Module):
+    """The DQN Nature CNN: ``[B, H, W, C]`` or ``[B, C, H, W]`` uint8 -> ``[B, 512]`` features."""
+
+    def __init__(self, obs_shape: tuple[int, ...]):
+        super().__init__()
+        self.channels_last = obs_shape[-1] < obs_shape[0]
+        channels = obs_shape[-1] if self.channels_last else obs_shape[0]
+        self.conv = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.conv(torch.zeros(1, *self._chw(obs_shape))).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, 512)), nn.ReLU())
+        self.out_dim = 512
+
+    def _chw(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[2], shape[0], shape[1]) if self.channels_last else tuple(shape)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.to(torch.float32) / 255.0
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.fc(self.conv(x))
+
+
+class FlattenEncoder(nn.Module):
+    """Box or Discrete observations -> ``[B, D]`` float32 (Discrete becomes one-hot)."""
+
+    def __init__(self, space: gym.Space):
+        super().__init__()
+        self.one_hot = space.n if isinstance(space, gym.spaces.Discrete) else None
+        self.out_dim = int(self.one_hot or np.prod(space.shape))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.one_hot is not None:
+            return nn.functional.one_hot(obs.long().reshape(-1), self.one_hot).to(torch.float32)
+        return obs.reshape(obs.shape[0], -1).to(torch.float32)
+
+
+def encoder_for(space: gym.Space) -> nn.Module:
+    """The observation encoder for a space; has an ``out_dim`` attribute."""
+    if is_image_space(space):
+        return NatureCNN(space.shape)
+    if isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
+        return FlattenEncoder(space)
+    raise ValueError(f"unsupported observation space {space}")

@@ -1,0 +1,82 @@
+"""Shipped presets and how a run's config is put together.
+
+Order, later wins: dataclass defaults -> preset -> ``--config`` file -> ``--set`` overrides ->
+the CLI shorthands (``--total-steps``, ``--seed``, ``--num-envs``, ``--device``).
+
+A preset is ``presets/NAME.yaml``. ``ENV`` (with ``/`` written as ``-``) is the env's PPO
+preset; ``ENV__ALGO`` is the preset for another algorithm on that env. With no ``--preset``,
+the one matching the env and algorithm is used when it ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ppokit.config import ALGO_NAMES, Config, ConfigError, did_you_mean, from_dict, load_yaml, merge, parse_override, to_dict
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def available() -> dict[str, dict[str, Any]]:
+    """``name -> preset dict`` for every shipped preset."""
+    return {path.stem: yaml.safe_load(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))}
+
+
+def _file_name(env_id: str) -> str:
+    return env_id.replace("/", "-")
+
+
+def default_preset(env_id: str, algo: str | None) -> str | None:
+    """The preset used when none is named: ``ENV__ALGO`` or ``ENV`` (if its algo matches)."""
+    presets = available()
+    base = _file_name(env_id)
+    if algo is not None and algo != "ppo" and f"{base}__{algo}" in presets:
+        return f"{base}__{algo}"
+    if base in presets and (algo is None or presets[base].get("algo", "ppo") == algo):
+        return base
+    return None
+
+
+def build_config(
+    env_id: str,
+    *,
+    algo: str | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """The resolved :class:`Config` for a run (see the module docstring for the order)."""
+    data = to_dict(Config())
+    presets = available()
+    if algo is not None and algo not in ALGO_NAMES:
+        raise ConfigError(f"unknown algo '{algo}'{did_you_mean(algo, ALGO_NAMES)} (accepted: {', '.join(ALGO_NAMES)})")
+    name = preset if preset is not None else default_preset(env_id, algo)
+    if name is not None:
+        if name not in presets:
+            raise ConfigError(
+                f"unknown preset '{name}'{did_you_mean(name, presets)} (list them with: ppokit presets)"
+            )
+        data = merge(data, presets[name])
+        data["preset"] = name
+    if config_file is not None:
+        data = merge(data, load_yaml(config_file))
+    for text in sets:
+        data = merge(data, parse_override(text))
+    data["env_id"] = env_id
+    if algo is not None:
+        data["algo"] = algo
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data = _set_path(data, key, value)
+    return from_dict(data)
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> dict:
+    nested: Any = value
+    for part in reversed(dotted.split(".")):
+        nested = {part: nested}
+    return merge(data, nested)
