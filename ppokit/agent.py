@@ -15,7 +15,7 @@ from torch import nn
 
 from ppokit.config import EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
-from ppokit.networks import encoder_for, is_image_space, layer_init, mlp
+from ppokit.networks import FlattenEncoder, encoder_for, is_image_space, layer_init, mlp
 from ppokit.normalize import RunningMeanStd
 
 
@@ -65,13 +65,16 @@ class Agent(nn.Module):
             linear = nn.Linear(hidden[-1], size)
             return layer_init(linear, std) if model.ortho_init else linear
 
+        # Registration order = order in the flat parameter buffer: actor parameters first, then the
+        # critic's, so that each is one contiguous slice (see flat_parameters).
         self.actor_trunk = trunk()
-        self.critic_trunk = None if self.shared_trunk else trunk()
         self.policy_head = head(n_out, 0.01)
-        self.value_head = head(1, 1.0)
         self.log_std = (
             nn.Parameter(torch.full((n_out,), float(model.log_std_init))) if self.gaussian else None
         )
+        self.critic_trunk = None if self.shared_trunk else trunk()
+        self.value_head = head(1, 1.0)
+        self._flat: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ tensors in, tensors out
 
@@ -87,6 +90,80 @@ class Agent(nn.Module):
         if self.log_std is not None:
             policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
         return policy_out, self.value_head(critic_features).squeeze(-1)
+
+    def flat_parameters(self) -> tuple[torch.Tensor, dict[str, tuple[int, int]]]:
+        """One buffer ``[P]`` that every parameter is a view of, and each name's ``(start, end)``.
+
+        Made on first use and again whenever the parameters stopped being views of it (after
+        ``.to(device)`` or a deep copy). Lets clipping and Adam run as a few vector operations.
+        """
+        named = list(self.named_parameters())
+        offsets: dict[str, tuple[int, int]] = {}
+        start = 0
+        for name, p in named:
+            offsets[name] = (start, start + p.numel())
+            start += p.numel()
+        flat = self._flat
+        is_view = flat is not None and flat.device == named[0][1].device and all(
+            p.data_ptr() == flat[offsets[n][0]:].data_ptr() and p.is_contiguous() for n, p in named
+        )
+        if not is_view:
+            flat = torch.cat([p.detach().reshape(-1) for _, p in named])
+            for name, p in named:
+                a, b = offsets[name]
+                p.data = flat[a:b].view_as(p)
+            self._flat = flat
+        assert flat is not None
+        return flat, offsets
+
+    # ------------------------------------------------------------------ hand-written backward
+
+    @property
+    def manual_backward(self) -> bool:
+        """True when :meth:`forward_cached`/:meth:`backward_cached` apply (MLP trunks, tanh/ReLU)."""
+        trunks = [self.actor_trunk] + ([self.critic_trunk] if self.critic_trunk is not None else [])
+        return all(isinstance(t[0], FlattenEncoder) and t[1].manual_backward for t in trunks)
+
+    @torch.no_grad()
+    def forward_cached(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """Like ``forward`` (no autograd graph) plus the activations that ``backward_cached`` needs."""
+        x = self.preprocess(obs)
+        actor = self.actor_trunk[1].forward_cached(self.actor_trunk[0](x))
+        critic = actor if self.critic_trunk is None else self.critic_trunk[1].forward_cached(self.critic_trunk[0](x))
+        policy_out = torch.addmm(self.policy_head.bias, actor[-1], self.policy_head.weight.t())
+        if self.log_std is not None:
+            policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
+        values = torch.addmm(self.value_head.bias, critic[-1], self.value_head.weight.t()).squeeze(-1)
+        return policy_out, values, (actor, critic)
+
+    @torch.no_grad()
+    def backward_cached(
+        self, cache: tuple, grad_policy_out: torch.Tensor, grad_values: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Parameter gradients from ``dLoss/dpolicy_out [B, P]`` and ``dLoss/dvalues [B]``."""
+        actor, critic = cache
+        grads: dict[str, torch.Tensor] = {}
+        grad_mean = grad_policy_out
+        if self.log_std is not None:
+            action_dim = self.log_std.shape[0]
+            grad_mean = grad_policy_out[:, :action_dim]
+            grads["log_std"] = grad_policy_out[:, action_dim:].sum(0)
+        grad_values = grad_values.unsqueeze(-1)
+        grads["policy_head.weight"] = torch.mm(grad_mean.t(), actor[-1])
+        grads["policy_head.bias"] = grad_mean.sum(0)
+        grads["value_head.weight"] = torch.mm(grad_values.t(), critic[-1])
+        grads["value_head.bias"] = grad_values.sum(0)
+        grad_actor = torch.mm(grad_mean, self.policy_head.weight)
+        grad_critic = torch.mm(grad_values, self.value_head.weight)
+        if self.critic_trunk is None:
+            trunks = [("actor_trunk", self.actor_trunk, actor, grad_actor + grad_critic)]
+        else:
+            trunks = [("actor_trunk", self.actor_trunk, actor, grad_actor),
+                      ("critic_trunk", self.critic_trunk, critic, grad_critic)]
+        for prefix, trunk, outputs, grad in trunks:
+            names = [f"{prefix}.1.{name}" for name, _ in trunk[1].named_parameters()]
+            grads.update(zip(names, trunk[1].backward(outputs, grad)))
+        return grads
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:
         """The policy at ``obs [B, *obs]`` as a torch Distribution (log_prob/entropy are ``[B]``)."""

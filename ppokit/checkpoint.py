@@ -99,7 +99,8 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o755)
     try:
-        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        # clone: parameters are views of one buffer, and safetensors refuses shared storage
+        contiguous = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
         safetensors.torch.save_file(contiguous, str(tmp / MODEL_FILE))
         (tmp / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=1))
         for file in (tmp / MODEL_FILE, tmp / META_FILE):

@@ -52,6 +52,31 @@ class ActionHead:
         """Actions as the env accepts them (Box: clipped to the bounds; the sample stays unclipped)."""
         return actions
 
+    # Analytic derivatives, for the fast update path (checked against autograd in the tests).
+
+    def terms(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """``(log_prob [B], entropy [B], cache)`` with what :meth:`terms_grad` needs."""
+        raise NotImplementedError
+
+    def terms_grad(self, cache: tuple, coef_log_prob: torch.Tensor, coef_entropy: torch.Tensor) -> torch.Tensor:
+        """``coef_log_prob * d log_prob / d out + coef_entropy * d entropy / d out``, ``[B, P]``."""
+        raise NotImplementedError
+
+
+def _categorical_terms(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    entropy = -(p * log_p).sum(-1)
+    index = actions.unsqueeze(-1)
+    return log_p.gather(-1, index).squeeze(-1), entropy, (log_p, p, entropy, index)
+
+
+def _categorical_terms_grad(cache: tuple, coef_log_prob: torch.Tensor, coef_entropy: torch.Tensor) -> torch.Tensor:
+    # d log p_a / d z = onehot(a) - p;  d H / d z = -p * (log p + H)
+    log_p, p, entropy, index = cache
+    grad = p * (-coef_log_prob - coef_entropy * entropy).unsqueeze(-1) - coef_entropy.unsqueeze(-1) * p * log_p
+    return grad.scatter_add_(-1, index, coef_log_prob.unsqueeze(-1))
+
 
 def _categorical_sample(logits: torch.Tensor) -> torch.Tensor:
     # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits).
@@ -98,6 +123,12 @@ class CategoricalHead(ActionHead):
     def to_env(self, actions):
         return actions + self.start if self.start else actions
 
+    def terms(self, out, actions):
+        return _categorical_terms(out, actions)
+
+    def terms_grad(self, cache, coef_log_prob, coef_entropy):
+        return _categorical_terms_grad(cache, coef_log_prob, coef_entropy)
+
 
 class MultiCategoricalHead(ActionHead):
     """MultiDiscrete(nvec): one Categorical per dimension; ``out [B, sum(nvec)]``, actions ``[B, K]``."""
@@ -132,6 +163,14 @@ class MultiCategoricalHead(ActionHead):
 
     def torch_dist(self, out):
         return _IndependentCategoricals([D.Categorical(logits=logits) for logits in self._split(out)])
+
+    def terms(self, out, actions):
+        actions = actions.reshape(actions.shape[0], -1)
+        parts = [_categorical_terms(logits, actions[:, i]) for i, logits in enumerate(self._split(out))]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), tuple(p[2] for p in parts)
+
+    def terms_grad(self, cache, coef_log_prob, coef_entropy):
+        return torch.cat([_categorical_terms_grad(part, coef_log_prob, coef_entropy) for part in cache], dim=-1)
 
     def to_env(self, actions):
         actions = actions.reshape(actions.shape[0], *self.shape)
@@ -196,6 +235,20 @@ class DiagGaussianHead(ActionHead):
     def torch_dist(self, out):
         mean, log_std = self._split(out)
         return D.Independent(D.Normal(mean, log_std.exp()), 1)
+
+    def terms(self, out, actions):
+        mean, log_std = self._split(out)
+        inv_std = torch.exp(-log_std)
+        z = (actions - mean) * inv_std
+        log_prob = (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
+        entropy = (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
+        return log_prob, entropy, (z, inv_std)
+
+    def terms_grad(self, cache, coef_log_prob, coef_entropy):
+        # d log p / d mean = z / std;  d log p / d log_std = z^2 - 1;  d H / d log_std = 1
+        z, inv_std = cache
+        c = coef_log_prob.unsqueeze(-1)
+        return torch.cat([c * z * inv_std, c * (z.square() - 1) + coef_entropy.unsqueeze(-1)], dim=-1)
 
     def to_env(self, actions):
         clipped = np.clip(actions, self.low, self.high)

@@ -19,14 +19,58 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
     return layer
 
 
-def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True) -> nn.Sequential:
+class MLP(nn.Module):
+    """Linear layers with an activation after each: ``[B, in_dim] -> [B, hidden_sizes[-1]]``.
+
+    Besides ``forward`` it has a hand-written backward (:meth:`forward_cached`, :meth:`backward`)
+    for tanh and ReLU: the update of a small actor-critic is dominated by per-operation overhead,
+    and one matrix product per layer and direction is the fewest operations there can be (see
+    docs/performance.md; ``tests/test_fast_update.py`` checks it against autograd).
+    """
+
+    def __init__(self, in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True):
+        super().__init__()
+        self.activation = activation
+        self.layers = nn.ModuleList()
+        for size in hidden_sizes:
+            linear = nn.Linear(in_dim, size)
+            self.layers.append(layer_init(linear) if ortho_init else linear)
+            in_dim = size
+        self._act = ACTIVATIONS[activation]()
+
+    @property
+    def manual_backward(self) -> bool:
+        return self.activation in ("tanh", "relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = self._act(nn.functional.linear(x, layer.weight, layer.bias))
+        return x
+
+    def forward_cached(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Inputs of every layer plus the output: ``[x, h1, ..., hL]`` (no autograd graph)."""
+        outputs = [x]
+        for layer in self.layers:
+            outputs.append(self._act(torch.addmm(layer.bias, outputs[-1], layer.weight.t())))
+        return outputs
+
+    def backward(self, outputs: list[torch.Tensor], grad: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients ``[dW1, db1, ..., dWL, dbL]`` (parameter order) given ``dLoss/dhL [B, H]``."""
+        grads: list[torch.Tensor] = []
+        for i in range(len(self.layers) - 1, -1, -1):
+            out = outputs[i + 1]
+            # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0]
+            grad = grad * (1 - out * out) if self.activation == "tanh" else grad * (out > 0)
+            grads += [torch.mm(grad.t(), outputs[i]), grad.sum(0)]
+            if i > 0:
+                grad = torch.mm(grad, self.layers[i].weight)
+        pairs = [grads[j : j + 2] for j in range(0, len(grads), 2)][::-1]
+        return [g for pair in pairs for g in pair]
+
+
+def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True) -> MLP:
     """``in_dim -> hidden_sizes[0] -> ... -> hidden_sizes[-1]``, activation after every layer."""
-    layers: list[nn.Module] = []
-    for size in hidden_sizes:
-        linear = nn.Linear(in_dim, size)
-        layers += [layer_init(linear) if ortho_init else linear, ACTIVATIONS[activation]()]
-        in_dim = size
-    return nn.Sequential(*layers)
+    return MLP(in_dim, hidden_sizes, activation, ortho_init)
 
 
 def is_image_space(space: gym.Space) -> bool:

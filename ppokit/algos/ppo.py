@@ -14,12 +14,13 @@ from ppokit.algos.common import (
     approx_kl,
     clipped_surrogate,
     linear_schedule,
+    masked_mean,
     normalize_advantages,
     run_epochs,
     tensor_hyper,
     value_loss,
 )
-from ppokit.batch import Batch, weighted_mean
+from ppokit.batch import Batch
 from ppokit.config import Config
 from ppokit.distributions import ActionHead
 
@@ -31,7 +32,8 @@ class PPO:
         self.cfg = cfg.ppo
         self.device = next(agent.parameters()).device
         self.gradient_step = GradientStep(
-            agent, self.loss, max_grad_norm=self.cfg.max_grad_norm, adam_eps=self.cfg.adam_eps, compile=compile
+            agent, self.loss, max_grad_norm=self.cfg.max_grad_norm, adam_eps=self.cfg.adam_eps, compile=compile,
+            output_gradients=self.loss_gradients,
         )
 
     def loss(
@@ -43,23 +45,23 @@ class PPO:
         hyper: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """PPO loss on one minibatch: ``policy_out [M, P]``, ``values [M]`` from the current agent."""
-        weights = minibatch["weights"]
+        mean_weights = minibatch["mean_weights"]
         log_ratio = head.log_prob(policy_out, minibatch["actions"]) - minibatch["log_probs"]
         ratio = torch.exp(log_ratio)
         advantages = minibatch["advantages"]
         if self.cfg.norm_adv:
-            advantages = normalize_advantages(advantages, weights)
+            advantages = normalize_advantages(advantages, mean_weights)
         clip_coef = hyper["clip_coef"] if self.cfg.clip_coef is not None else None
-        policy_loss = -weighted_mean(clipped_surrogate(ratio, advantages, clip_coef), weights)
+        policy_loss = -masked_mean(clipped_surrogate(ratio, advantages, clip_coef), mean_weights)
         v_loss = value_loss(values, minibatch, clip_coef if self.cfg.clip_vloss else None)
-        entropy = weighted_mean(head.entropy(policy_out), weights)
+        entropy = masked_mean(head.entropy(policy_out), mean_weights)
         loss = policy_loss + self.cfg.vf_coef * v_loss - self.cfg.ent_coef * entropy
         with torch.no_grad():
-            kl = weighted_mean(approx_kl(log_ratio), weights)
+            kl = masked_mean(approx_kl(log_ratio), mean_weights)
             if clip_coef is None:
                 clip_fraction = torch.zeros((), device=ratio.device)
             else:
-                clip_fraction = weighted_mean(((ratio - 1).abs() > clip_coef).float(), weights)
+                clip_fraction = masked_mean(((ratio - 1).abs() > clip_coef).float(), mean_weights)
         stats = {
             "policy_loss": policy_loss.detach(),
             "value_loss": v_loss.detach(),
@@ -68,6 +70,66 @@ class PPO:
             "clip_fraction": clip_fraction,
         }
         return loss, stats
+
+    def loss_gradients(
+        self,
+        head: ActionHead,
+        policy_out: torch.Tensor,
+        values: torch.Tensor,
+        minibatch: dict[str, torch.Tensor],
+        hyper: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The gradient of :meth:`loss` with respect to ``policy_out [M, P]`` and ``values [M]``,
+        derived by hand (no autograd graph; the fast path), plus the same statistics.
+
+        With w the mean weights and A the (normalized) advantages, per sample:
+        ``dL/dlog_prob = -w * A * r`` where the unclipped term is the minimum (or r is inside
+        the clip range), else 0; ``dL/dentropy = -ent_coef * w``; ``dL/dV = vf_coef * w * (V - R)``
+        (or through the clipped value when that term is the larger).
+        """
+        mean_weights = minibatch["mean_weights"]
+        log_prob, entropy, cache = head.terms(policy_out, minibatch["actions"])
+        log_ratio = log_prob - minibatch["log_probs"]
+        ratio = torch.exp(log_ratio)
+        advantages = minibatch["advantages"]
+        if self.cfg.norm_adv:
+            advantages = normalize_advantages(advantages, mean_weights)
+        unclipped = ratio * advantages
+        if self.cfg.clip_coef is None:
+            surrogate, flows = unclipped, None
+            clip_fraction = torch.zeros((), device=ratio.device)
+        else:
+            c = hyper["clip_coef"]
+            clipped_ratio = torch.clamp(ratio, 1 - c, 1 + c)
+            clipped = clipped_ratio * advantages
+            surrogate = torch.minimum(unclipped, clipped)
+            inside = clipped_ratio == ratio
+            flows = (unclipped < clipped) | inside
+            clip_fraction = masked_mean((~inside).float(), mean_weights)
+        coef_log_prob = -mean_weights * unclipped
+        if flows is not None:
+            coef_log_prob = coef_log_prob * flows
+        grad_policy = head.terms_grad(cache, coef_log_prob, -self.cfg.ent_coef * mean_weights)
+
+        error = values - minibatch["returns"]
+        if self.cfg.clip_vloss and self.cfg.clip_coef is not None:
+            old = minibatch["values"]
+            clipped_error = old + torch.clamp(values - old, -hyper["clip_coef"], hyper["clip_coef"]) - minibatch["returns"]
+            use_clipped = clipped_error.square() > error.square()
+            moving = (values - old).abs() <= hyper["clip_coef"]
+            squared = torch.where(use_clipped, clipped_error.square(), error.square())
+            error_grad = torch.where(use_clipped, clipped_error * moving, error)
+        else:
+            squared, error_grad = error.square(), error
+        grad_values = self.cfg.vf_coef * mean_weights * error_grad
+        stats = {
+            "policy_loss": -masked_mean(surrogate, mean_weights),
+            "value_loss": 0.5 * masked_mean(squared, mean_weights),
+            "entropy": masked_mean(entropy, mean_weights),
+            "approx_kl": masked_mean(approx_kl(log_ratio), mean_weights),
+            "clip_fraction": clip_fraction,
+        }
+        return grad_policy, grad_values, stats
 
     def update(self, batch: Batch, progress: float) -> dict[str, float]:
         """One PPO update on this iteration's batch; ``progress`` in [0, 1) drives annealing."""
