@@ -86,10 +86,17 @@ class Agent(nn.Module):
         x = self.preprocess(obs)
         actor_features = self.actor_trunk(x)
         critic_features = actor_features if self.critic_trunk is None else self.critic_trunk(x)
+        return self._policy_out(actor_features), self.value_head(critic_features).squeeze(-1)
+
+    def policy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The actor alone: ``obs [B, *obs] -> policy_out [B, P]`` (what acting needs)."""
+        return self._policy_out(self.actor_trunk(self.preprocess(obs)))
+
+    def _policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
         policy_out = self.policy_head(actor_features)
         if self.log_std is not None:
             policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
-        return policy_out, self.value_head(critic_features).squeeze(-1)
+        return policy_out
 
     def flat_parameters(self) -> tuple[torch.Tensor, dict[str, tuple[int, int]]]:
         """One buffer ``[P]`` that every parameter is a view of, and each name's ``(start, end)``.
@@ -161,8 +168,7 @@ class Agent(nn.Module):
             trunks = [("actor_trunk", self.actor_trunk, actor, grad_actor),
                       ("critic_trunk", self.critic_trunk, critic, grad_critic)]
         for prefix, trunk, outputs, grad in trunks:
-            names = [f"{prefix}.1.{name}" for name, _ in trunk[1].named_parameters()]
-            grads.update(zip(names, trunk[1].backward(outputs, grad)))
+            grads.update(zip(trunk[1].parameter_names(f"{prefix}.1."), trunk[1].backward(outputs, grad)))
         return grads
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:

@@ -79,9 +79,8 @@ def _categorical_terms_grad(cache: tuple, coef_log_prob: torch.Tensor, coef_entr
 
 
 def _categorical_sample(logits: torch.Tensor) -> torch.Tensor:
-    # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits).
-    uniform = torch.rand_like(logits).clamp_(min=1e-20)
-    return torch.argmax(logits - torch.log(-torch.log(uniform)), dim=-1)
+    # Gumbel-max: argmax(logits + G) with G = -log(E), E ~ Exponential(1), samples softmax(logits).
+    return torch.argmax(logits - torch.empty_like(logits).exponential_().log(), dim=-1)
 
 
 def _categorical_entropy(logits: torch.Tensor) -> torch.Tensor:

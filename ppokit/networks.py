@@ -42,6 +42,12 @@ class MLP(nn.Module):
     def manual_backward(self) -> bool:
         return self.activation in ("tanh", "relu")
 
+    def parameter_names(self, prefix: str) -> list[str]:
+        """Names of the parameters, in the order :meth:`backward` returns their gradients."""
+        if getattr(self, "_names", (None,))[0] != prefix:
+            self._names = (prefix, [prefix + name for name, _ in self.named_parameters()])
+        return self._names[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = self._act(nn.functional.linear(x, layer.weight, layer.bias))
@@ -60,7 +66,7 @@ class MLP(nn.Module):
         for i in range(len(self.layers) - 1, -1, -1):
             out = outputs[i + 1]
             # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0]
-            grad = grad * (1 - out * out) if self.activation == "tanh" else grad * (out > 0)
+            grad = grad - grad * out * out if self.activation == "tanh" else grad * (out > 0)
             grads += [torch.mm(grad.t(), outputs[i]), grad.sum(0)]
             if i > 0:
                 grad = torch.mm(grad, self.layers[i].weight)

@@ -1,10 +1,11 @@
 """Acting in the environments: preallocated ``[T, N, ...]`` storage and :func:`collect`.
 
-``collect`` is the only caller of ``envs.step``. It records per step the observation, the
-(unclipped) action, its log-probability, the value, the raw reward and the two ends of an
-episode, plus ``next_values``: V of the next state, of the *final* observation on a truncated
-step, and of the last observation after the final step (see :mod:`ppokit.envs` for the two
-autoreset modes and why a NEXT_STEP reset transition is marked invalid).
+``collect`` is the only caller of ``envs.step``. Per step it runs only what acting needs (the
+actor, a sample, the env); values, log-probabilities and the bookkeeping of episode ends are
+computed once per rollout on the whole ``[T, N]`` block, which gives the same numbers with a
+fraction of the per-step operations. ``next_values`` is V of the next state: of the *final*
+observation on a truncated step, and of the last observation after the final step (see
+:mod:`ppokit.envs` for the two autoreset modes and why a NEXT_STEP reset transition is invalid).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ class Rollout:
     """One iteration of experience on this process. T steps, N envs, P policy outputs.
 
     obs ``[T, N, *obs]`` (env dtype: uint8 images stay uint8); actions ``[T, N]`` int64 or
-    ``[T, N, A]`` float32; log_probs, values, rewards, next_values ``[T, N]`` float32;
-    terminated, truncated, valid ``[T, N]`` bool; policy_outputs ``[T, N, P]`` (the acting
-    policy's logits or mean/log-std, for exact KL terms).
+    ``[T, N, A]`` float32 (the unclipped sample); log_probs, values, rewards, next_values
+    ``[T, N]`` float32; terminated, truncated, valid ``[T, N]`` bool; policy_outputs
+    ``[T, N, P]`` (the acting policy's logits or mean/log-std, for exact KL terms).
     """
 
     obs: torch.Tensor
@@ -96,7 +97,7 @@ class Timings:
     update: float = 0.0
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def collect(
     agent: Agent,
     envs: VectorEnvs,
@@ -112,64 +113,79 @@ def collect(
     """
     device = storage.obs.device
     head = agent.head
-    num_steps = storage.obs.shape[0]
+    T, N = storage.obs.shape[:2]
     same_step = envs.autoreset_mode == AutoresetMode.SAME_STEP
-    episodes = Episodes()
-    raw_rewards = np.zeros((num_steps, envs.num_envs), np.float64)
-    valid = np.ones((num_steps, envs.num_envs), bool)
-    dones = np.zeros((num_steps, envs.num_envs), bool)
-    obs = torch.as_tensor(state.obs, device=device)
-    for t in range(num_steps):
+    rewards = np.zeros((T, N))
+    terminated = np.zeros((T, N), bool)
+    truncated = np.zeros((T, N), bool)
+    valid = np.ones((T, N), bool)
+    final_obs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # SAME_STEP truncations: t -> (envs, obs)
+    next_is_reset = state.next_is_reset
+    next_obs = state.obs
+    storage.obs[0] = torch.as_tensor(next_obs)
+    for t in range(T):
         start = time.perf_counter()
-        policy_out, value = agent(obs)
-        action = head.sample(policy_out)
-        storage.obs[t] = obs
+        action = head.sample(agent.policy(storage.obs[t]))
         storage.actions[t] = action
-        storage.log_probs[t] = head.log_prob(policy_out, action)
-        storage.values[t] = value
-        storage.policy_outputs[t] = policy_out
         env_action = head.to_env(action.cpu().numpy())
         middle = time.perf_counter()
-        next_obs, reward, terminated, truncated, infos = envs.step(env_action)
-        timings.env += time.perf_counter() - middle
+        next_obs, rewards[t], terminated[t], truncated[t], infos = envs.step(env_action)
+        after = time.perf_counter()
+        timings.env += after - middle
         timings.inference += middle - start
-
-        valid[t] = ~state.next_is_reset
-        terminated = terminated & valid[t]
-        truncated = truncated & valid[t] & ~terminated
-        done = terminated | truncated
-        raw_rewards[t] = np.where(valid[t], reward, 0.0)
-        dones[t] = done
-        storage.terminated[t] = torch.from_numpy(terminated)
-        storage.truncated[t] = torch.from_numpy(truncated)
-        state.episode_return += raw_rewards[t]
-        state.episode_length += valid[t]
-        if done.any():
-            episodes.returns += state.episode_return[done].tolist()
-            episodes.lengths += state.episode_length[done].tolist()
-            state.episode_return[done] = 0.0
-            state.episode_length[done] = 0
-        if same_step and truncated.any():
-            # Bootstrap from V(final observation): the returned obs is already the reset one.
-            start = time.perf_counter()
-            index = np.flatnonzero(truncated)
-            final = torch.as_tensor(np.stack([infos["final_obs"][i] for i in index]), device=device)
-            storage.next_values[t, torch.as_tensor(index, device=device)] = agent(final)[1]
-            timings.inference += time.perf_counter() - start
-        if not same_step:
-            state.next_is_reset = done
-        obs = torch.as_tensor(next_obs, device=device)
-    start = time.perf_counter()
-    last_value = agent(obs)[1]
-    timings.inference += time.perf_counter() - start
+        if same_step:
+            if truncated[t].any():
+                index = np.flatnonzero(truncated[t] & ~terminated[t])
+                if index.size:
+                    final_obs[t] = (index, np.stack([infos["final_obs"][i] for i in index]))
+        else:
+            valid[t] = ~next_is_reset
+            next_is_reset = terminated[t] | truncated[t]
+        if t + 1 < T:
+            storage.obs[t + 1] = torch.as_tensor(next_obs)
     state.obs = next_obs
+    state.next_is_reset = next_is_reset
 
+    start = time.perf_counter()
+    # The policy did not change during the rollout: evaluate it on the whole block at once.
+    flat_obs = storage.obs.reshape(T * N, *storage.obs.shape[2:])
+    policy_out, values = agent(flat_obs)
+    storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
+    storage.values.copy_(values.reshape(T, N))
+    storage.log_probs.copy_(head.log_prob(policy_out, storage.actions.reshape(T * N, *storage.actions.shape[2:])).reshape(T, N))
+    last_value = agent(torch.as_tensor(next_obs, device=device))[1]
     # next_values[t] = V(obs[t+1]); in NEXT_STEP mode obs[t+1] after a done *is* the final obs.
-    bootstrap_same_step = storage.truncated if same_step else torch.zeros_like(storage.truncated)
-    following = torch.cat([storage.values[1:], last_value[None]], dim=0)
-    storage.next_values.copy_(torch.where(bootstrap_same_step, storage.next_values, following))
+    storage.next_values[:-1] = storage.values[1:]
+    storage.next_values[-1] = last_value
+    for t, (index, obs) in final_obs.items():  # SAME_STEP: bootstrap from V(final observation)
+        storage.next_values[t, torch.as_tensor(index, device=device)] = agent(torch.as_tensor(obs, device=device))[1]
+    timings.inference += time.perf_counter() - start
+
+    terminated &= valid
+    truncated &= valid & ~terminated
+    rewards *= valid
+    storage.terminated.copy_(torch.from_numpy(terminated))
+    storage.truncated.copy_(torch.from_numpy(truncated))
     storage.valid.copy_(torch.from_numpy(valid))
-    storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, raw_rewards, dones, valid, gamma)))
+    storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, rewards, terminated | truncated, valid, gamma)))
+    return _finished_episodes(state, rewards, terminated | truncated, valid)
+
+
+def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> Episodes:
+    """Returns and lengths of the episodes that ended in this rollout; carries the rest over."""
+    episodes = Episodes()
+    returns = np.cumsum(rewards, axis=0) + state.episode_return  # running sums as if no episode ended
+    lengths = np.cumsum(valid, axis=0) + state.episode_length
+    times, envs = np.nonzero(dones)
+    order = np.lexsort((times, envs))  # by env, then time: each episode starts after the previous end
+    offset_return = np.zeros(dones.shape[1])
+    offset_length = np.zeros(dones.shape[1], np.int64)
+    for t, n in zip(times[order], envs[order]):
+        episodes.returns.append(float(returns[t, n] - offset_return[n]))
+        episodes.lengths.append(int(lengths[t, n] - offset_length[n]))
+        offset_return[n], offset_length[n] = returns[t, n], lengths[t, n]
+    state.episode_return = returns[-1] - offset_return
+    state.episode_length = lengths[-1] - offset_length
     return episodes
 
 

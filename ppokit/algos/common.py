@@ -15,7 +15,7 @@ import torch
 
 from ppokit import distributed
 from ppokit.agent import Agent
-from ppokit.batch import Batch, minibatch_indices
+from ppokit.batch import Batch
 from ppokit.distributions import ActionHead
 from ppokit.optim import AdamState, adam_update, clip_by_global_norm
 
@@ -247,27 +247,35 @@ def run_epochs(
 ) -> dict[str, float]:
     """``epochs`` passes over shuffled minibatches; stop early once an epoch's mean approx KL,
     averaged over processes, exceeds ``target_kl``. Returns mean statistics over all steps,
-    plus ``epochs`` (how many ran) and ``early_stop`` (1.0 if stopped)."""
+    plus ``epochs`` (how many ran) and ``early_stop`` (1.0 if stopped).
+
+    Each epoch gathers the whole batch in a new random order once and cuts it into contiguous
+    minibatch views. When one minibatch is the whole batch, the order cannot change its
+    gradient, so the batch is used as it is.
+    """
     data = batch.as_dict()
-    totals: dict[str, torch.Tensor] = {}
-    steps = epochs_run = 0
+    size = len(batch)
+    history: list[dict[str, torch.Tensor]] = []
+    epochs_run = 0
     stopped = False
     for _ in range(epochs):
-        epoch_kl = []
-        for index in minibatch_indices(len(batch), minibatch_size, batch.obs.device):
-            stats = step.step({k: v[index] for k, v in data.items()}, hyper)
-            for key, value in stats.items():
-                totals[key] = totals[key] + value.detach() if key in totals else value.detach()
-            if "approx_kl" in stats:
-                epoch_kl.append(stats["approx_kl"].detach())
-            steps += 1
+        if minibatch_size >= size:
+            minibatches = [dict(data)]
+        else:
+            order = torch.randperm(size, device=batch.obs.device)
+            shuffled = {k: v[order] for k, v in data.items()}
+            minibatches = [{k: v[i : i + minibatch_size] for k, v in shuffled.items()}
+                           for i in range(0, size, minibatch_size)]
+        first = len(history)
+        for minibatch in minibatches:
+            history.append(step.step(minibatch, hyper))
         epochs_run += 1
-        if target_kl is not None and epoch_kl:
-            kl = distributed.mean_scalar(float(torch.stack(epoch_kl).mean()))
-            if kl > target_kl:
+        if target_kl is not None and "approx_kl" in history[-1]:
+            epoch_kl = torch.stack([h["approx_kl"] for h in history[first:]]).mean()
+            if distributed.mean_scalar(float(epoch_kl)) > target_kl:
                 stopped = True
                 break
-    out = {key: float(value) / steps for key, value in totals.items()}
+    out = {key: float(torch.stack([h[key] for h in history]).mean()) for key in history[0]}
     out["epochs"] = float(epochs_run)
     out["early_stop"] = float(stopped)
     return out
