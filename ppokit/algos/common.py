@@ -131,16 +131,19 @@ class GradientStep:
         # The parameters this step updates, as one flat view when they are adjacent in the buffer.
         self.flat = flat[spans[0][0] : spans[-1][1]] if contiguous else None
         self.adam = AdamState.zeros(sum(p.numel() for p in self.params), flat.device)
+        self.mode = "manual" if agent.manual_backward else "autograd"
         # Collectives cannot live inside the compiled graph: compile only on one process.
         self.compiled = compile and not distributed.active()
+        self._gradients = self._eager_gradients()
         if self.compiled:
-            self.mode = "compile"
-            self._step = torch.compile(self._functional_step, dynamic=False)
-        else:
-            self.mode = "manual" if agent.manual_backward else "autograd"
-            self._step = self._manual_step if self.mode == "manual" else self._autograd_step
+            # autograd.grad does not trace: the compiled autograd path uses torch.func.grad instead.
+            traced = self._manual_grads if self.mode == "manual" else self._functional_grads
+            self._gradients = torch.compile(traced, dynamic=False)
 
-    # -- the three gradient paths -------------------------------------------------------------
+    def _eager_gradients(self):
+        return self._manual_grads if self.mode == "manual" else self._autograd_grads
+
+    # -- the ways to a gradient: each returns (gradients in self.names order, stats) ----------
 
     def _grad_of_outputs(self, policy_out, values, minibatch, hyper):
         """``(dLoss/dpolicy_out, dLoss/dvalues, stats)``: by hand when the algorithm can, else autograd."""
@@ -157,33 +160,32 @@ class GradientStep:
         grad_values = torch.zeros_like(values) if grad_values is None else grad_values
         return grad_policy, grad_values, stats
 
-    def _manual_step(self, params, minibatch, hyper):
+    def _manual_grads(self, minibatch, hyper):
         agent = self.agent
         policy_out, values, cache = agent.forward_cached(minibatch["obs"])
         grad_policy, grad_values, stats = self._grad_of_outputs(policy_out, values, minibatch, hyper)
         grads = agent.backward_cached(cache, grad_policy, grad_values)
-        return self._apply(params, [grads[name] for name in self.names], stats, hyper)
+        return [grads[name] for name in self.names], stats
 
-    def _autograd_step(self, params, minibatch, hyper):
+    def _autograd_grads(self, minibatch, hyper):
         policy_out, values = self.agent(minibatch["obs"])
         grad_policy, grad_values, stats = self._grad_of_outputs(policy_out, values, minibatch, hyper)
         grads = torch.autograd.grad([policy_out, values], self.parameters, [grad_policy, grad_values],
                                     allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-        return self._apply(params, grads, stats, hyper)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)], stats
 
-    def _functional_step(self, params, minibatch, hyper):
+    def _functional_grads(self, minibatch, hyper):
         agent = self.agent
 
         def loss(params: tuple[torch.Tensor, ...]):
             policy_out, values = torch.func.functional_call(agent, dict(zip(self.names, params)), (minibatch["obs"],))
             return self.loss_fn(agent.head, policy_out, values, minibatch, hyper)
 
-        grads, stats = torch.func.grad(loss, has_aux=True)(tuple(params))
-        return self._apply(params, list(grads), stats, hyper)
+        grads, stats = torch.func.grad(loss, has_aux=True)(tuple(self.params))
+        return list(grads), stats
 
     @torch.no_grad()
-    def _apply(self, params, grads, stats, hyper):
+    def _apply(self, grads: list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
         grad = torch.cat([g.reshape(-1) for g in grads])
         distributed.mean_([grad])
         grad, grad_norm = clip_by_global_norm(grad, self.max_grad_norm)
@@ -191,39 +193,36 @@ class GradientStep:
         if self.flat is not None:
             self.flat.sub_(update)
         else:
-            torch._foreach_sub_(params, [u.view_as(p) for u, p in zip(update.split([p.numel() for p in params]), params)])
+            sizes = [p.numel() for p in self.params]
+            torch._foreach_sub_(self.params, [u.view_as(p) for u, p in zip(update.split(sizes), self.params)])
         return {**{k: v.detach() for k, v in stats.items()}, "grad_norm": grad_norm}
 
-    def gradients(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """The raw loss gradient of this step's parameters by the current path (no update; for tests)."""
+    @staticmethod
+    def _with_mean_weights(minibatch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         weights = minibatch["weights"]
-        minibatch = {**minibatch, "mean_weights": weights / weights.sum().clamp(min=1.0)}
-        captured: list[torch.Tensor] = []
-        apply = self._apply
-        self._apply = lambda params, grads, stats, hyper: captured.extend(grads) or {}  # type: ignore[method-assign]
-        try:
-            (self._functional_step if self.mode == "compile" else self._step)(self.params, minibatch, hyper)
-        finally:
-            self._apply = apply  # type: ignore[method-assign]
-        return captured
+        return {**minibatch, "mean_weights": weights / weights.sum().clamp(min=1.0)}
+
+    def gradients(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The loss gradient for this step's parameters, by the current path, without updating."""
+        return self._gradients(self._with_mean_weights(minibatch), hyper)[0]
 
     def step(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One optimizer step on a minibatch; returns the loss statistics as 0-dim tensors.
 
-        Adds ``minibatch["mean_weights"]`` (``weights / weights.sum()``, for :func:`masked_mean`).
+        The loss functions see ``minibatch["mean_weights"]`` (``weights / weights.sum()``, for
+        :func:`masked_mean`).
         """
-        weights = minibatch["weights"]
-        minibatch["mean_weights"] = weights / weights.sum().clamp(min=1.0)
+        minibatch = self._with_mean_weights(minibatch)
         try:
-            return self._step(self.params, minibatch, hyper)
+            grads, stats = self._gradients(minibatch, hyper)
         except Exception as error:  # noqa: BLE001  (any compiler failure -> eager)
             if not self.compiled:
                 raise
             log.warning("torch.compile failed (%s); using the eager update", str(error).splitlines()[0])
             self.compiled = False
-            self.mode = "manual" if self.agent.manual_backward else "autograd"
-            self._step = self._manual_step if self.mode == "manual" else self._autograd_step
-            return self._step(self.params, minibatch, hyper)
+            self._gradients = self._eager_gradients()
+            grads, stats = self._gradients(minibatch, hyper)
+        return self._apply(grads, stats, hyper)
 
     def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         return self.adam.tensors(prefix)
