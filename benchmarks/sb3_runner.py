@@ -34,7 +34,9 @@ from typing import Any
 # (github.com/DLR-RM/rl-baselines3-zoo). Values such as "lin_0.001" are linear schedules from
 # that value down to 0 over training. Keys not given fall back to SB3 defaults (vf_coef 0.5,
 # max_grad_norm 0.5, clip_range_vf None, normalize_advantage True, 64x64 tanh actor and critic).
-_HALFCHEETAH_ZOO: dict[str, Any] = {  # zoo entry "HalfCheetah-v3" (also used for v4 / v5)
+_HALFCHEETAH_ZOO: dict[
+    str, Any
+] = {  # zoo entry "HalfCheetah-v3" (also used for v4 / v5)
     "normalize": True,
     "n_envs": 1,
     "policy": "MlpPolicy",
@@ -111,7 +113,9 @@ def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
 
     kwargs = dict(raw)
     if "activation_fn" in kwargs:
-        kwargs["activation_fn"] = {"relu": nn.ReLU, "tanh": nn.Tanh}[kwargs["activation_fn"]]
+        kwargs["activation_fn"] = {"relu": nn.ReLU, "tanh": nn.Tanh}[
+            kwargs["activation_fn"]
+        ]
     return kwargs
 
 
@@ -196,7 +200,9 @@ def run(
         hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"])
 
     t0 = time.perf_counter()
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)  # DummyVecEnv of Monitor-wrapped envs
+    env = make_vec_env(
+        env_id, n_envs=n_envs, seed=seed
+    )  # DummyVecEnv of Monitor-wrapped envs
     if normalize:  # the zoo passes the config's gamma to VecNormalize
         env = VecNormalize(env, gamma=float(hp.get("gamma", 0.99)))
     model = PPO(policy, env, seed=seed, device="cpu", verbose=0, **hp)
@@ -211,7 +217,11 @@ def run(
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
         eval_env.obs_rms = env.obs_rms
     returns, _ = evaluate_policy(
-        model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True, return_episode_rewards=True
+        model,
+        eval_env,
+        n_eval_episodes=EVAL_EPISODES,
+        deterministic=True,
+        return_episode_rewards=True,
     )
     eval_time = time.perf_counter() - t_eval
     steps = int(model.num_timesteps)
@@ -258,17 +268,27 @@ def resolve_threshold(text: str, env_id: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1")
-    parser.add_argument("--config", default="zoo", choices=["zoo"], help="hyperparameter set")
+    parser.add_argument(
+        "--env", required=True, help="Gymnasium env id, e.g. CartPole-v1"
+    )
+    parser.add_argument(
+        "--config", default="zoo", choices=["zoo"], help="hyperparameter set"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--total-steps", type=int, default=None, help="default: the zoo's")
+    parser.add_argument(
+        "--total-steps", type=int, default=None, help="default: the zoo's"
+    )
     parser.add_argument(
         "--threshold",
         default="env",
         help="return to reach: a number, 'none', or 'env' (the env's reward_threshold, default)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads value")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads value"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="where to write the JSON result"
+    )
     args = parser.parse_args(argv)
 
     try:
