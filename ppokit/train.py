@@ -115,6 +115,9 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
     tensors = {f"agent.{k}": v for k, v in agent.state_dict().items()}
     tensors.update({f"algo.{k}": v for k, v in algo.state_tensors().items()})
     tensors["rng.torch"] = torch.get_rng_state()
+    device = next(agent.parameters()).device
+    if device.type == "cuda":  # actions are sampled on the GPU: its generator is state too
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     for name in ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return"):
         tensors[f"collector.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(collector, name)))
     extra: dict[str, Any] = {"numpy_rng": np.random.get_state()[1].tolist()}
@@ -129,6 +132,9 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
 def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: VectorEnvs) -> CollectorState:
     algo.load_state_tensors({k[len("algo."):]: v for k, v in tensors.items() if k.startswith("algo.")})
     torch.set_rng_state(tensors["rng.torch"])
+    device = next(agent.parameters()).device
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     collector = CollectorState(
         **{name: tensors[f"collector.{name}"].numpy().copy() for name in
            ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return")}
