@@ -355,15 +355,19 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         f"{did_you_mean(m.activation, ACTIVATIONS)}",
     )
 
-    per_process_batch = cfg.batch_size // world_size
     for name, section in (("ppo", cfg.ppo), ("ppo_kl", cfg.ppo_kl)):
         _positive(section.learning_rate, f"{name}.learning_rate")
         _positive_int(section.update_epochs, f"{name}.update_epochs")
         _positive_int(section.minibatch_size, f"{name}.minibatch_size")
+        # minibatch_size is global: with K processes each takes minibatch_size / K samples.
         _check(
-            section.minibatch_size <= per_process_batch,
+            section.minibatch_size <= cfg.batch_size,
             f"{name}.minibatch_size: {section.minibatch_size} is larger than the batch of "
-            f"{per_process_batch} steps (rollout.num_steps * rollout.num_envs per process)",
+            f"{cfg.batch_size} steps (rollout.num_steps * rollout.num_envs)",
+        )
+        _check(
+            section.minibatch_size % world_size == 0,
+            f"{name}.minibatch_size: {section.minibatch_size} cannot be split evenly over {world_size} processes",
         )
         _check(section.ent_coef >= 0, f"{name}.ent_coef: expected >= 0, got {section.ent_coef}")
         _check(section.vf_coef >= 0, f"{name}.vf_coef: expected >= 0, got {section.vf_coef}")

@@ -141,6 +141,11 @@ def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: Vec
     )
     if "training" not in meta:
         raise ConfigError("--resume: the checkpoint holds an agent only (saved with Agent.save), not a training state")
+    if distributed.rank() != 0:
+        # Only rank 0's envs and episodes are in the checkpoint: the others start new episodes,
+        # with a generator that still depends on the seed, the rank and the step.
+        torch.manual_seed(meta["training"]["iteration"] * 1_000_003 + distributed.rank() + int(meta["config"]["seed"]))
+        return CollectorState.start(envs.reset())
     if "env_values" in meta["training"]:
         arrays = {k[len("env."):]: v.numpy() for k, v in tensors.items() if k.startswith("env.")}
         envs.env.reset(seed=envs.seed)

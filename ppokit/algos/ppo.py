@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ppokit import distributed
 from ppokit.agent import Agent
 from ppokit.algos.common import (
     GradientStep,
@@ -137,7 +138,8 @@ class PPO:
         lr = linear_schedule(c.learning_rate, progress, c.anneal_lr)
         clip = linear_schedule(c.clip_coef or 0.0, progress, c.anneal_clip)
         hyper = tensor_hyper(self.device, lr=lr, clip_coef=clip)
-        stats = run_epochs(self.gradient_step, batch, c.update_epochs, c.minibatch_size, hyper, c.target_kl)
+        minibatch_size = c.minibatch_size // distributed.world_size()  # global size, split over processes
+        stats = run_epochs(self.gradient_step, batch, c.update_epochs, minibatch_size, hyper, c.target_kl)
         stats["learning_rate"] = lr
         if c.clip_coef is None:
             stats["clip_fraction"] = float("nan")
