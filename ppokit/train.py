@@ -181,6 +181,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     torch.manual_seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)
     device, device_reason = resolve_device(cfg.device, cfg)
+    started = time.perf_counter()  # wall time counts env and agent construction too
     envs = make_envs(cfg, rank, world_size)
     agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env).to(device)
     agent.config = cfg
@@ -218,7 +219,6 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     writer = MetricsWriter(run_dir, total_iterations * global_batch, start_iteration * global_batch,
                            enabled=is_main, quiet=quiet)
     timings = Timings()
-    started = time.perf_counter()
     iteration = start_iteration
     status = "completed"
     error_message = None
