@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-
 # yaml.safe_load's loader, in C when libyaml is there (same rules, ~10x faster).
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -173,7 +172,7 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
