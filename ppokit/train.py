@@ -58,6 +58,10 @@ def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device: '{requested}' was asked for but no CUDA GPU is available (use cpu or auto)")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: '{requested}' does not exist; this machine has "
+                              f"{torch.cuda.device_count()} GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return torch.device(requested), f"asked for {requested}"
     if not torch.cuda.is_available():
         return torch.device("cpu"), "auto: no GPU available"

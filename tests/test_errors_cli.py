@@ -142,6 +142,16 @@ def test_bad_train_values(capsys, args: list[str], expected: str) -> None:
     bad_input(capsys, ["train", "CartPole-v1", *args], expected)
 
 
+def test_cuda_device_that_is_not_there(capsys, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bad_input(capsys, ["train", "CartPole-v1", "--device", "cuda", *TINY], "no CUDA GPU is available")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    bad_input(capsys, ["train", "CartPole-v1", "--device", "cuda:3", *TINY], "'cuda:3' does not exist")
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     ("ppo: {learning_rate: 0.1\n", "is not valid YAML at line"),
     ("- ppo\n- rollout\n", "must hold a mapping of fields, not a list"),
