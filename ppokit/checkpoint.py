@@ -7,9 +7,11 @@ folder is written aside and renamed into place, so ``latest`` is always a comple
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -21,12 +23,18 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ppokit.config import Config, ConfigError, from_dict
+from ppokit.config import Config, ConfigError, from_dict, quote, validate
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz")
+# Formats that can run code when loaded (pickle and the formats built on it: torch.save, joblib,
+# numpy with allow_pickle, ...). A checkpoint folder holding any of them is refused by name: the
+# file is never opened.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz", ".p",
+                   ".dill", ".cloudpickle", ".sav", ".mar", ".tar", ".zip")
+MAX_HEADER = 100_000_000  # a safetensors JSON header larger than this is not one of ours
+MAX_SPACE_SIZE = 2**26  # elements of a space read from meta.json (guards against absurd allocations)
 
 
 class CheckpointError(ConfigError):
@@ -65,7 +73,9 @@ def space_from_json(data: dict[str, Any]) -> gym.Space:
     """Inverse of :func:`space_to_json`."""
     kind = data["type"]
     if kind == "Box":
-        shape = tuple(data["shape"])
+        shape = tuple(int(n) for n in data["shape"])
+        if any(n < 0 for n in shape) or int(np.prod(shape)) > MAX_SPACE_SIZE:
+            raise ValueError(f"Box shape {shape} is not plausible")
 
         def bound(value: Any) -> np.ndarray:
             array = np.array(value, dtype=np.float64) if not isinstance(value, str) else np.array(float(value))
@@ -74,10 +84,16 @@ def space_from_json(data: dict[str, Any]) -> gym.Space:
         dtype = np.dtype(data["dtype"])
         return gym.spaces.Box(bound(data["low"]).astype(dtype), bound(data["high"]).astype(dtype), shape, dtype)
     if kind == "Discrete":
+        if not 0 < int(data["n"]) <= MAX_SPACE_SIZE:
+            raise ValueError(f"Discrete({data['n']}) is not plausible")
         return gym.spaces.Discrete(data["n"], start=data.get("start", 0))
     if kind == "MultiDiscrete":
+        if int(np.sum(data["nvec"])) > MAX_SPACE_SIZE:
+            raise ValueError("MultiDiscrete space is not plausible")
         return gym.spaces.MultiDiscrete(data["nvec"], start=data.get("start"))
     if kind == "MultiBinary":
+        if int(np.prod(data["n"])) > MAX_SPACE_SIZE:
+            raise ValueError("MultiBinary space is not plausible")
         return gym.spaces.MultiBinary(data["n"])
     raise ValueError(f"unknown space type {kind!r}")
 
@@ -92,26 +108,59 @@ def versions() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write a checkpoint folder at ``path`` (replacing any previous one)."""
+    """Atomically write a checkpoint folder at ``path`` (replacing any previous one).
+
+    The new checkpoint is written and fsynced in a temporary folder beside ``path``, then renamed
+    into place. A process killed at any moment leaves either the old or the new checkpoint at
+    ``path``, or (between the two renames) the old one at ``.NAME.old``, which :func:`resolve`
+    falls back to. The old copy is deleted only while a complete checkpoint sits at ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o755)
     try:
         # clone: parameters are views of one buffer, and safetensors refuses shared storage
         contiguous = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
         safetensors.torch.save_file(contiguous, str(tmp / MODEL_FILE))
-        (tmp / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=1))
-        for file in (tmp / MODEL_FILE, tmp / META_FILE):
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
+        with open(tmp / MODEL_FILE, "rb") as handle:
+            os.fsync(handle.fileno())
+        full_meta = {"format_version": FORMAT_VERSION, **meta, "model_sha256": _sha256(tmp / MODEL_FILE)}
+        with open(tmp / META_FILE, "w") as handle:
+            handle.write(json.dumps(full_meta, indent=1))
+            handle.flush()
+            os.fsync(handle.fileno())
         old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
         if path.exists():
+            if old.exists():  # a complete checkpoint is at path: the old copy is not needed
+                shutil.rmtree(old)
             os.replace(path, old)  # between this and the next rename, readers fall back to .old
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -120,87 +169,173 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
 # ---------------------------------------------------------------------------- reading
 
 
+def _is_run_folder(path: Path) -> bool:
+    return any((path / name).exists() for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints"))
+
+
 def resolve(path: str | Path) -> Path:
     """A checkpoint folder from a checkpoint path or a run folder (its ``checkpoints/latest``)."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"'{path}' does not exist (expected a run folder or a checkpoint folder)")
+        raise CheckpointError(f"{quote(path)} does not exist (expected a run folder or a checkpoint folder)")
     if not path.is_dir():
-        raise CheckpointError(f"'{path}' is not a folder (expected a run folder or a checkpoint folder)")
+        raise CheckpointError(f"{quote(path)} is not a folder (expected a run folder or a checkpoint folder)")
     if (path / META_FILE).exists() or (path / MODEL_FILE).exists():
         return path
     for candidate in (path / "checkpoints" / "latest", path / "checkpoints" / ".latest.old"):
         if (candidate / META_FILE).exists():
             return candidate
+    if (path / "checkpoints" / "latest").is_dir():
+        return path / "checkpoints" / "latest"  # incomplete: read() says what is missing
+    if _is_run_folder(path):
+        raise CheckpointError(
+            f"run folder {quote(path)} has no checkpoint yet (checkpoints/latest is missing: the run stopped "
+            "before its first checkpoint, see checkpoint_interval_s and checkpoint_every)"
+        )
+    if path.name in ("latest", "best") and path.parent.name == "checkpoints":
+        old = path.parent / f".{path.name}.old"
+        if (old / META_FILE).exists():  # killed between the two renames of a write
+            return old
     raise CheckpointError(
-        f"'{path}' holds no checkpoint (expected {META_FILE} and {MODEL_FILE}, or a run folder with checkpoints/latest)"
+        f"{quote(path)} holds no checkpoint (expected {META_FILE} and {MODEL_FILE}, "
+        "or a run folder with checkpoints/latest)"
     )
 
 
 def _refuse_pickles(folder: Path) -> None:
-    for file in folder.iterdir():
-        if file.suffix.lower() in PICKLE_SUFFIXES:
-            raise CheckpointError(
-                f"checkpoint '{folder}' contains '{file.name}', a format that can run code when loaded; "
-                "ppokit loads only model.safetensors and meta.json, remove the file if you trust it"
-            )
+    """CheckpointError if the folder (or a subfolder) holds a file of a code-running format.
+
+    Decided by file names only: no file is opened here.
+    """
+    for root, folders, files in os.walk(folder, followlinks=False):
+        for name in sorted(files) + sorted(folders):
+            suffixes = [s.lower() for s in Path(name).suffixes]
+            if any(suffix in PICKLE_SUFFIXES for suffix in suffixes):
+                relative = Path(root, name).relative_to(folder)
+                raise CheckpointError(
+                    f"checkpoint {quote(folder)} contains {quote(relative)}, a format that can run code when "
+                    f"loaded; ppokit loads only {MODEL_FILE} and {META_FILE} and refuses such folders "
+                    "(remove the file if you trust it)"
+                )
 
 
-def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """``(tensors, meta, folder)`` of a checkpoint; :class:`CheckpointError` if unusable."""
+def _check_safetensors_header(folder: Path, model_file: Path) -> None:
+    """Refuse anything but a safetensors file (a pickle, a zip, a truncated file) from its first bytes.
+
+    safetensors starts with an 8-byte little-endian header length, then that many bytes of JSON.
+    """
+    if model_file.is_symlink() or not model_file.is_file():
+        raise CheckpointError(f"checkpoint {quote(folder)}: {MODEL_FILE} is not a regular file")
+    size = model_file.stat().st_size
+    with open(model_file, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"checkpoint {quote(folder)}: {MODEL_FILE} is empty or truncated ({size} bytes)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if not (2 <= header_len <= MAX_HEADER and 8 + header_len <= size and head[8:9] == b"{"):
+        raise CheckpointError(
+            f"checkpoint {quote(folder)}: {MODEL_FILE} is not a safetensors file (or is truncated)"
+        )
+
+
+REQUIRED_META = {"env_id": str, "config": dict, "observation_space": dict, "action_space": dict}
+
+
+def read(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """``(tensors, meta, folder)`` of a checkpoint; :class:`CheckpointError` if unusable.
+
+    Only ``meta.json`` (JSON) and ``model.safetensors`` are opened, and only after the folder was
+    checked for pickle files by name; the model file's first bytes must be a safetensors header
+    and, when meta.json records one, its SHA-256 must match (``verify``).
+    """
     folder = resolve(path)
     _refuse_pickles(folder)
     meta_file, model_file = folder / META_FILE, folder / MODEL_FILE
     if not meta_file.exists() or not model_file.exists():
         missing = META_FILE if not meta_file.exists() else MODEL_FILE
-        raise CheckpointError(f"checkpoint '{folder}' is incomplete: {missing} is missing")
+        raise CheckpointError(f"checkpoint {quote(folder)} is incomplete: {missing} is missing")
+    if meta_file.is_symlink() or not meta_file.is_file():
+        raise CheckpointError(f"checkpoint {quote(folder)}: {META_FILE} is not a regular file")
+    if meta_file.stat().st_size > MAX_HEADER:
+        raise CheckpointError(f"checkpoint {quote(folder)}: {META_FILE} is too large to be a ppokit checkpoint")
     try:
         meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"checkpoint '{folder}': {META_FILE} is not valid JSON") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"checkpoint {quote(folder)}: {META_FILE} is not valid JSON (empty, truncated "
+                              "or corrupted)") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
         raise CheckpointError(
-            f"checkpoint '{folder}': {META_FILE} is not a ppokit checkpoint of format {FORMAT_VERSION}"
+            f"checkpoint {quote(folder)}: {META_FILE} is not a ppokit checkpoint of format {FORMAT_VERSION}"
+            + (f" (it says format {found!r})" if found is not None else "")
         )
-    with open(model_file, "rb") as handle:
-        head = handle.read(8)
-    if len(head) < 8 or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
-        raise CheckpointError(f"checkpoint '{folder}': {MODEL_FILE} is not a safetensors file")
+    for key, kind in REQUIRED_META.items():
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"checkpoint {quote(folder)}: {META_FILE} lacks a valid {quote(key)}")
+    _check_safetensors_header(folder, model_file)
+    expected = meta.get("model_sha256")
+    if verify and expected is not None and _sha256(model_file) != expected:
+        raise CheckpointError(
+            f"checkpoint {quote(folder)}: {MODEL_FILE} does not match the checksum in {META_FILE} "
+            "(corrupted, or copied from another checkpoint)"
+        )
     try:
         tensors = safetensors.torch.load_file(str(model_file))
-    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint '{folder}': {MODEL_FILE} is corrupted or truncated ({error})") from None
+    except Exception as error:  # noqa: BLE001  (safetensors raises several types for bad files)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {quote(folder)}: {MODEL_FILE} is corrupted or truncated ({first})") from None
     return tensors, meta, folder
 
 
 def config_of(meta: dict[str, Any], folder: Path) -> Config:
+    """The validated training config stored in a checkpoint's meta.json."""
     try:
-        return from_dict(meta["config"])
+        cfg = from_dict(meta["config"])
+        validate(cfg)
     except (KeyError, ConfigError) as error:
-        raise CheckpointError(f"checkpoint '{folder}': its config is unusable ({error})") from None
+        raise CheckpointError(f"checkpoint {quote(folder)}: its config is unusable ({error})") from None
+    if cfg.env_id != meta["env_id"]:
+        raise CheckpointError(
+            f"checkpoint {quote(folder)}: {META_FILE} names env {quote(meta['env_id'])} but its config "
+            f"trains {quote(cfg.env_id)}"
+        )
+    return cfg
 
 
 def load_agent(path: str | Path, device: str | torch.device = "cpu"):
     """The :class:`~ppokit.agent.Agent` saved at ``path`` (run folder or checkpoint folder)."""
     from ppokit.agent import Agent
+    from ppokit.envs import check_spaces
 
     tensors, meta, folder = read(path)
     cfg = config_of(meta, folder)
     try:
         observation_space = space_from_json(meta["observation_space"])
         action_space = space_from_json(meta["action_space"])
-    except (KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(f"checkpoint '{folder}': bad space description ({error})") from None
-    agent = Agent(observation_space, action_space, cfg.model, cfg.env)
+    except Exception as error:  # noqa: BLE001  (any malformed description)
+        raise CheckpointError(f"checkpoint {quote(folder)}: bad space description ({type(error).__name__}: "
+                              f"{error})") from None
+    check_spaces(meta["env_id"], observation_space, action_space)
+    try:
+        agent = Agent(observation_space, action_space, cfg.model, cfg.env)
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {quote(folder)}: cannot build its agent ({type(error).__name__}: "
+                              f"{error})") from None
     state = {k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")}
     try:
         agent.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise CheckpointError(
-            f"checkpoint '{folder}': weights do not match its config ({str(error).splitlines()[0]})"
+            f"checkpoint {quote(folder)}: weights do not match its config ({str(error).splitlines()[0]})"
         ) from None
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"checkpoint {quote(folder)}: tensor {quote(name)} holds NaN or infinity")
     agent.config = cfg
-    agent.global_step = int(meta.get("global_step", 0))
+    try:
+        agent.global_step = int(meta.get("global_step", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {quote(folder)}: global_step is not an integer") from None
     return agent.to(device), tensors, meta
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -88,47 +90,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ppokit.checkpoint import config_of, read
+    from ppokit.config import ConfigError
     from ppokit.presets import build_config
     from ppokit.train import Interrupted, TrainingFailed, train
 
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
     if args.resume is not None:
-        _, meta, folder = read(args.resume)
-        saved = config_of(meta, folder)
-        if args.env_id != saved.env_id:
-            from ppokit.config import ConfigError
-
-            raise ConfigError(f"--resume {args.resume}: that run trains {saved.env_id}, not {args.env_id}")
-        from ppokit.config import from_dict, merge, parse_override, to_dict, validate
-
-        # Resume continues the saved config; --set and the shorthands may change it (e.g. total steps).
-
-        data = to_dict(saved)
-        for text in args.set:
-            data = merge(data, parse_override(text))
-        for key, value in shorthands.items():
+        for flag, value in (("--preset", args.preset), ("--config", args.config), ("--run-dir", args.run_dir)):
             if value is not None:
-                data = merge(data, parse_override(f"{key}={value}"))
-        cfg = validate(from_dict(data))
+                raise ConfigError(f"{flag} cannot be combined with --resume (a resumed run keeps its config and "
+                                  "folder; change fields with --set)")
+        cfg = _resume_config(args, shorthands)
     else:
         cfg = build_config(args.env_id, algo=args.algo, preset=args.preset, config_file=args.config,
                            sets=args.set, overrides=shorthands)
     try:
         result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
     except Interrupted as stop:
-        print(f"ppokit: interrupted; saved {stop.result.run_dir}/checkpoints/latest (continue with --resume)",
-              file=sys.stderr)
+        saved = stop.result.summary.get("checkpoint_step")
+        run_dir = stop.result.run_dir
+        where = (f"checkpoints/latest at step {saved:,} is in {run_dir} (continue with --resume {run_dir})"
+                 if saved is not None else f"no checkpoint was saved in {run_dir}")
+        print(f"ppokit: interrupted; {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrainingFailed as failure:
-        print(f"ppokit: training failed: {failure}; last good checkpoint kept in {failure.result.run_dir}",
-              file=sys.stderr)
+        saved = failure.result.summary.get("checkpoint_step")
+        kept = (f"the last good checkpoint (step {saved:,}) is kept in {failure.result.run_dir}/checkpoints/latest"
+                if saved is not None else f"no checkpoint was saved before the failure ({failure.result.run_dir})")
+        print(f"ppokit: training failed: {failure}; {kept}", file=sys.stderr)
         return EXIT_FAILED
     s = result.summary
     solved = (f"solved at step {s['solved_at_step']:,} ({s['solved_at_time_s']:.1f} s)"
-              if s.get("solved_at_step") is not None else "threshold not reached" if s.get("solved_threshold") is not None
-              else "")
+              if s.get("solved_at_step") is not None
+              else "threshold not reached" if s.get("solved_threshold") is not None else "")
     print(f"{cfg.env_id} {cfg.algo}: {s['total_steps']:,} steps in {s['wall_time_s']:.1f} s ({s['sps']:,.0f} steps/s); "
           f"eval {_fmt(s['eval_return_mean'])} +/- {_fmt(s['eval_return_std'])} over {s['eval_episodes']} episodes"
           f"{'; ' + solved if solved else ''}")
@@ -136,18 +131,35 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:
+    """The saved run's config with --set and the shorthands applied (train() checks what may change)."""
+    from ppokit.checkpoint import config_of, read
+    from ppokit.config import from_dict, merge, parse_override, to_dict
+
+    _, meta, folder = read(args.resume)
+    data = to_dict(config_of(meta, folder))
+    for text in args.set:
+        data = merge(data, parse_override(text))
+    for key, value in shorthands.items():
+        if value is not None:
+            data = merge(data, parse_override(f"{key}={value}"))
+    data["env_id"] = args.env_id
+    if args.algo is not None:
+        data["algo"] = args.algo
+    return from_dict(data)
+
+
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1f}"
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ppokit.checkpoint import config_of, load_agent
+    from ppokit.checkpoint import load_agent
     from ppokit.evaluate import evaluate
 
     agent, _, meta = load_agent(args.path)
-    cfg = config_of(meta, Path(args.path))
     result = evaluate(agent, meta["env_id"], args.episodes, seed=args.seed,
-                      deterministic=not args.stochastic, env_kwargs=cfg.env.kwargs)
+                      deterministic=not args.stochastic, env_kwargs=agent.config.env.kwargs)
     if args.json:
         print(json.dumps({"env_id": meta["env_id"], "global_step": meta.get("global_step"),
                           "deterministic": not args.stochastic, **result}))
@@ -187,20 +199,30 @@ def _presets(args: argparse.Namespace) -> int:
 COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets}
 
 
+def _one_line(text: str) -> str:
+    """An error message on one line, whatever it quotes."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     from ppokit.config import ConfigError
+    from ppokit.envs import EnvError
+    from ppokit.train import TrainingError
 
     logging.basicConfig(level=logging.INFO, format="ppokit: %(message)s", stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as error:
-        print(str(error), file=sys.stderr)
+        print(_one_line(str(error)), file=sys.stderr)
         return EXIT_BAD_INPUT
     except ConfigError as error:
-        print(f"ppokit: error: {error}", file=sys.stderr)
+        print(f"ppokit: error: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (EnvError, TrainingError) as error:  # an env failing outside training (e.g. in eval)
+        print(f"ppokit: failed: {_one_line(str(error))}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("ppokit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

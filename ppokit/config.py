@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,15 +20,31 @@ from typing import Any
 
 import yaml
 
+# yaml.safe_load's loader, in C when libyaml is there (same rules, ~10x faster).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class ConfigError(ValueError):
     """Bad user input (config value, file, env id, ...): reported as one line, exit code 2."""
 
 
-def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+def quote(text: Any, limit: int = 200) -> str:
+    """``text`` in single quotes for a one-line message: control characters escaped, long text cut."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"'{escaped}'"
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str], prefix: str = "") -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest choice (shown after ``prefix``), or ``""``."""
+    choices = [c for c in choices if isinstance(c, str)]
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if not close:  # case slips ("cpu" for "CPU") are the most common typo
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[str(word).lower()]] if str(word).lower() in lowered else []
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
 
 @dataclass
@@ -62,13 +80,13 @@ class PPOConfig:
     anneal_lr: bool = True
     update_epochs: int = 10
     minibatch_size: int = 64
-    clip_coef: typing.Optional[float] = 0.2  # None: the unclipped surrogate
+    clip_coef: float | None = 0.2  # None: the unclipped surrogate
     anneal_clip: bool = False
     clip_vloss: bool = False
     ent_coef: float = 0.0
     vf_coef: float = 0.5
-    max_grad_norm: typing.Optional[float] = 0.5
-    target_kl: typing.Optional[float] = None
+    max_grad_norm: float | None = 0.5
+    target_kl: float | None = None
     norm_adv: bool = True
     adam_eps: float = 1e-5
 
@@ -81,7 +99,7 @@ class PPOKLConfig:
     minibatch_size: int = 64
     ent_coef: float = 0.0
     vf_coef: float = 0.5
-    max_grad_norm: typing.Optional[float] = 0.5
+    max_grad_norm: float | None = 0.5
     norm_adv: bool = True
     adam_eps: float = 1e-5
     kl_target: float = 0.01
@@ -110,7 +128,7 @@ class VPGConfig:
     value_minibatch_size: int = 64
     baseline: str = "value"  # value | none
     norm_adv: bool = True
-    max_grad_norm: typing.Optional[float] = None
+    max_grad_norm: float | None = None
 
 
 @dataclass
@@ -120,11 +138,11 @@ class Config:
     seed: int = 0
     total_steps: int = 100_000
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    preset: typing.Optional[str] = None
-    solved_threshold: typing.Optional[float] = None
+    preset: str | None = None
+    solved_threshold: float | None = None
     torch_threads: int = 1
     compile: str = "auto"  # auto | on | off: torch.compile of the update step
-    checkpoint_every: typing.Optional[int] = None  # also save checkpoints/latest every N iterations
+    checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -154,8 +172,17 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+INT_LIMIT = 2**63  # every integer field must fit in an int64 (torch, numpy)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
@@ -166,40 +193,51 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [a for a in options if a is not type(None)][0]
-        return _coerce(value, inner, name)
+        try:
+            return _coerce(value, inner, name)
+        except ConfigError as error:
+            raise ConfigError(str(error).replace(", got ", " or null, got ", 1)) from None
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        raise ConfigError(f"{name}: expected true or false, got {_show(value)}")
     if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT < value < INT_LIMIT:
+                raise ConfigError(f"{name}: expected an integer below 2**63 in size, got {_show(value)}")
+            return value
+        raise ConfigError(f"{name}: expected an integer, got {_show(value)}")
     if annotation is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{name}: expected a finite number, got {value!r}")
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return _coerce(float(value), float, name)
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                number = float(value.strip())
             except ValueError:
-                pass
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
+                number = None
+        if number is None:
+            raise ConfigError(f"{name}: expected a number, got {_show(value)}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}: expected a finite number, got {_show(value)}")
+        return number
     if annotation is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
+        raise ConfigError(f"{name}: expected a string, got {_show(value)}")
     if annotation is list or origin is list:
         if isinstance(value, (list, tuple)):
             return list(value)
-        raise ConfigError(f"{name}: expected a list like [64, 64], got {value!r}")
+        raise ConfigError(f"{name}: expected a list like [64, 64], got {_show(value)}")
     if annotation is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
-        raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        raise ConfigError(f"{name}: expected a mapping, got {_show(value)}")
     raise ConfigError(f"{name}: unsupported field type")  # pragma: no cover
 
 
@@ -212,8 +250,9 @@ def from_dict(data: Any, cls: type = Config, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if not isinstance(key, str) or key not in hints:
+            kind = "section or field" if not prefix else "field"
             raise ConfigError(
-                f"unknown config field '{prefix}{key}'{did_you_mean(str(key), hints)}"
+                f"unknown config {kind} {quote(f'{prefix}{key}')}{did_you_mean(str(key), hints, prefix)}"
                 f" (fields of {where}: {', '.join(hints)})"
             )
         hint = hints[key]
@@ -245,11 +284,11 @@ def load_yaml(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file '{path}' cannot be read: {error}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}") from None
+        raise ConfigError(f"config file '{path}' is not valid YAML{_yaml_problem(error)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file '{path}' is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -259,21 +298,30 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None)
+    return f"{where}: {problem}" if problem else where
+
+
 def parse_override(text: str) -> dict:
     """``"ppo.clip_coef=0.1"`` -> ``{"ppo": {"clip_coef": 0.1}}`` (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. ppo.clip_coef=0.1")
+        raise ConfigError(f"--set {quote(text)}: expected KEY=VALUE, e.g. ppo.clip_coef=0.1")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. ppo.clip_coef=0.1")
+    if not key or any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"--set {quote(text)}: expected KEY=VALUE, e.g. ppo.clip_coef=0.1")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: cannot parse value '{raw}'") from None
+        value = yaml.load(raw, Loader=SAFE_LOADER) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {quote(key)}: cannot parse value {quote(raw)}{_yaml_problem(error)}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {quote(key)}: value is nested too deeply") from None
     nested: dict = value
     for part in reversed(key.split(".")):
-        nested = {part: nested}
+        nested = {part.strip(): nested}
     return nested
 
 
@@ -284,6 +332,11 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 
 ALGO_NAMES = ("ppo", "ppo-kl", "trpo", "vpg")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
+VECTOR_MODES = ("auto", "sync", "async")
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
+SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds
+# The config section that holds each algorithm's hyperparameters.
+ALGO_SECTION = {"ppo": "ppo", "ppo-kl": "ppo_kl", "trpo": "trpo", "vpg": "vpg"}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -295,39 +348,71 @@ def _positive_int(value: int, name: str) -> None:
     _check(value >= 1, f"{name}: expected a positive integer, got {value}")
 
 
-def _in_unit_interval(value: float, name: str, *, open_low: bool = False) -> None:
+def _in_unit_interval(value: float, name: str, *, open_low: bool = False, open_high: bool = False) -> None:
     low_ok = value > 0 if open_low else value >= 0
-    interval = "(0, 1]" if open_low else "[0, 1]"
-    _check(low_ok and value <= 1, f"{name}: expected a number in {interval}, got {value}")
+    high_ok = value < 1 if open_high else value <= 1
+    interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
+    _check(low_ok and high_ok, f"{name}: expected a number in {interval}, got {value}")
 
 
 def _positive(value: float | None, name: str, *, optional: bool = False) -> None:
     if value is None and optional:
         return
-    _check(value is not None and value > 0, f"{name}: expected a positive number, got {value}")
+    accepted = "a positive number or null" if optional else "a positive number"
+    _check(value is not None and value > 0, f"{name}: expected {accepted}, got {value}")
+
+
+def _non_negative(value: float, name: str) -> None:
+    _check(value >= 0, f"{name}: expected a number >= 0, got {value}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], name: str) -> None:
+    _check(
+        value in choices,
+        f"{name}: expected one of {', '.join(choices)}, got {quote(value)}{did_you_mean(value, choices)}",
+    )
+
+
+def _fits_batch(value: int, batch: int, name: str) -> None:
+    _check(
+        value <= batch,
+        f"{name}: {value} is larger than the batch of {batch} steps "
+        "(rollout.num_steps * rollout.num_envs); lower it or collect more steps",
+    )
+
+
+def check_device(device: str) -> None:
+    """ConfigError unless ``device`` is auto, cpu, cuda or cuda:N."""
+    ok = device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device) is not None
+    _check(
+        ok,
+        f"device: expected one of {', '.join(DEVICE_FORMS)}, got {quote(device)}"
+        f"{did_you_mean(device, ('auto', 'cpu', 'cuda'))}",
+    )
 
 
 def validate(cfg: Config, world_size: int = 1) -> Config:
-    """Check every field's range; raise :class:`ConfigError` naming the first bad one."""
+    """Check every field's range; raise :class:`ConfigError` naming the first bad one.
+
+    Types (and finiteness of floats) are checked by :func:`from_dict`; this checks ranges and
+    the relations between fields. Sizes tied to the batch are checked only for the algorithm
+    that will run (``ppo.minibatch_size`` does not matter to a TRPO run).
+    """
     _check(
         cfg.algo in ALGO_NAMES,
-        f"unknown algo '{cfg.algo}'{did_you_mean(cfg.algo, ALGO_NAMES)} "
+        f"unknown algo {quote(cfg.algo)}{did_you_mean(cfg.algo, ALGO_NAMES)} "
         f"(accepted: {', '.join(ALGO_NAMES)})",
     )
-    _check(cfg.seed >= 0, f"seed: expected a non-negative integer, got {cfg.seed}")
+    _check(0 <= cfg.seed < SEED_LIMIT, f"seed: expected an integer in [0, 2**32), got {cfg.seed}")
     _positive_int(cfg.total_steps, "total_steps")
-    _check(
-        cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-        f"device: expected auto, cpu, cuda or cuda:N, got '{cfg.device}'",
-    )
+    check_device(cfg.device)
     _positive_int(cfg.torch_threads, "torch_threads")
-    _check(cfg.compile in ("auto", "on", "off"), f"compile: expected auto, on or off, got '{cfg.compile}'")
+    _one_of(cfg.compile, ("auto", "on", "off"), "compile")
     if cfg.checkpoint_every is not None:
-        _positive_int(cfg.checkpoint_every, "checkpoint_every")
-    _check(cfg.checkpoint_interval_s >= 0, f"checkpoint_interval_s: expected >= 0, got {cfg.checkpoint_interval_s}")
-    if cfg.solved_threshold is not None:
-        _check(math.isfinite(cfg.solved_threshold), "solved_threshold: expected a finite number or null")
-    _check(cfg.eval_episodes >= 0, f"eval_episodes: expected >= 0, got {cfg.eval_episodes}")
+        _check(cfg.checkpoint_every >= 1,
+               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
+    _non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
+    _check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
 
     r = cfg.rollout
     _positive_int(r.num_envs, "rollout.num_envs")
@@ -335,42 +420,40 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     _in_unit_interval(r.gamma, "rollout.gamma")
     _in_unit_interval(r.gae_lambda, "rollout.gae_lambda")
     _check(
-        r.num_envs % world_size == 0,
-        f"rollout.num_envs: {r.num_envs} envs cannot be split evenly over {world_size} processes",
+        world_size >= 1 and r.num_envs % world_size == 0,
+        f"rollout.num_envs: {r.num_envs} envs cannot be split evenly over {world_size} processes "
+        f"(use a multiple of {world_size})",
     )
 
     e = cfg.env
-    _check(e.vector in ("auto", "sync", "async"), f"env.vector: expected auto, sync or async, got '{e.vector}'")
+    _one_of(e.vector, VECTOR_MODES, "env.vector")
     _positive(e.clip_obs, "env.clip_obs")
     _positive(e.clip_reward, "env.clip_reward")
+    _check(all(isinstance(k, str) for k in e.kwargs),
+           f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
 
     m = cfg.model
     _check(
-        len(m.hidden_sizes) > 0 and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden_sizes),
-        f"model.hidden_sizes: expected a non-empty list of positive integers, got {m.hidden_sizes}",
+        len(m.hidden_sizes) > 0
+        and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h < INT_LIMIT for h in m.hidden_sizes),
+        f"model.hidden_sizes: expected a non-empty list of positive integers, got {_show(m.hidden_sizes)}",
     )
-    _check(
-        m.activation in ACTIVATIONS,
-        f"model.activation: expected one of {', '.join(ACTIVATIONS)}, got '{m.activation}'"
-        f"{did_you_mean(m.activation, ACTIVATIONS)}",
-    )
+    _one_of(m.activation, ACTIVATIONS, "model.activation")
 
+    active = ALGO_SECTION[cfg.algo]
     for name, section in (("ppo", cfg.ppo), ("ppo_kl", cfg.ppo_kl)):
         _positive(section.learning_rate, f"{name}.learning_rate")
         _positive_int(section.update_epochs, f"{name}.update_epochs")
         _positive_int(section.minibatch_size, f"{name}.minibatch_size")
-        # minibatch_size is global: with K processes each takes minibatch_size / K samples.
-        _check(
-            section.minibatch_size <= cfg.batch_size,
-            f"{name}.minibatch_size: {section.minibatch_size} is larger than the batch of "
-            f"{cfg.batch_size} steps (rollout.num_steps * rollout.num_envs)",
-        )
-        _check(
-            section.minibatch_size % world_size == 0,
-            f"{name}.minibatch_size: {section.minibatch_size} cannot be split evenly over {world_size} processes",
-        )
-        _check(section.ent_coef >= 0, f"{name}.ent_coef: expected >= 0, got {section.ent_coef}")
-        _check(section.vf_coef >= 0, f"{name}.vf_coef: expected >= 0, got {section.vf_coef}")
+        if name == active:
+            # minibatch_size is global: with K processes each takes minibatch_size / K samples.
+            _fits_batch(section.minibatch_size, cfg.batch_size, f"{name}.minibatch_size")
+            _check(
+                section.minibatch_size % world_size == 0,
+                f"{name}.minibatch_size: {section.minibatch_size} cannot be split evenly over {world_size} processes",
+            )
+        _non_negative(section.ent_coef, f"{name}.ent_coef")
+        _non_negative(section.vf_coef, f"{name}.vf_coef")
         _positive(section.max_grad_norm, f"{name}.max_grad_norm", optional=True)
         _positive(section.adam_eps, f"{name}.adam_eps")
     _positive(cfg.ppo.clip_coef, "ppo.clip_coef", optional=True)
@@ -381,18 +464,43 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     t = cfg.trpo
     _positive(t.max_kl, "trpo.max_kl")
     _positive_int(t.cg_iters, "trpo.cg_iters")
-    _check(t.damping >= 0, f"trpo.damping: expected >= 0, got {t.damping}")
+    _non_negative(t.damping, "trpo.damping")
     _positive_int(t.backtrack_iters, "trpo.backtrack_iters")
     _in_unit_interval(t.backtrack_coef, "trpo.backtrack_coef", open_low=True)
     _positive(t.value_lr, "trpo.value_lr")
     _positive_int(t.value_epochs, "trpo.value_epochs")
     _positive_int(t.value_minibatch_size, "trpo.value_minibatch_size")
+    per_process_batch = cfg.batch_size // world_size
+    if active == "trpo":
+        _fits_batch(t.value_minibatch_size, per_process_batch, "trpo.value_minibatch_size")
 
     v = cfg.vpg
     _positive(v.learning_rate, "vpg.learning_rate")
     _positive(v.value_lr, "vpg.value_lr")
     _positive_int(v.value_epochs, "vpg.value_epochs")
     _positive_int(v.value_minibatch_size, "vpg.value_minibatch_size")
-    _check(v.baseline in ("value", "none"), f"vpg.baseline: expected value or none, got '{v.baseline}'")
+    if active == "vpg":
+        _fits_batch(v.value_minibatch_size, per_process_batch, "vpg.value_minibatch_size")
+    _one_of(v.baseline, ("value", "none"), "vpg.baseline")
     _positive(v.max_grad_norm, "vpg.max_grad_norm", optional=True)
     return cfg
+
+
+def check_output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "--out") -> Path:
+    """An output file path that can be written: a known suffix, an existing writable folder, not a folder."""
+    import os
+
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        accepted = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+        raise ConfigError(f"{flag} {quote(out)}: expected a {accepted} file name")
+    if out.is_dir():
+        raise ConfigError(f"{flag} {quote(out)}: is a folder; expected a file name")
+    folder = out.parent
+    if not folder.exists():
+        raise ConfigError(f"{flag} {quote(out)}: folder {quote(folder)} does not exist")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {quote(out)}: {quote(folder)} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError(f"{flag} {quote(out)}: not writable (permission denied)")
+    return out

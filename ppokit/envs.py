@@ -11,6 +11,9 @@ Two autoreset modes are supported, and the rollout handles each explicitly:
 
 from __future__ import annotations
 
+import importlib
+import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,51 +21,111 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from ppokit.config import Config, ConfigError, did_you_mean
+from ppokit.config import Config, ConfigError, did_you_mean, quote
 
-EXTRA_FOR_MODULE = {"mujoco": "mujoco", "ale_py": "atari", "Box2D": "box2d", "box2d": "box2d"}
+# Module named in a DependencyNotInstalled / ImportError message -> what installs it.
+INSTALL_FOR_MODULE = {
+    "mujoco": "pip install 'ppokit[mujoco]'",
+    "ale_py": "pip install 'ppokit[atari]'",
+    "ale-py": "pip install 'ppokit[atari]'",
+    "box2d": "pip install 'gymnasium[box2d]'",
+    "pygame": "pip install pygame",
+}
 
 
 class EnvError(RuntimeError):
     """An environment raised while stepping or resetting (names the env and sub-env)."""
 
 
+# Marks an EnvError message that already names the env and the sub-env, so that wrapping layers
+# (the async worker, VectorEnvs.step) pass it on unchanged instead of prefixing it again.
+_NAMED = " sub-env "
+
+
 def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
     """The spec of ``env_id``, importing ale_py for ``ALE/`` ids; ConfigError if unknown."""
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"env id: expected a registered Gymnasium id such as CartPole-v1, got {env_id!r}")
     if env_id.startswith("ALE/"):
         try:
-            import ale_py  # noqa: F401  (registers the ALE/ ids)
+            import ale_py  # (registers the ALE/ ids)
 
             gym.register_envs(ale_py)
         except ImportError:
-            raise ConfigError(f"env '{env_id}' needs Atari: pip install 'ppokit[atari]'") from None
+            raise ConfigError(f"env {quote(env_id)} needs the Atari extra: pip install 'ppokit[atari]'") from None
+    name = env_id
+    if ":" in env_id:  # "module:Env-v0", as gymnasium.make accepts: importing the module registers the env
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001  (any import failure is bad input)
+            raise ConfigError(f"env {quote(env_id)}: cannot import module {quote(module)} "
+                              f"({type(error).__name__}: {_first_line(error)})") from None
     try:
-        return gym.spec(env_id)
+        return gym.spec(name)
     except gym.error.Error:
-        raise ConfigError(
-            f"unknown env '{env_id}'{did_you_mean(env_id, gym.envs.registry)} "
-            "(any registered Gymnasium id is accepted; list them with gymnasium.pprint_registry())"
-        ) from None
+        pass
+    raise ConfigError(
+        f"unknown env {quote(env_id)}{did_you_mean(name, gym.envs.registry)} "
+        "(any registered Gymnasium id is accepted; list them with: python -c 'import gymnasium; "
+        "gymnasium.pprint_registry()')"
+    )
 
 
-def _missing_dependency(env_id: str, error: BaseException) -> ConfigError:
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def creation_error(env_id: str, error: BaseException) -> ConfigError:
+    """A one-line ConfigError for an env that cannot be created (missing extra, bad kwargs, ...)."""
     text = str(error)
-    for module, extra in EXTRA_FOR_MODULE.items():
-        if module.lower() in text.lower():
-            return ConfigError(f"env '{env_id}' needs {module}: pip install 'ppokit[{extra}]'")
-    return ConfigError(f"env '{env_id}' cannot be created: {text.splitlines()[0] if text else error!r}")
+    if isinstance(error, (gym.error.DependencyNotInstalled, ImportError)):
+        for module, install in INSTALL_FOR_MODULE.items():
+            if module in text.lower():
+                return ConfigError(f"env {quote(env_id)} needs {module}, which is not installed: "
+                                   f"{install} ({_first_line(error)})")
+        return ConfigError(f"env {quote(env_id)} needs a package that is not installed: {_first_line(error)}")
+    if isinstance(error, TypeError) and "argument" in text:
+        return ConfigError(f"env.kwargs: {quote(env_id)} does not accept them: {_first_line(error)}")
+    return ConfigError(f"env {quote(env_id)} cannot be created: {type(error).__name__}: {_first_line(error)}")
+
+
+def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = None,
+             max_episode_steps: int | None = None) -> gym.Env:
+    """One env (for evaluation and recording); any failure to create it is a ConfigError."""
+    ensure_registered(env_id)
+    try:
+        return gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **(kwargs or {}))
+    except Exception as error:  # noqa: BLE001  (translated into one line)
+        raise creation_error(env_id, error) from None
+
+
+def check_agent_fits(agent: Any, env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """ConfigError unless the agent was built for exactly these spaces (e.g. a checkpoint of another env)."""
+    from ppokit.checkpoint import space_to_json
+
+    for what, theirs, ours in (("observation", observation_space, agent.observation_space),
+                               ("action", action_space, agent.action_space)):
+        if space_to_json(theirs) != space_to_json(ours):
+            raise ConfigError(
+                f"the agent was trained on {what} space {ours}, but env {quote(env_id)} has {theirs}"
+            )
 
 
 class ReportErrors(gym.Wrapper):
     """Re-raises any exception from step/reset as :class:`EnvError` naming the env and index."""
 
-    def __init__(self, env: gym.Env, env_id: str, index: int):
+    def __init__(self, env: gym.Env, env_id: str, index: int | None):
         super().__init__(env)
         self.env_id = env_id
-        self.index = index
+        self.index = index  # None: a single env (evaluation, recording)
 
     def _error(self, where: str, error: Exception) -> EnvError:
-        return EnvError(f"env '{self.env_id}' sub-env {self.index} raised in {where}: {type(error).__name__}: {error}")
+        who = f"{_NAMED}{self.index}" if self.index is not None else ""
+        return EnvError(
+            f"env {quote(self.env_id)}{who} raised in {where}: {type(error).__name__}: {_first_line(error)}"
+        )
 
     def step(self, action: Any):
         try:
@@ -99,23 +162,60 @@ class VectorEnvs:
         return self.env.single_action_space
 
     def reset(self) -> np.ndarray:
-        obs, _ = self.env.reset(seed=self.seed)
+        try:
+            with _quiet_async_errors(self.env):
+                obs, _ = self.env.reset(seed=self.seed)
+        except Exception as error:  # noqa: BLE001
+            raise self._error("reset", error) from error
         return obs
 
     def step(self, actions: np.ndarray):
         try:
+            if isinstance(self.env, gym.vector.AsyncVectorEnv):
+                with _quiet_async_errors(self.env):
+                    return self.env.step(actions)
             return self.env.step(actions)
-        except EnvError:
-            raise
         except Exception as error:  # noqa: BLE001  (vectorized envs have no per-sub-env wrapper)
-            raise EnvError(f"env '{self.env_id}' raised in step: {type(error).__name__}: {error}") from error
+            raise self._error("step", error) from error
+
+    def _error(self, where: str, error: Exception) -> EnvError:
+        """The error as an EnvError; one raised by a sub-env (in this process or a worker) keeps its message."""
+        text = _first_line(error)
+        if isinstance(error, EnvError) and _NAMED in text:
+            return EnvError(text)
+        return EnvError(f"env {quote(self.env_id)} raised in {where}: {type(error).__name__}: {text}")
 
     def close(self) -> None:
         self.env.close()
 
 
+class _quiet_async_errors:
+    """AsyncVectorEnv logs a worker's full traceback as a warning before re-raising its error in the
+    parent; ppokit reports the error itself in one line, so those warnings are silenced."""
+
+    def __init__(self, env: gym.vector.VectorEnv):
+        self.active = isinstance(env, gym.vector.AsyncVectorEnv)
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.saved = gym.logger.min_level
+            gym.logger.min_level = gym.logger.ERROR + 10
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            gym.logger.min_level = self.saved
+
+
 def _sub_env_factory(env_id: str, index: int, kwargs: dict, render_mode: str | None):
+    parent = os.getpid()
+
     def make() -> gym.Env:
+        if os.getpid() != parent:
+            # An AsyncVectorEnv worker: Ctrl-C and SIGTERM are the parent's to handle (it finishes
+            # the iteration, saves and then closes the workers); a worker dying first would turn
+            # an interruption into a failure.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return ReportErrors(gym.make(env_id, render_mode=render_mode, **kwargs), env_id, index)
 
     return make
@@ -146,12 +246,8 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
                 env = gym.vector.AsyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
             else:
                 env = gym.vector.SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
-    except gym.error.DependencyNotInstalled as error:
-        raise _missing_dependency(cfg.env_id, error) from None
-    except ImportError as error:
-        raise _missing_dependency(cfg.env_id, error) from None
-    except TypeError as error:
-        raise ConfigError(f"env.kwargs: '{cfg.env_id}' does not accept them: {error}") from None
+    except Exception as error:  # noqa: BLE001  (missing extra, bad kwargs, a broken env: one line)
+        raise creation_error(cfg.env_id, error) from None
     autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     # The rollout implements exactly these two modes; anything else would be learned wrongly.
     assert autoreset in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP), autoreset
@@ -163,7 +259,7 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
     """ConfigError unless ppokit has an encoder and an action head for these spaces."""
     if not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise ConfigError(
-            f"env '{env_id}': observation space {observation_space} is not supported "
+            f"env {quote(env_id)}: observation space {observation_space} is not supported "
             "(accepted: Box, Discrete; flatten dict observations with a wrapper)"
         )
     supported = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
@@ -171,6 +267,6 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
         isinstance(action_space, gym.spaces.Box) and np.issubdtype(action_space.dtype, np.floating)
     )):
         raise ConfigError(
-            f"env '{env_id}': action space {action_space} is not supported "
+            f"env {quote(env_id)}: action space {action_space} is not supported "
             "(accepted: Discrete, MultiDiscrete, MultiBinary, float Box)"
         )

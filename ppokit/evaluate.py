@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from ppokit.envs import check_spaces, ensure_registered
+from ppokit.config import ConfigError
+from ppokit.envs import ReportErrors, check_agent_fits, check_spaces, make_env
 
 
 def evaluate(agent: Any, env_id: str | None = None, episodes: int = 10, seed: int = 0,
@@ -20,11 +20,11 @@ def evaluate(agent: Any, env_id: str | None = None, episodes: int = 10, seed: in
     """
     env_id = env_id or getattr(agent, "env_id", None)
     if env_id is None:
-        raise ValueError("evaluate needs an env id")
-    ensure_registered(env_id)
-    env = gym.make(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
+        raise ConfigError("evaluate needs an env id (the agent does not name one)")
+    env = ReportErrors(make_env(env_id, env_kwargs, max_episode_steps=max_episode_steps), env_id, None)
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
+        check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         returns, lengths = [], []
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)

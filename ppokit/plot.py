@@ -5,31 +5,43 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ppokit.config import ConfigError
+from ppokit.config import ConfigError, check_output_file, quote
 
 
 def read_curve(run_dir: Path) -> tuple[list[float], list[float]]:
     """``(global_steps, episodic_return_mean)`` of a run; rows without a return are skipped."""
+    if not run_dir.exists():
+        raise ConfigError(f"run folder {quote(run_dir)} does not exist")
+    if not run_dir.is_dir():
+        raise ConfigError(f"{quote(run_dir)} is not a folder (expected a run folder with metrics.csv)")
     path = run_dir / "metrics.csv"
-    if not path.exists():
-        raise ConfigError(f"'{run_dir}' is not a run folder (no metrics.csv)")
+    if not path.is_file():
+        raise ConfigError(f"{quote(run_dir)} is not a run folder (it has no metrics.csv)")
     steps, returns = [], []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            try:
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"global_step", "episodic_return_mean"} <= set(reader.fieldnames):
+                raise ConfigError(f"{quote(path)} is not a ppokit metrics.csv (no global_step and "
+                                  "episodic_return_mean columns)")
+            for line, row in enumerate(reader, start=2):
                 value = row.get("episodic_return_mean") or ""
-                if value:
-                    steps.append(float(row["global_step"]))
+                step = row.get("global_step") or ""
+                if not value or not step:  # no episode finished yet, or a row cut short by a crash
+                    continue
+                try:
+                    steps.append(float(step))
                     returns.append(float(value))
-            except (KeyError, ValueError):
-                raise ConfigError(f"'{path}' is not a ppokit metrics.csv") from None
+                except ValueError:
+                    raise ConfigError(f"{quote(path)} line {line}: not a number") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{quote(path)} cannot be read ({error})") from None
     return steps, returns
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> None:
     """Plot mean training return (last 20 episodes) against environment steps, one line per run."""
-    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ConfigError(f"--out '{out}': expected a .png, .pdf or .svg file name")
+    out = check_output_file(out, (".png", ".pdf", ".svg"))
     curves = [(run_dir, *read_curve(run_dir)) for run_dir in run_dirs]
     import matplotlib
 

@@ -22,7 +22,8 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 def available() -> dict[str, dict[str, Any]]:
     """``name -> preset dict`` for every shipped preset."""
-    return {path.stem: yaml.safe_load(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return {path.stem: yaml.load(path.read_text(), Loader=loader) for path in sorted(PRESET_DIR.glob("*.yaml"))}
 
 
 def _file_name(env_id: str) -> str:
@@ -65,7 +66,10 @@ def build_config(
     if config_file is not None:
         data = merge(data, load_yaml(config_file))
     for text in sets:
-        data = merge(data, parse_override(text))
+        override = parse_override(text)
+        if "env_id" in override and override["env_id"] != env_id:
+            raise ConfigError(f"--set env_id: the env is the ENV_ID argument ({env_id}); give it there instead")
+        data = merge(data, override)
     data["env_id"] = env_id
     if algo is not None:
         data["algo"] = algo

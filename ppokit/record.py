@@ -7,7 +7,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from ppokit.config import ConfigError
+from ppokit.config import ConfigError, check_output_file, quote
+from ppokit.envs import ReportErrors, check_agent_fits, creation_error, make_env
 
 FORMATS = (".gif", ".mp4")
 
@@ -16,27 +17,44 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
     """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count."""
     from ppokit.checkpoint import load_agent
 
-    out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ConfigError(f"--out '{out}': expected a .gif or .mp4 file name")
-    if not out.parent.exists():
-        raise ConfigError(f"--out '{out}': folder '{out.parent}' does not exist")
+    out = check_output_file(out, FORMATS)
+    if out.suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"--out {quote(out)}: MP4 needs imageio-ffmpeg (pip install 'ppokit[video]'); or write a .gif"
+            ) from None
     agent, _, meta = load_agent(path)
-    env = gym.make(meta["env_id"], render_mode="rgb_array", **agent.config.env.kwargs)
+    env_id = meta["env_id"]
+    env = ReportErrors(make_env(env_id, agent.config.env.kwargs, render_mode="rgb_array"), env_id, None)
     frames: list[np.ndarray] = []
     try:
+        check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
-            frames.append(env.render())
+            frames.append(_frame(env, env_id))
             done = False
             while not done:
                 obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
-                frames.append(env.render())
+                frames.append(_frame(env, env_id))
                 done = terminated or truncated
     finally:
         env.close()
     _write(out, frames, fps)
     return len(frames)
+
+
+def _frame(env: gym.Env, env_id: str) -> np.ndarray:
+    try:
+        frame = env.render()
+    except (gym.error.DependencyNotInstalled, ImportError) as error:  # e.g. pygame for classic control
+        raise creation_error(env_id, error) from None
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+        raise ConfigError(
+            f"env {quote(env_id)} cannot render images (render_mode='rgb_array' gave {type(frame).__name__})"
+        )
+    return frame
 
 
 def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
@@ -48,4 +66,6 @@ def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
         try:
             iio.imwrite(out, np.stack(frames), fps=fps, codec="libx264")
         except (ImportError, OSError, ValueError) as error:
-            raise ConfigError(f"--out '{out}': MP4 needs imageio-ffmpeg ({error}); use .gif or pip install imageio-ffmpeg") from None
+            raise ConfigError(
+                f"--out {quote(out)}: cannot write MP4 ({error}); use .gif or pip install 'ppokit[video]'"
+            ) from None

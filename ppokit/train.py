@@ -7,9 +7,13 @@ in-progress episodes.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import os
+import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +29,8 @@ from ppokit.agent import Agent
 from ppokit.algos import ALGOS
 from ppokit.algos.common import explained_variance
 from ppokit.batch import flatten
-from ppokit.config import Config, ConfigError, save_yaml, to_dict, validate
-from ppokit.envs import VectorEnvs, make_envs
+from ppokit.config import Config, ConfigError, quote, save_yaml, to_dict, validate
+from ppokit.envs import EnvError, VectorEnvs, ensure_registered, make_envs
 from ppokit.evaluate import evaluate
 from ppokit.metrics import EpisodeWindow, MetricsWriter, write_summary
 from ppokit.rollout import CollectorState, Rollout, Timings, collect
@@ -54,6 +58,10 @@ def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device: '{requested}' was asked for but no CUDA GPU is available (use cpu or auto)")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: '{requested}' does not exist; this machine has "
+                              f"{torch.cuda.device_count()} GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return torch.device(requested), f"asked for {requested}"
     if not torch.cuda.is_available():
         return torch.device("cpu"), "auto: no GPU available"
@@ -84,28 +92,137 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__{cfg.seed}__{stamp}"
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+def _check_run_dir(run_dir: Path, resume: bool) -> bool:
+    """Check, before any work, that ``run_dir`` can be written and does not already hold a run.
+
+    Creates the folder; returns whether it was created (so a failed start can remove it again).
+    """
+    created = not run_dir.exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {quote(run_dir)} is a file, not a folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"run folder '{run_dir}' is not writable ({error.strerror})") from None
-    if not resume:
-        if (run_dir / "checkpoints").exists() or (run_dir / "metrics.csv").exists():
+        raise ConfigError(f"run folder {quote(run_dir)} is not writable ({error.strerror or error})") from None
+    if not resume and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.csv").exists()):
+        raise ConfigError(
+            f"run folder {quote(run_dir)} already holds a run; continue it with --resume {run_dir} "
+            "or pick another --run-dir"
+        )
+    return created
+
+
+# Config fields a resumed run must keep: its checkpoint (weights, env state, collector state, the
+# iteration counter) only makes sense with them. Everything else (total_steps, learning rates,
+# checkpointing, device, ...) may change with --set.
+FIXED_ON_RESUME = ("env_id", "algo", "seed", "rollout.num_envs", "rollout.num_steps", "env", "model")
+
+
+def _field(cfg: Config, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return to_dict(value) if hasattr(value, "__dataclass_fields__") else value
+
+
+def check_resume(saved: Config, cfg: Config, meta: dict, resume: str | Path) -> None:
+    """ConfigError unless ``cfg`` can continue the run whose checkpoint holds ``saved`` and ``meta``."""
+    if saved.env_id != cfg.env_id or saved.algo != cfg.algo:
+        raise ConfigError(
+            f"--resume {resume}: that run trains {saved.algo} on {saved.env_id}, not {cfg.algo} on {cfg.env_id}"
+        )
+    for name in FIXED_ON_RESUME:
+        before, after = _field(saved, name), _field(cfg, name)
+        if before != after:
             raise ConfigError(
-                f"run folder '{run_dir}' already holds a run; continue it with --resume {run_dir} or pick another --run-dir"
+                f"--resume {resume}: {name} cannot change when resuming (the run has {before}, asked for {after}); "
+                "start a new run instead"
             )
-        save_yaml(cfg, run_dir / "config.yaml")
+    training = meta.get("training")
+    if not isinstance(training, dict):
+        raise ConfigError(
+            f"--resume {resume}: the checkpoint holds an agent only (saved with Agent.save), not a training state"
+        )
+    needed = {"iteration": int, "wall_time_s": (int, float), "recent_returns": list, "recent_lengths": list,
+              "numpy_rng": list}
+    for key, kind in needed.items():
+        if not isinstance(training.get(key), kind):
+            raise checkpoint.CheckpointError(f"--resume {resume}: the checkpoint's training state lacks {key!r}")
 
 
-class _Terminate(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
+def run_folder_of(resume: str | Path, folder: Path) -> Path:
+    """The run folder to continue: ``resume`` itself, or the run that holds checkpoint ``folder``."""
+    resume = Path(resume)
+    if folder.resolve() != resume.resolve():
+        return resume  # a run folder, resolved to its checkpoints/latest
+    if folder.parent.name == "checkpoints":
+        return folder.parent.parent  # RUN/checkpoints/latest (or best): continue RUN
+    raise ConfigError(
+        f"--resume {quote(resume)}: expected a run folder "
+        "(a checkpoint outside a run folder has no metrics to continue)"
+    )
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminate()
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metrics.csv rows after ``last_step`` (logged after the checkpoint a run resumes from, or
+    cut short by a kill), so the resumed run's rows follow on without duplicates."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    if not lines:
+        return
+    kept = [lines[0]]
+    header = next(csv.reader([lines[0]]))
+    for line in lines[1:]:
+        row = next(csv.reader([line]), [])
+        if not line.endswith("\n") or len(row) != len(header):
+            break  # a row cut short by a kill
+        try:
+            if int(float(row[header.index("global_step")])) > last_step:
+                break
+        except (ValueError, IndexError):
+            break
+        kept.append(line)
+    if len(kept) != len(lines):
+        tmp = path.with_name(".metrics.csv.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
+class _Stop:
+    """Ctrl-C / SIGTERM: the first signal asks the loop to stop after the current iteration (so the
+    checkpoint is exact); a second one abandons the iteration at once. While the run is being
+    saved, signals only print a note; during the final evaluation they stop it at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.mode = "loop"  # loop | saving | eval
+        self.previous: dict[int, Any] = {}
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.mode == "eval" or (self.mode == "loop" and self.requested):
+            raise KeyboardInterrupt(name)
+        if self.mode == "loop":
+            print(f"ppokit: {name}: stopping after this iteration and saving (send it again to stop at once)",
+                  file=sys.stderr, flush=True)
+        self.requested = True
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self)
+            except ValueError:  # not the main thread: leave signals alone
+                return
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
 
 
 # ---------------------------------------------------------------------------- checkpoint state
@@ -120,7 +237,9 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     for name in ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return"):
         tensors[f"collector.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(collector, name)))
-    extra: dict[str, Any] = {"numpy_rng": np.random.get_state()[1].tolist()}
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    extra: dict[str, Any] = {"numpy_rng": keys.tolist(), "numpy_rng_pos": int(pos),
+                             "numpy_rng_gauss": [int(has_gauss), float(cached_gaussian)]}
     captured = env_state.capture(envs.env)
     if captured is not None:
         arrays, values = captured
@@ -130,17 +249,22 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
 
 
 def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: VectorEnvs) -> CollectorState:
-    algo.load_state_tensors({k[len("algo."):]: v for k, v in tensors.items() if k.startswith("algo.")})
-    torch.set_rng_state(tensors["rng.torch"])
-    device = next(agent.parameters()).device
-    if device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    collector = CollectorState(
-        **{name: tensors[f"collector.{name}"].numpy().copy() for name in
-           ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return")}
-    )
-    if "training" not in meta:
-        raise ConfigError("--resume: the checkpoint holds an agent only (saved with Agent.save), not a training state")
+    try:
+        algo.load_state_tensors({k[len("algo."):]: v for k, v in tensors.items() if k.startswith("algo.")})
+        torch.set_rng_state(tensors["rng.torch"])
+        device = next(agent.parameters()).device
+        if device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+        collector = CollectorState(
+            **{name: tensors[f"collector.{name}"].numpy().copy() for name in
+               ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return")}
+        )
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise checkpoint.CheckpointError(
+            f"--resume: the checkpoint's training state does not fit this run ({type(error).__name__}: {error})"
+        ) from None
+    if collector.obs.shape[:1] != (envs.num_envs,):
+        raise checkpoint.CheckpointError("--resume: the checkpoint's collector state is for another number of envs")
     if distributed.rank() != 0:
         # Only rank 0's envs and episodes are in the checkpoint: the others start new episodes,
         # with a generator that still depends on the seed, the rank and the step.
@@ -148,7 +272,7 @@ def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: Vec
         return CollectorState.start(envs.reset())
     if "env_values" in meta["training"]:
         arrays = {k[len("env."):]: v.numpy() for k, v in tensors.items() if k.startswith("env.")}
-        envs.env.reset(seed=envs.seed)
+        envs.reset()
         env_state.restore(envs.env, arrays, meta["training"]["env_values"])
     else:
         log.warning("the env state was not saved (async envs): the resumed run starts new episodes")
@@ -161,7 +285,22 @@ def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: Vec
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False) -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``). See CONTRACTS.md."""
+    """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``). See CONTRACTS.md.
+
+    Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
+    save ``checkpoints/latest`` and raise :class:`Interrupted`; a non-finite number or a failing
+    env keeps the last good checkpoint and raises :class:`TrainingFailed`. Both write summary.json.
+    """
+    stop = _Stop()
+    stop.install()
+    try:
+        return _train(cfg, run_dir, resume, quiet, stop)
+    finally:
+        stop.restore()
+
+
+def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
+           stop: _Stop) -> RunResult:
     rank, world_size = distributed.init()
     is_main = rank == 0
     resume_tensors: dict | None = None
@@ -169,20 +308,27 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     if resume is not None:
         resume_tensors, resume_meta, folder = checkpoint.read(Path(resume))
         saved = checkpoint.config_of(resume_meta, folder)
-        if saved.env_id != cfg.env_id or saved.algo != cfg.algo:
-            raise ConfigError(
-                f"--resume {resume}: that run trains {saved.algo} on {saved.env_id}, not {cfg.algo} on {cfg.env_id}"
-            )
-        run_dir = Path(resume)
+        check_resume(saved, cfg, resume_meta, resume)
+        run_dir = run_folder_of(resume, folder)
     validate(cfg, world_size)
+    if cfg.algo not in ALGOS:
+        raise ConfigError(f"algo {quote(cfg.algo)} is not available in this version of ppokit "
+                          f"(available: {', '.join(sorted(ALGOS))})")
+    ensure_registered(cfg.env_id)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
 
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)
     device, device_reason = resolve_device(cfg.device, cfg)
+    created_run_dir = _check_run_dir(run_dir, resume is not None) if is_main else False
     started = time.perf_counter()  # wall time counts env and agent construction too
-    envs = make_envs(cfg, rank, world_size)
+    try:
+        envs = make_envs(cfg, rank, world_size)
+    except ConfigError:
+        if created_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env).to(device)
     agent.config = cfg
     distributed.broadcast_module(agent)
@@ -196,25 +342,31 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     if resume_tensors is not None and resume_meta is not None:
         if checkpoint.space_to_json(envs.observation_space) != resume_meta["observation_space"] or \
                 checkpoint.space_to_json(envs.action_space) != resume_meta["action_space"]:
+            envs.close()
             raise ConfigError(f"--resume {resume}: the env's spaces differ from the checkpoint's")
-        agent.load_state_dict({k[6:]: v for k, v in resume_tensors.items() if k.startswith("agent.")})
-        collector = _restore_state(resume_tensors, resume_meta, agent, algo, envs)
+        try:
+            agent.load_state_dict({k[6:]: v for k, v in resume_tensors.items() if k.startswith("agent.")})
+        except RuntimeError as error:
+            envs.close()
+            raise checkpoint.CheckpointError(
+                f"--resume {resume}: the checkpoint's weights do not fit ({str(error).splitlines()[0]})"
+            ) from None
         progress = resume_meta["training"]
         start_iteration = progress["iteration"]
         elapsed_before = progress["wall_time_s"]
         episodes = EpisodeWindow(progress["recent_returns"], progress["recent_lengths"])
-        best_return = progress["best_return"] if progress["best_return"] is not None else -math.inf
-        solved_at_step, solved_at_time = progress["solved_at_step"], progress["solved_at_time_s"]
-        np.random.set_state(("MT19937", np.array(progress["numpy_rng"], dtype=np.uint32), 0, 0, 0.0))
-    else:
-        collector = CollectorState.start(envs.reset())
+        best_return = progress.get("best_return") if progress.get("best_return") is not None else -math.inf
+        solved_at_step, solved_at_time = progress.get("solved_at_step"), progress.get("solved_at_time_s")
+        gauss = progress.get("numpy_rng_gauss", [0, 0.0])
+        np.random.set_state(("MT19937", np.array(progress["numpy_rng"], dtype=np.uint32),
+                             progress.get("numpy_rng_pos", 624), gauss[0], gauss[1]))
 
     global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
     total_iterations = cfg.iterations
     if is_main:
-        _prepare_run_dir(run_dir, cfg, resume is not None)
+        save_yaml(cfg, run_dir / "config.yaml")
         if resume is not None:
-            save_yaml(cfg, run_dir / "config.yaml")
+            _truncate_metrics(run_dir / "metrics.csv", start_iteration * global_batch)
         log.info("device %s (%s)", device, device_reason)
     writer = MetricsWriter(run_dir, total_iterations * global_batch, start_iteration * global_batch,
                            enabled=is_main, quiet=quiet)
@@ -222,13 +374,18 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     iteration = start_iteration
     status = "completed"
     error_message = None
+    unexpected: BaseException | None = None
     last_checkpoint_time = started
+    saved_step: int | None = start_iteration * global_batch if resume is not None else None
+    collector: CollectorState | None = None
+    in_iteration = False  # True while the state is mid-iteration (not a consistent checkpoint)
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
     def save(name: str) -> None:
-        if not is_main:
+        nonlocal saved_step
+        if not is_main or collector is None:
             return
         tensors, extra = _state_tensors(agent, algo, collector, envs)
         training = {
@@ -239,23 +396,28 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
         agent.global_step = iteration * global_batch
         checkpoint.save_agent(run_dir / "checkpoints" / name, agent, cfg, iteration * global_batch,
                               {k: v for k, v in tensors.items() if not k.startswith("agent.")}, training)
+        if name == "latest":
+            saved_step = iteration * global_batch
 
-    previous_handler = signal.getsignal(signal.SIGTERM)
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        previous_handler = None
-    try:
+        if resume_tensors is not None and resume_meta is not None:
+            collector = _restore_state(resume_tensors, resume_meta, agent, algo, envs)
+        else:
+            collector = CollectorState.start(envs.reset())
         while iteration < total_iterations:
+            in_iteration = True
             progress_fraction = iteration / total_iterations
+            # Exact --resume: a resumed run starts from a contiguous copy of the last observations, and
+            # matmul rounding depends on memory layout (vector envs may return transposed views).
+            collector.obs = np.ascontiguousarray(collector.obs)
             finished = collect(agent, envs, collector, storage, cfg.rollout.gamma, timings)
-            _check_finite(iteration, rewards=storage.rewards, observations=storage.obs)
+            _check_rollout(iteration, cfg.env_id, storage, collector, agent)
             update_start = time.perf_counter()
             advantages, returns = gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
                                       storage.truncated, cfg.rollout.gamma, cfg.rollout.gae_lambda)
             batch = flatten(storage, advantages, returns)
             stats = algo.update(batch, progress_fraction)
-            _check_finite(iteration, losses=stats, parameters=agent)
+            _check_update(iteration, stats, agent)
             if agent.obs_normalizer is not None:  # after the update: the policy acted with the old stats
                 agent.obs_normalizer.update(storage.obs[storage.valid])
                 distributed.mean_(list(agent.obs_normalizer.buffers()))
@@ -266,6 +428,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
             gathered = distributed.gather_objects((finished.returns, finished.lengths))
             for returns_list, lengths_list in gathered:  # type: ignore[misc]
                 episodes.add(returns_list, lengths_list)
+            in_iteration = False
             step = iteration * global_batch
             recent = episodes.mean_return()
             if (cfg.solved_threshold is not None and solved_at_step is None and len(episodes.returns) >= 20
@@ -284,27 +447,41 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
             })
             due = (iteration % cfg.checkpoint_every == 0) if cfg.checkpoint_every else False
             due = due or time.perf_counter() - last_checkpoint_time > cfg.checkpoint_interval_s
-            if due and iteration < total_iterations:
+            if due and iteration < total_iterations and not stop.requested:
                 save("latest")
                 if recent is not None and recent > best_return and len(episodes.returns) >= 1:
                     best_return = recent
                     save("best")
                 last_checkpoint_time = time.perf_counter()
+            if stop.requested:
+                break
     except KeyboardInterrupt:
         status = "interrupted"
-    except TrainingError as error:
+    except (TrainingError, EnvError) as error:
         status, error_message = "failed", str(error)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    if status != "failed":
-        recent = episodes.mean_return()
-        save("latest")
-        if recent is not None and recent > best_return:
-            best_return = recent
-            save("best")
-        elif not (run_dir / "checkpoints" / "best").exists():
-            save("best")
+        if isinstance(error, EnvError):
+            error_message += f" (iteration {iteration + 1})"
+    except OSError as error:  # e.g. the disk filled up while writing metrics or a checkpoint
+        status, error_message = "failed", f"cannot write the run folder: {error}"
+    except Exception as error:  # a bug: record the failure, then let the traceback through
+        status, error_message, unexpected = "failed", f"{type(error).__name__}: {error}", error
+    stop.mode = "saving"
+    if stop.requested and status == "completed":
+        status = "interrupted"  # stopped after the last iteration: the final evaluation is still to do
+    try:
+        if status != "failed" and not in_iteration:
+            recent = episodes.mean_return()
+            save("latest")
+            if recent is not None and recent > best_return:
+                best_return = recent
+                save("best")
+            elif not (run_dir / "checkpoints" / "best").exists():
+                save("best")
+        elif status == "interrupted":
+            log.info("abandoned iteration %d; checkpoints/latest is %s", iteration + 1,
+                     f"from step {saved_step:,}" if saved_step is not None else "not written yet")
+    except OSError as error:
+        status, error_message = "failed", f"cannot write the checkpoint: {error}"
     wall = elapsed()
     total_steps_done = iteration * global_batch
     this_session = time.perf_counter() - started
@@ -320,16 +497,35 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
         "torch_threads": cfg.torch_threads,
         "time_env_s": timings.env, "time_inference_s": timings.inference, "time_update_s": timings.update,
         "time_other_s": this_session - timings.env - timings.inference - timings.update,
+        "checkpoint_step": saved_step,
     }
     if error_message:
         summary["error"] = error_message
     writer.close()
-    envs.close()
+    try:
+        envs.close()
+    except Exception as error:  # noqa: BLE001  (a crashed async worker can make closing fail)
+        log.warning("closing the envs failed: %s", error)
     if status == "completed" and cfg.eval_episodes > 0 and is_main:
-        result = evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000, env_kwargs=cfg.env.kwargs)
-        summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"])
+        stop.mode = "eval"
+        try:
+            result = evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000,
+                              env_kwargs=cfg.env.kwargs)
+            summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"],
+                           eval_episodes=result["episodes"])
+        except KeyboardInterrupt:
+            summary["status"] = status = "interrupted"  # --resume runs the evaluation again
+        except Exception as error:  # noqa: BLE001  (the run itself completed and is saved)
+            log.warning("the evaluation after training failed: %s", error)
+            summary["eval_error"] = str(error)
+        stop.mode = "saving"
     if is_main:
-        write_summary(run_dir, summary)
+        try:
+            write_summary(run_dir, summary)
+        except OSError as error:
+            log.warning("cannot write summary.json: %s", error)
+    if unexpected is not None:
+        raise unexpected
     if status == "interrupted":
         raise Interrupted(RunResult(agent, summary, run_dir))
     if status == "failed":
@@ -357,18 +553,83 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _check_finite(iteration: int, **named: Any) -> None:
-    """TrainingError naming the first non-finite tensor, stat or parameter."""
-    for name, value in named.items():
-        if isinstance(value, torch.Tensor):
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                raise TrainingError(f"non-finite {name} at iteration {iteration + 1}")
-        elif isinstance(value, dict):
-            for key, number in value.items():
-                if isinstance(number, float) and math.isinf(number) or (
-                        isinstance(number, float) and math.isnan(number) and key in ("policy_loss", "value_loss")):
-                    raise TrainingError(f"non-finite {key} in {name} at iteration {iteration + 1}")
-        elif isinstance(value, torch.nn.Module):
-            for param_name, param in value.named_parameters():
-                if not bool(torch.isfinite(param).all()):
-                    raise TrainingError(f"non-finite parameter {param_name} after the update at iteration {iteration + 1}")
+def _first_non_finite(values: torch.Tensor) -> tuple[int, int, float] | None:
+    """``(t, n, value)`` of the first non-finite entry of a ``[T, N, ...]`` float tensor, or None."""
+    if not values.is_floating_point():
+        return None
+    bad = ~torch.isfinite(values)
+    if not bool(bad.any()):
+        return None
+    per_step = bad.reshape(bad.shape[0], bad.shape[1], -1).any(-1)
+    t, n = (int(i) for i in per_step.nonzero()[0])
+    return t, n, float(values[t, n][bad[t, n]].reshape(-1)[0])
+
+
+def _check_rollout(iteration: int, env_id: str, storage: Rollout, collector: CollectorState, agent: Agent) -> None:
+    """TrainingError naming the sub-env, step and iteration of the first non-finite observation or reward.
+
+    One vectorized check per iteration over the stored rollout (nothing per env step). Rollout
+    step t is the t-th ``envs.step`` call of the iteration: it returned ``obs[t + 1]`` and
+    ``rewards[t]`` (and, on a time-limit truncation, the final observation behind ``next_values[t]``).
+    """
+    where = f"of iteration {iteration + 1}"
+    found: list[tuple[int, int, int, str]] = []  # (step, order, sub-env, what)
+    bad = _first_non_finite(storage.obs)
+    if bad is not None:
+        t, n, value = bad
+        found.append((t - 1, 0, n, f"observation ({value})"))
+    if bool(storage.truncated.any()):
+        # V(final observation) is non-finite while the network is finite: the final observation is not.
+        final = _first_non_finite(torch.where(storage.truncated, storage.next_values, 0.0)[..., None])
+        if final is not None:
+            found.append((final[0], 0, final[1], "final observation (at a time-limit truncation)"))
+    bad = _first_non_finite(storage.rewards)
+    if bad is not None and agent.return_normalizer is None:
+        t, n, value = bad
+        found.append((t, 1, n, f"reward ({value})"))
+    if found:
+        step, _, n, what = min(found)
+        at = "from reset" if step < 0 else f"at rollout step {step}"
+        raise TrainingError(f"env {quote(env_id)} sub-env {n} returned a non-finite {what} {at} {where}")
+    if bad is not None:
+        # Reward scaling spreads one bad reward over the whole batch; the raw episode sums still show which env.
+        sums = np.asarray(collector.episode_return, dtype=np.float64)
+        culprits = np.flatnonzero(~np.isfinite(sums))
+        who = f"sub-env {int(culprits[0])}" if culprits.size else "a sub-env"
+        raise TrainingError(f"env {quote(env_id)} {who} returned a non-finite reward during iteration "
+                            f"{iteration + 1} (reward normalization is on, so the step is not known)")
+    last = np.asarray(collector.obs)
+    if np.issubdtype(last.dtype, np.floating) and not np.isfinite(last).all():
+        n = int(np.flatnonzero(~np.isfinite(last.reshape(last.shape[0], -1)).all(-1))[0])
+        raise TrainingError(f"env {quote(env_id)} sub-env {n} returned a non-finite observation "
+                            f"at the last rollout step {where}")
+    for values in (storage.values, storage.next_values):
+        bad = _first_non_finite(values)
+        if bad is not None:
+            t, n, value = bad
+            raise TrainingError(f"the value network returned a non-finite value ({value}) for sub-env {n} "
+                                f"at rollout step {t} {where}")
+
+
+# Statistics from update() that must be finite, in the order they are reported; the first one
+# that is not names where the fault appeared.
+WATCHED_STATS = {
+    "policy_loss": "policy loss", "value_loss": "value loss", "loss": "loss", "entropy": "entropy",
+    "approx_kl": "approximate KL", "kl": "KL divergence", "grad_norm": "gradient norm (the gradients)",
+    "improvement": "surrogate improvement",
+}
+
+
+def _check_update(iteration: int, stats: dict[str, float], agent: Agent) -> None:
+    """TrainingError naming the first non-finite loss, gradient statistic or parameter after an update."""
+    where = f"iteration {iteration + 1}"
+    for key, label in WATCHED_STATS.items():
+        value = stats.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TrainingError(f"non-finite {label} ({key} = {value}) in the update of {where}")
+    for key, value in stats.items():
+        if isinstance(value, float) and math.isinf(value):
+            raise TrainingError(f"non-finite {key} ({value}) in the update of {where}")
+    for name, param in agent.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise TrainingError(f"parameter {name} became non-finite in the update of {where}")
