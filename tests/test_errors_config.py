@@ -173,17 +173,19 @@ def test_set_env_id_must_match_the_argument() -> None:
 
 
 def test_num_envs_must_split_over_processes() -> None:
-    cfg = build("rollout.num_envs=8")
+    cfg = build("rollout.num_envs=8", "ppo.minibatch_size=8")
     validate(cfg, world_size=4)
     with pytest.raises(ConfigError, match="8 envs cannot be split evenly over 3 processes"):
         validate(cfg, world_size=3)
 
 
-def test_minibatch_checked_against_the_batch_per_process() -> None:
+def test_minibatch_is_global_and_must_split_over_processes() -> None:
     cfg = build("rollout.num_envs=8", "rollout.num_steps=32", "ppo.minibatch_size=128")
-    validate(cfg, world_size=2)
-    with pytest.raises(ConfigError, match="128 is larger than the batch of 64 steps"):
-        validate(cfg, world_size=4)
+    validate(cfg, world_size=4)  # 32 samples per process
+    with pytest.raises(ConfigError, match="512 is larger than the batch of 256 steps"):
+        validate(build("rollout.num_envs=8", "rollout.num_steps=32", "ppo.minibatch_size=512"))
+    with pytest.raises(ConfigError, match="130 cannot be split evenly over 4 processes"):
+        validate(build("rollout.num_envs=8", "rollout.num_steps=32", "ppo.minibatch_size=130"), world_size=4)
 
 
 def test_minibatch_of_another_algorithm_does_not_matter() -> None:
