@@ -12,10 +12,10 @@ CLIPPED_ID = "PpokitTest/RecordAction-v0"
 
 
 class CounterEnv(gym.Env):
-    """Observation = [step count, is-last-step-before-termination]; reward 1 per step.
+    """Observation = [step count, 1.0 on the terminal step]; reward ``reward * count`` at step count.
 
-    With ``terminate_at`` set the episode terminates at that step; a TimeLimit (from the
-    registration) truncates it otherwise. ``reward`` can be changed per instance.
+    With ``terminate_at`` set the episode terminates at that step; otherwise the TimeLimit of the
+    registration truncates it at 5 steps. An episode of k steps returns ``reward * k * (k + 1) / 2``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -39,7 +39,7 @@ class CounterEnv(gym.Env):
     def step(self, action):
         self.count += 1
         terminated = self.terminate_at is not None and self.count >= self.terminate_at
-        return self._obs(), self.reward, terminated, False, {}
+        return self._obs(), self.reward * self.count, terminated, False, {}
 
     def render(self):
         return np.full((8, 8, 3), self.count % 255, np.uint8)
