@@ -116,7 +116,9 @@ class VectorEnvs:
 
 def _sub_env_factory(env_id: str, index: int, kwargs: dict, render_mode: str | None):
     def make() -> gym.Env:
-        return ReportErrors(gym.make(env_id, render_mode=render_mode, **kwargs), env_id, index)
+        # Pass render_mode only when asked: envs without a render_mode argument must still work.
+        extra = {"render_mode": render_mode} if render_mode is not None else {}
+        return ReportErrors(gym.make(env_id, **extra, **kwargs), env_id, index)
 
     return make
 
