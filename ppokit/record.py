@@ -22,19 +22,22 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
     if not out.parent.exists():
         raise ConfigError(f"--out '{out}': folder '{out.parent}' does not exist")
     agent, _, meta = load_agent(path)
-    env = gym.make(meta["env_id"], render_mode="rgb_array", **agent.config.env.kwargs)
     frames: list[np.ndarray] = []
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            frames.append(env.render())
-            done = False
-            while not done:
-                obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
+    try:  # rendering needs extras (pygame for classic control): bad input, not a crash
+        env = gym.make(meta["env_id"], render_mode="rgb_array", **agent.config.env.kwargs)
+        try:
+            for episode in range(episodes):
+                obs, _ = env.reset(seed=seed + episode)
                 frames.append(env.render())
-                done = terminated or truncated
-    finally:
-        env.close()
+                done = False
+                while not done:
+                    obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
+                    frames.append(env.render())
+                    done = terminated or truncated
+        finally:
+            env.close()
+    except gym.error.DependencyNotInstalled as error:
+        raise ConfigError(f"recording '{meta['env_id']}' needs a renderer: {error}") from None
     _write(out, frames, fps)
     return len(frames)
 
