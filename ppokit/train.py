@@ -110,7 +110,10 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
     tensors["rng.torch"] = torch.get_rng_state()
     for name in ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return"):
         tensors[f"collector.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(collector, name)))
-    extra: dict[str, Any] = {"numpy_rng": np.random.get_state()[1].tolist()}
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    # The whole MT19937 state: the key array alone would restart at another position.
+    extra: dict[str, Any] = {"numpy_rng": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                                           "cached_gaussian": float(cached_gaussian)}}
     captured = env_state.capture(envs.env)
     if captured is not None:
         arrays, values = captured
@@ -186,7 +189,11 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
         episodes = EpisodeWindow(progress["recent_returns"], progress["recent_lengths"])
         best_return = progress["best_return"] if progress["best_return"] is not None else -math.inf
         solved_at_step, solved_at_time = progress["solved_at_step"], progress["solved_at_time_s"]
-        np.random.set_state(("MT19937", np.array(progress["numpy_rng"], dtype=np.uint32), 0, 0, 0.0))
+        rng = progress["numpy_rng"]
+        if isinstance(rng, list):  # older checkpoints saved the key array only
+            rng = {"keys": rng, "pos": 0, "has_gauss": 0, "cached_gaussian": 0.0}
+        np.random.set_state(("MT19937", np.array(rng["keys"], dtype=np.uint32), rng["pos"], rng["has_gauss"],
+                             rng["cached_gaussian"]))
     else:
         collector = CollectorState.start(envs.reset())
 
