@@ -9,6 +9,7 @@ from ppokit.config import Config
 
 COUNTER_ID = "PpokitTest/Counter-v0"
 CLIPPED_ID = "PpokitTest/RecordAction-v0"
+GLOBAL_RANDOM_ID = "PpokitTest/GlobalRandomReward-v0"
 
 
 class CounterEnv(gym.Env):
@@ -45,6 +46,14 @@ class CounterEnv(gym.Env):
         return np.full((8, 8, 3), self.count % 255, np.uint8)
 
 
+class GlobalRandomRewardEnv(CounterEnv):
+    """A counter whose reward is drawn from numpy's *global* RNG (as some third-party envs do)."""
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, float(np.random.random()), terminated, truncated, info
+
+
 class RecordActionEnv(gym.Env):
     """Box(-1, 1) actions; remembers every action it received (class-level log)."""
 
@@ -65,6 +74,8 @@ class RecordActionEnv(gym.Env):
 
 if COUNTER_ID not in gym.envs.registry:
     gym.register(COUNTER_ID, entry_point=CounterEnv, max_episode_steps=5)
+if GLOBAL_RANDOM_ID not in gym.envs.registry:
+    gym.register(GLOBAL_RANDOM_ID, entry_point=GlobalRandomRewardEnv, max_episode_steps=5)
 if CLIPPED_ID not in gym.envs.registry:
     gym.register(CLIPPED_ID, entry_point=RecordActionEnv, max_episode_steps=50)
 
@@ -75,6 +86,7 @@ def small_config(env_id: str = "CartPole-v1", **sections) -> Config:
     cfg.rollout.num_envs = 2
     cfg.rollout.num_steps = 16
     cfg.ppo.minibatch_size = 16
+    cfg.ppo_kl.minibatch_size = 16
     cfg.ppo.update_epochs = 2
     cfg.model.hidden_sizes = [16, 16]
     for name, values in sections.items():
