@@ -123,14 +123,14 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
 
 
 def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: VectorEnvs) -> CollectorState:
+    if "training" not in meta:
+        raise ConfigError("--resume: the checkpoint holds an agent only (saved with Agent.save), not a training state")
     algo.load_state_tensors({k[len("algo."):]: v for k, v in tensors.items() if k.startswith("algo.")})
     torch.set_rng_state(tensors["rng.torch"])
     collector = CollectorState(
         **{name: tensors[f"collector.{name}"].numpy().copy() for name in
            ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return")}
     )
-    if "training" not in meta:
-        raise ConfigError("--resume: the checkpoint holds an agent only (saved with Agent.save), not a training state")
     if "env_values" in meta["training"]:
         arrays = {k[len("env."):]: v.numpy() for k, v in tensors.items() if k.startswith("env.")}
         envs.env.reset(seed=envs.seed)
