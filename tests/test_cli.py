@@ -103,6 +103,14 @@ def test_resume_of_another_env_is_bad_input(run_dir, capsys):
     one_error_line(capsys, "CartPole-v1")
 
 
+def test_resume_from_an_agent_only_checkpoint_is_bad_input(run_dir, tmp_path, capsys):
+    import ppokit
+
+    ppokit.load(run_dir).save(str(tmp_path / "agent"))
+    assert main(["train", "CartPole-v1", "--resume", str(tmp_path / "agent"), "--quiet"]) == 2
+    one_error_line(capsys, "agent only")
+
+
 def test_existing_run_folder_is_bad_input(run_dir, capsys):
     assert main(["train", "CartPole-v1", "--run-dir", str(run_dir), *SMALL]) == 2
     one_error_line(capsys, "--resume")

@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode
 from ppokit.advantages import gae
 from ppokit.agent import Agent
 from ppokit.batch import flatten
-from ppokit.envs import make_envs
+from ppokit.envs import VectorEnvs, make_envs
 from ppokit.rollout import CollectorState, Rollout, Timings, collect
 from tests.helpers import CLIPPED_ID, COUNTER_ID, RecordActionEnv, small_config
 
@@ -146,6 +146,28 @@ def test_next_step_reset_transition_is_invalid(make_setup, max_episode_steps):
     assert episodes.returns == [float(n) for n in episodes.lengths]
     if max_episode_steps:
         assert max(episodes.lengths) == max_episode_steps
+
+
+def test_next_step_on_the_counter_env(make_setup):
+    """NEXT_STEP with exactly known values: SyncVectorEnv in NEXT_STEP mode on the 5-step counter."""
+    s = make_setup(counter_config())
+    s.envs.close()
+    vector = gym.vector.SyncVectorEnv([lambda: gym.make(COUNTER_ID)] * 2, autoreset_mode=AutoresetMode.NEXT_STEP)
+    s.envs = VectorEnvs(vector, COUNTER_ID, AutoresetMode.NEXT_STEP, seed=0)
+    s.state = CollectorState.start(s.envs.reset())
+    episodes = s.collect()
+    r = s.storage
+    assert r.obs[:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]  # final obs, then the reset one
+    assert torch.nonzero(r.truncated[:, 0]).flatten().tolist() == [4, 10]
+    assert torch.nonzero(~r.valid[:, 0]).flatten().tolist() == [5, 11]
+    assert r.rewards[:, 0].tolist() == [1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0]
+    final_value = s.value([[5.0, 0.0]])[0]
+    assert torch.allclose(r.next_values[4], final_value.expand(2))
+    assert torch.allclose(r.next_values[10], final_value.expand(2))
+    assert episodes.returns == [15.0] * 4 and episodes.lengths == [5] * 4
+    advantages, _ = gae(r.rewards, r.values, r.next_values, r.terminated, r.truncated, 0.9, 0.95)
+    # The truncated step bootstraps from V(final obs) and does not look past it.
+    assert torch.allclose(advantages[4], r.rewards[4] + 0.9 * final_value - r.values[4])
 
 
 def test_next_step_done_on_the_last_step_carries_over(make_setup):
