@@ -107,10 +107,18 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
                 os.fsync(handle.fileno())
         old = path.with_name(f".{path.name}.old")
         if old.exists():
-            shutil.rmtree(old)
+            if path.exists():
+                shutil.rmtree(old)
+            else:  # an earlier crash left only the old copy: it stays the checkpoint until replaced
+                os.replace(old, path)
         if path.exists():
             os.replace(path, old)  # between this and the next rename, readers fall back to .old
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists() and not path.exists():
+                os.replace(old, path)  # put the previous checkpoint back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
