@@ -108,13 +108,33 @@ def test_interrupted_save_keeps_the_old_latest(trained, tmp_path, monkeypatch, c
         with pytest.raises(OSError, match="simulated crash"):
             changed.save(str(latest))
     assert_same_agent(agent, ppokit.load(run))  # the run folder still gives the old checkpoint
-    if crash != "replace-new":
-        assert_same_agent(agent, ppokit.load(latest))
+    assert_same_agent(agent, ppokit.load(latest))
     leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name not in ("latest", ".latest.old")]
     assert leftovers == []
     changed.save(str(latest))  # the next save works and replaces it
     assert_same_agent(changed, ppokit.load(run))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest"]
+
+
+def test_save_after_a_hard_crash_keeps_the_only_copy(trained, tmp_path, monkeypatch):
+    """A crash between the two renames leaves only ``.latest.old``; the next save must not lose it."""
+    agent = trained.agent
+    changed = ppokit.load(trained.run_dir)
+    with torch.no_grad():
+        changed.log_std.add_(1.0)
+    for call in (1, 2, 3):
+        checkpoints = tmp_path / str(call) / "checkpoints"
+        agent.save(str(checkpoints / "latest"))
+        os.replace(checkpoints / "latest", checkpoints / ".latest.old")  # what a power cut can leave
+        assert_same_agent(agent, ppokit.load(checkpoints.parent))
+        with monkeypatch.context() as patch:
+            crash_once(patch, checkpoint.os, "replace", on_call=call)
+            with pytest.raises(OSError, match="simulated crash"):
+                changed.save(str(checkpoints / "latest"))
+        assert_same_agent(agent, ppokit.load(checkpoints.parent))
+        changed.save(str(checkpoints / "latest"))
+        assert_same_agent(changed, ppokit.load(checkpoints / "latest"))
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["latest"]
 
 
 def test_refuses_pickles_and_corrupt_files(trained, tmp_path):
