@@ -19,6 +19,10 @@ from ppokit.agent import Agent
 from ppokit.config import Config, ConfigError
 from ppokit.evaluate import evaluate as _evaluate
 
+# Import the submodule now: importing ppokit.train later would rebind the name ``ppokit.train``
+# from the function below to the module (so a second ``ppokit.train(...)`` call would fail).
+from ppokit.train import train as _train
+
 __all__ = ["Agent", "Config", "ConfigError", "evaluate", "load", "train", "__version__"]
 
 
@@ -40,7 +44,6 @@ def train(
     ``ppo__clip_coef=0.1`` or ``rollout__num_envs=16``.
     """
     from ppokit.presets import build_config
-    from ppokit.train import train as _train
 
     fields = {"total_steps": total_steps, "seed": seed}
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})

@@ -56,5 +56,10 @@ def discounted_returns(
     Bootstraps from ``next_values`` where the sum is cut without a terminal state (a time limit,
     or the end of the rollout); pass zeros for pure REINFORCE. Equal to GAE with lambda = 1.
     """
-    advantages, returns = gae(rewards, torch.zeros_like(rewards), next_values, terminated, truncated, gamma, 1.0)
+    # Only the cut points bootstrap: with zero values, GAE(lambda=1) would otherwise add
+    # gamma * next_values at every step (they no longer telescope against V(s_t)).
+    cut = truncated.clone()
+    cut[-1] = True
+    bootstrap = torch.where(cut & ~terminated, next_values, torch.zeros_like(next_values))
+    advantages, returns = gae(rewards, torch.zeros_like(rewards), bootstrap, terminated, truncated, gamma, 1.0)
     return returns

@@ -155,11 +155,18 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             handle.flush()
             os.fsync(handle.fileno())
         old = path.with_name(f".{path.name}.old")
+        if old.exists() and not path.exists():
+            os.replace(old, path)  # an earlier crash left only the old copy: it is the checkpoint
         if path.exists():
             if old.exists():  # a complete checkpoint is at path: the old copy is not needed
                 shutil.rmtree(old)
             os.replace(path, old)  # between this and the next rename, readers fall back to .old
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists() and not path.exists():
+                os.replace(old, path)  # put the previous checkpoint back
+            raise
         _fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     finally:

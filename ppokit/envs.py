@@ -96,7 +96,8 @@ def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = 
     """One env (for evaluation and recording); any failure to create it is a ConfigError."""
     ensure_registered(env_id)
     try:
-        return gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **(kwargs or {}))
+        extra = {"render_mode": render_mode} if render_mode is not None else {}  # not every env takes it
+        return gym.make(env_id, max_episode_steps=max_episode_steps, **extra, **(kwargs or {}))
     except Exception as error:  # noqa: BLE001  (translated into one line)
         raise creation_error(env_id, error) from None
 
@@ -216,7 +217,9 @@ def _sub_env_factory(env_id: str, index: int, kwargs: dict, render_mode: str | N
             # an interruption into a failure.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        return ReportErrors(gym.make(env_id, render_mode=render_mode, **kwargs), env_id, index)
+        # Pass render_mode only when asked: envs without a render_mode argument must still work.
+        extra = {"render_mode": render_mode} if render_mode is not None else {}
+        return ReportErrors(gym.make(env_id, **extra, **kwargs), env_id, index)
 
     return make
 

@@ -1,0 +1,140 @@
+"""The command line, in process: exit codes, one-line errors, train/eval/record/plot/presets."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+
+import pytest
+
+from ppokit.cli import main
+from tests.helpers import COUNTER_ID
+
+SMALL = ["--set", "rollout.num_envs=2", "--set", "rollout.num_steps=16", "--set", "ppo.minibatch_size=16",
+         "--set", "ppo_kl.minibatch_size=16", "--set", "ppo.update_epochs=1", "--set", "model.hidden_sizes=[8]",
+         "--set", "eval_episodes=2", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "CartPole-v1", "--run-dir", str(path), "--total-steps", "64", "--seed", "3", *SMALL]) == 0
+    return path
+
+
+def one_error_line(capsys, *words: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_train_writes_a_run(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seed"] == 3 and summary["total_steps"] == 64 and summary["eval_episodes"] == 2
+    assert summary["env_id"] == "CartPole-v1" and summary["status"] == "completed"
+    assert (run_dir / "checkpoints" / "latest" / "model.safetensors").exists()
+    assert (run_dir / "config.yaml").read_text().count("num_envs: 2") == 1  # --set reached the config
+
+
+def test_train_output(tmp_path, capsys):
+    assert main(["train", COUNTER_ID, "--run-dir", str(tmp_path / "r"), "--total-steps", "32", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert f"{COUNTER_ID} ppo: 32 steps" in out and f"run folder: {tmp_path / 'r'}" in out
+    assert "eval 15.0 +/- 0.0 over 2 episodes" in out  # the counter env pays 15 per 5-step episode
+
+
+def test_config_yaml_repeats_the_run(run_dir, tmp_path):
+    again = tmp_path / "again"
+    assert main(["train", "CartPole-v1", "--config", str(run_dir / "config.yaml"), "--run-dir", str(again),
+                 "--quiet"]) == 0
+    assert (again / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
+
+    def rows(path):
+        with open(path / "metrics.csv", newline="") as handle:
+            return [{k: v for k, v in row.items() if k not in ("wall_time_s", "sps") and not k.startswith("time_")}
+                    for row in csv.DictReader(handle)]
+
+    assert rows(again) == rows(run_dir)
+
+
+def test_eval_json(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--episodes", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["env_id"] == "CartPole-v1" and result["episodes"] == 3 and result["deterministic"]
+    assert len(result["returns"]) == 3 and result["mean"] == pytest.approx(sum(result["returns"]) / 3)
+    assert result["global_step"] == 64
+    assert main(["eval", str(run_dir / "checkpoints" / "latest"), "--episodes", "2", "--stochastic"]) == 0
+    assert "over 2 episodes (stochastic" in capsys.readouterr().out
+
+
+def test_presets_lists_shipped_presets(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1" in out and "Pendulum-v1" in out and "solved at" in out
+
+
+def test_record_and_plot(run_dir, tmp_path, capsys):
+    counter_run = tmp_path / "counter"
+    assert main(["train", COUNTER_ID, "--run-dir", str(counter_run), "--total-steps", "32", *SMALL]) == 0
+    assert main(["record", str(counter_run), "--out", str(tmp_path / "a.gif"), "--episodes", "2"]) == 0
+    assert "(12 frames)" in capsys.readouterr().out  # two 5-step episodes plus their reset frames
+    assert (tmp_path / "a.gif").stat().st_size > 0
+    if importlib.util.find_spec("pygame") is None:  # CartPole renders with pygame, an optional extra
+        assert main(["record", str(run_dir), "--out", str(tmp_path / "b.gif")]) == 2
+        one_error_line(capsys, "pygame")
+    else:
+        assert main(["record", str(run_dir), "--out", str(tmp_path / "b.gif")]) == 0
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "CartPol-v1"], ["CartPol-v1", "did you mean 'CartPole-v1'"]),
+    (["train", "CartPole-v1", "--set", "ppo.clip_coef=abc"], ["ppo.clip_coef"]),
+    (["train", "CartPole-v1", "--set", "ppo.nope=1"], ["ppo.nope"]),
+    (["train", "CartPole-v1", "--set", "novalue"], ["KEY=VALUE"]),
+    (["train", "CartPole-v1", "--algo", "ppx"], ["ppx"]),
+    (["train", "CartPole-v1", "--total-steps", "-5"], ["positive integer"]),
+    (["train", "CartPole-v1", "--preset", "nope"], ["unknown preset 'nope'"]),
+    (["train", "CartPole-v1", "--config", "/nonexistent/c.yaml"], ["does not exist"]),
+    (["train", "CartPole-v1", "--resume", "/nonexistent/run"], ["/nonexistent/run"]),
+    (["eval", "/nonexistent/run"], ["does not exist"]),
+    (["record", "/nonexistent/run", "--out", "x.avi"], [".gif or .mp4"]),
+    (["plot", "/nonexistent/run", "--out", "x.png"], ["metrics.csv"]),
+    (["frobnicate"], ["frobnicate"]),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
+    assert main(argv) == 2
+    one_error_line(capsys, *words)
+
+
+def test_resume_of_another_env_is_bad_input(run_dir, capsys):
+    assert main(["train", "Pendulum-v1", "--resume", str(run_dir), "--quiet"]) == 2
+    one_error_line(capsys, "CartPole-v1")
+
+
+def test_resume_from_an_agent_only_checkpoint_is_bad_input(run_dir, tmp_path, capsys):
+    import ppokit
+
+    ppokit.load(run_dir).save(str(tmp_path / "agent"))
+    assert main(["train", "CartPole-v1", "--resume", str(tmp_path / "agent"), "--quiet"]) == 2
+    one_error_line(capsys, "agent only")
+
+
+def test_existing_run_folder_is_bad_input(run_dir, capsys):
+    assert main(["train", "CartPole-v1", "--run-dir", str(run_dir), *SMALL]) == 2
+    one_error_line(capsys, "--resume")
+
+
+def test_failure_during_training_exits_1(tmp_path, capsys):
+    argv = ["train", COUNTER_ID, "--run-dir", str(tmp_path / "r"), "--set", "env.vector=sync",
+            "--set", "env.kwargs={reward: .nan}", *SMALL]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "training failed" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"

@@ -1,0 +1,115 @@
+"""Config: YAML round trip, typed --set overrides (never eval), validation, presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from ppokit.config import Config, ConfigError, from_dict, load_yaml, parse_override, save_yaml, to_dict, validate
+from ppokit.presets import available, build_config, default_preset
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = Config(env_id="Pendulum-v1", seed=3)
+    cfg.ppo.clip_coef = None
+    cfg.model.hidden_sizes = [32, 16]
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert from_dict(load_yaml(tmp_path / "c.yaml")) == cfg
+
+
+def test_override_is_typed_by_field():
+    cfg = build_config("CartPole-v1", sets=["ppo.clip_coef=0.1", "rollout.num_envs=4", "ppo.learning_rate=1e-3",
+                                            "model.hidden_sizes=[8, 8]", "ppo.target_kl=null"])
+    assert cfg.ppo.clip_coef == 0.1 and isinstance(cfg.rollout.num_envs, int)
+    assert cfg.ppo.learning_rate == pytest.approx(1e-3) and isinstance(cfg.ppo.learning_rate, float)
+    assert cfg.model.hidden_sizes == [8, 8] and cfg.ppo.target_kl is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rollout.num_envs=abc", "rollout.num_envs"),
+    ("rollout.num_envs=2.5", "rollout.num_envs"),
+    ("ppo.anneal_lr=3", "ppo.anneal_lr"),
+    ("ppo.clip_cof=0.1", "did you mean 'clip_coef'"),
+    ("nosuchsection.x=1", "nosuchsection"),
+    ("ppo.learning_rate=__import__('os')", "ppo.learning_rate"),
+])
+def test_bad_overrides_name_the_field(text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build_config("CartPole-v1", sets=[text])
+
+
+def test_parse_override():
+    assert parse_override("a.b=1") == {"a": {"b": 1}}
+    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+    for bad in ("novalue", "=3", "a..b=1"):
+        with pytest.raises(ConfigError):
+            parse_override(bad)
+
+
+@pytest.mark.parametrize("path, value, name", [
+    ("rollout.gamma", 1.5, "rollout.gamma"),
+    ("rollout.num_envs", 0, "rollout.num_envs"),
+    ("ppo.minibatch_size", 10**6, "ppo.minibatch_size"),
+    ("algo", "ppx", "did you mean 'ppo'"),
+    ("model.activation", "tanhh", "model.activation"),
+    ("env.vector", "threads", "env.vector"),
+    ("device", "tpu", "device"),
+    ("ppo.clip_coef", -0.1, "ppo.clip_coef"),
+])
+def test_validate_rejects_bad_values(path, value, name):
+    cfg = Config()
+    section, _, key = path.rpartition(".")
+    setattr(getattr(cfg, section) if section else cfg, key, value)
+    with pytest.raises(ConfigError, match=name):
+        validate(cfg)
+
+
+def test_validate_accepts_defaults_and_world_size():
+    assert validate(Config()) is not None
+    cfg = Config()
+    cfg.rollout.num_envs = 6
+    with pytest.raises(ConfigError, match="num_envs"):
+        validate(cfg, world_size=4)
+
+
+def test_iterations_round_up():
+    cfg = Config(total_steps=1000)
+    cfg.rollout.num_envs, cfg.rollout.num_steps = 4, 100
+    assert cfg.batch_size == 400 and cfg.iterations == 3
+
+
+def test_bad_yaml_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("ppo: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(tmp_path / "list.yaml")
+
+
+def test_presets_load_and_validate():
+    presets = available()
+    assert {"CartPole-v1", "Pendulum-v1"} <= set(presets)
+    for name, data in presets.items():
+        env_id = name.split("__")[0]
+        cfg = validate(build_config(env_id, preset=name))
+        assert cfg.preset == name and cfg.algo == data.get("algo", "ppo")
+        assert cfg.solved_threshold is not None
+
+
+def test_preset_order_later_wins(tmp_path):
+    assert default_preset("CartPole-v1", None) == "CartPole-v1"
+    assert default_preset("Acrobot-v1", None) is None
+    (tmp_path / "c.yaml").write_text("seed: 5\nrollout: {num_steps: 64}\n")
+    cfg = build_config("CartPole-v1", config_file=tmp_path / "c.yaml", sets=["seed=6"], overrides={"seed": 7})
+    assert cfg.rollout.num_steps == 64  # config file beats the preset
+    assert cfg.rollout.gamma == available()["CartPole-v1"]["rollout"]["gamma"]  # preset field kept
+    assert cfg.seed == 7  # shorthand beats --set beats the file
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build_config("CartPole-v1", preset="CartPol-v1")
+
+
+def test_to_dict_is_plain():
+    data = to_dict(Config())
+    assert isinstance(data["ppo"], dict) and data["ppo"]["clip_coef"] == 0.2

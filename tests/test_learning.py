@@ -1,0 +1,48 @@
+"""Learning: the shipped presets solve their envs within a step budget (fixed seeds, never wall-clock).
+
+Slow (minutes on 2 CPU cores): run with ``pytest -m slow``; ``pytest -m "not slow"`` skips them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ppokit.presets import build_config
+from ppokit.train import train
+
+
+def train_preset(env_id: str, seed: int, budget: int, run_dir) -> dict:
+    cfg = build_config(env_id, overrides={"seed": seed, "device": "cpu"})
+    # Whole iterations only, and never past the budget.
+    cfg.total_steps = min(cfg.total_steps, budget) // cfg.batch_size * cfg.batch_size
+    summary = train(cfg, run_dir=run_dir, quiet=True).summary
+    assert summary["status"] == "completed" and summary["total_steps"] <= budget
+    assert summary["eval_episodes"] == 20  # deterministic evaluation on fresh envs
+    return summary
+
+
+def report(capsys, env_id: str, seed: int, summary: dict) -> str:
+    line = (f"{env_id} seed {seed}: {summary['total_steps']:,} steps, eval {summary['eval_return_mean']:.1f}"
+            f" +/- {summary['eval_return_std']:.1f}, train last20 {summary['train_return_last20']:.1f},"
+            f" solved_at_step {summary['solved_at_step']}, {summary['wall_time_s']:.0f} s")
+    with capsys.disabled():
+        print("\n" + line)
+    return line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cartpole_preset_is_solved(seed, tmp_path, capsys):
+    summary = train_preset("CartPole-v1", seed, 100_000, tmp_path / "run")
+    line = report(capsys, "CartPole-v1", seed, summary)
+    assert summary["eval_return_mean"] >= 475, line
+
+
+@pytest.mark.slow
+def test_pendulum_preset_learns(tmp_path, capsys):
+    lines, good = [], 0
+    for seed in (0, 1, 2):
+        summary = train_preset("Pendulum-v1", seed, 300_000, tmp_path / f"run{seed}")
+        lines.append(report(capsys, "Pendulum-v1", seed, summary))
+        good += summary["eval_return_mean"] >= -300
+    assert good >= 2, "\n".join(lines)

@@ -1,0 +1,55 @@
+"""record() writes every frame of the agent's episodes; plot() draws the runs' curves."""
+
+from __future__ import annotations
+
+import csv
+
+import imageio.v3 as iio
+import pytest
+
+from ppokit.config import ConfigError
+from ppokit.plot import plot_runs, read_curve
+from ppokit.record import record
+from ppokit.train import train
+from tests.helpers import COUNTER_ID, small_config
+
+
+@pytest.fixture(scope="module")
+def counter_run(tmp_path_factory):
+    cfg = small_config(COUNTER_ID, env={"vector": "sync"})
+    return train(cfg, run_dir=tmp_path_factory.mktemp("rec") / "run", quiet=True).run_dir
+
+
+def test_record_gif_has_every_frame(counter_run, tmp_path):
+    out = tmp_path / "episodes.gif"
+    frames = record(counter_run, out, episodes=2)
+    assert frames == 2 * (5 + 1)  # reset frame + one per step, 5-step episodes
+    images = iio.imread(out)
+    assert images.shape[0] == frames
+    # The counter env renders its step count as the pixel value: 0..5 twice.
+    assert [int(image[0, 0, 0]) for image in images] == [0, 1, 2, 3, 4, 5] * 2
+
+
+def test_record_rejects_bad_output(counter_run, tmp_path):
+    with pytest.raises(ConfigError, match=".gif or .mp4"):
+        record(counter_run, tmp_path / "x.avi")
+    with pytest.raises(ConfigError, match="does not exist"):
+        record(counter_run, tmp_path / "missing" / "x.gif")
+
+
+def test_plot_reads_the_metrics(counter_run, tmp_path):
+    steps, returns = read_curve(counter_run)
+    with open(counter_run / "metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["episodic_return_mean"]]
+    assert steps == [float(r["global_step"]) for r in rows] and len(steps) > 0
+    assert returns == pytest.approx([15.0] * len(rows))
+    out = tmp_path / "curve.png"
+    plot_runs([counter_run, counter_run], out)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match=".png"):
+        plot_runs([counter_run], tmp_path / "curve.jpg")
+    with pytest.raises(ConfigError, match="no metrics.csv"):
+        plot_runs([tmp_path], out)
+    (tmp_path / "metrics.csv").write_text("global_step,episodic_return_mean\nabc,1.0\n")
+    with pytest.raises(ConfigError, match="not a ppokit metrics.csv"):
+        read_curve(tmp_path)
