@@ -19,9 +19,8 @@ from ppokit.agent import Agent
 from ppokit.config import Config, ConfigError
 from ppokit.evaluate import evaluate as _evaluate
 
-# Import the submodule now: importing ppokit.train later would rebind the name ``ppokit.train``
-# from the function below to the module (so a second ``ppokit.train(...)`` call would fail).
-from ppokit.train import train as _train
+# The training loop lives in ppokit.training (not ppokit.train, which is this API function).
+from ppokit.training import train as _train
 
 __all__ = ["Agent", "Config", "ConfigError", "evaluate", "load", "train", "__version__"]
 

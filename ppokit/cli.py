@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from ppokit.config import ConfigError
     from ppokit.presets import build_config
-    from ppokit.train import Interrupted, TrainingFailed, train
+    from ppokit.training import Interrupted, TrainingFailed, train
 
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     from ppokit.config import ConfigError
     from ppokit.envs import EnvError
-    from ppokit.train import TrainingError
+    from ppokit.training import TrainingError
 
     logging.basicConfig(level=logging.INFO, format="ppokit: %(message)s", stream=sys.stderr)
     try:

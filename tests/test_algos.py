@@ -44,14 +44,16 @@ def test_weighted_statistics_ignore_invalid_samples():
     x = torch.tensor([1.0, 2.0, 100.0])
     weights = torch.tensor([1.0, 1.0, 0.0])
     assert float(weighted_mean(x, weights)) == pytest.approx(1.5)
-    normalized = normalize_advantages(x, weights)
+    normalized = normalize_advantages(x, weights / weights.sum())
     assert normalized[:2].tolist() == pytest.approx([-1.0, 1.0], abs=1e-6)
-    minibatch = {"returns": torch.tensor([1.0, 1.0, 50.0]), "weights": weights, "values": torch.zeros(3)}
+    minibatch = {"returns": torch.tensor([1.0, 1.0, 50.0]), "weights": weights, "values": torch.zeros(3),
+                 "mean_weights": weights / weights.sum()}
     assert float(value_loss(torch.tensor([0.0, 3.0, 0.0]), minibatch, None)) == pytest.approx(0.5 * (1 + 4) / 2)
 
 
 def test_clipped_value_loss():
-    minibatch = {"returns": torch.tensor([2.0]), "weights": torch.ones(1), "values": torch.tensor([0.0])}
+    minibatch = {"returns": torch.tensor([2.0]), "weights": torch.ones(1), "values": torch.tensor([0.0]),
+                 "mean_weights": torch.ones(1)}
     # New value 1.0 is clipped to 0.2 around the old 0.0: max((1-2)^2, (0.2-2)^2) = 3.24.
     assert float(value_loss(torch.tensor([1.0]), minibatch, torch.tensor(0.2))) == pytest.approx(0.5 * 3.24)
 

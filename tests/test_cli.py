@@ -105,7 +105,7 @@ def test_record_and_plot(run_dir, tmp_path, capsys):
     (["train", "CartPole-v1", "--resume", "/nonexistent/run"], ["/nonexistent/run"]),
     (["eval", "/nonexistent/run"], ["does not exist"]),
     (["record", "/nonexistent/run", "--out", "x.avi"], [".gif or .mp4"]),
-    (["plot", "/nonexistent/run", "--out", "x.png"], ["metrics.csv"]),
+    (["plot", "/nonexistent/run", "--out", "x.png"], ["/nonexistent/run", "does not exist"]),
     (["frobnicate"], ["frobnicate"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):

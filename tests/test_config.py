@@ -28,7 +28,7 @@ def test_override_is_typed_by_field():
     ("rollout.num_envs=abc", "rollout.num_envs"),
     ("rollout.num_envs=2.5", "rollout.num_envs"),
     ("ppo.anneal_lr=3", "ppo.anneal_lr"),
-    ("ppo.clip_cof=0.1", "did you mean 'clip_coef'"),
+    ("ppo.clip_cof=0.1", "did you mean 'ppo.clip_coef'"),
     ("nosuchsection.x=1", "nosuchsection"),
     ("ppo.learning_rate=__import__('os')", "ppo.learning_rate"),
 ])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env, train_tiny
+from tests.errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env, train_tiny
 
 import ppokit
 from ppokit.algos import ALGOS

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from errors_support import bad_input, train_tiny
+from tests.errors_support import bad_input, train_tiny
 
 import ppokit
 from ppokit.checkpoint import CheckpointError

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from errors_support import BATCH, TOY, run_cli, summary
+from tests.errors_support import BATCH, TOY, run_cli, summary
 
 import ppokit
-import ppokit.train
+import ppokit.training
 from ppokit.algos import ALGOS
 
 

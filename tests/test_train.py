@@ -15,11 +15,10 @@ import torch
 from ppokit.cli import main
 from ppokit.config import ConfigError, from_dict, load_yaml
 from ppokit.metrics import CSV_COLUMNS
-from ppokit.train import Interrupted, TrainingFailed, train
+from ppokit.training import Interrupted, TrainingFailed, train
 from tests.helpers import COUNTER_ID, GLOBAL_RANDOM_ID, small_config
 
-# ``ppokit.train`` is the API function; the module is reached through importlib.
-train_module = importlib.import_module("ppokit.train")
+train_module = importlib.import_module("ppokit.training")
 
 SMALL = ["--set", "rollout.num_envs=2", "--set", "rollout.num_steps=32", "--set", "ppo.minibatch_size=32",
          "--set", "ppo.update_epochs=2", "--set", "model.hidden_sizes=[16, 16]", "--set", "eval_episodes=0",
@@ -117,6 +116,7 @@ def test_run_folder_contents(tmp_path):
 def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
     cfg = small_config(COUNTER_ID, env={"vector": "sync"})
     cfg.total_steps = 5 * cfg.batch_size
+    cfg.checkpoint_every = 1  # an exception inside collect abandons that iteration: resume from the last save
     calls = {"n": 0}
     original = train_module.collect
 
@@ -143,7 +143,7 @@ def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
 
 def test_non_finite_reward_fails_with_summary(tmp_path):
     cfg = small_config(COUNTER_ID, env={"vector": "sync", "kwargs": {"reward": math.nan}})
-    with pytest.raises(TrainingFailed, match="non-finite rewards"):
+    with pytest.raises(TrainingFailed, match="non-finite reward"):
         train(cfg, run_dir=tmp_path / "run", quiet=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "non-finite" in summary["error"]

@@ -239,8 +239,8 @@ def _state_tensors(agent: Agent, algo: Any, collector: CollectorState, envs: Vec
         tensors[f"collector.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(collector, name)))
     _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     # The whole MT19937 state: the key array alone would restart at another position.
-    extra: dict[str, Any] = {"numpy_rng": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-                                           "cached_gaussian": float(cached_gaussian)}}
+    extra: dict[str, Any] = {"numpy_rng": keys.tolist(), "numpy_rng_pos": int(pos),
+                             "numpy_rng_gauss": [int(has_gauss), float(cached_gaussian)]}
     captured = env_state.capture(envs.env)
     if captured is not None:
         arrays, values = captured
@@ -358,11 +358,9 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         episodes = EpisodeWindow(progress["recent_returns"], progress["recent_lengths"])
         best_return = progress.get("best_return") if progress.get("best_return") is not None else -math.inf
         solved_at_step, solved_at_time = progress.get("solved_at_step"), progress.get("solved_at_time_s")
-        rng = progress["numpy_rng"]
-        if isinstance(rng, list):  # older checkpoints saved the key array only
-            rng = {"keys": rng, "pos": 624, "has_gauss": 0, "cached_gaussian": 0.0}
-        np.random.set_state(("MT19937", np.array(rng["keys"], dtype=np.uint32), rng["pos"], rng["has_gauss"],
-                             rng["cached_gaussian"]))
+        gauss = progress.get("numpy_rng_gauss", [0, 0.0])
+        np.random.set_state(("MT19937", np.array(progress["numpy_rng"], dtype=np.uint32),
+                             progress.get("numpy_rng_pos", 624), gauss[0], gauss[1]))
 
     global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
     total_iterations = cfg.iterations
