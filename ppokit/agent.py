@@ -15,7 +15,7 @@ from torch import nn
 
 from ppokit.config import EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
-from ppokit.networks import FlattenEncoder, encoder_for, is_image_space, layer_init, mlp
+from ppokit.networks import FlattenEncoder, encoder_for, is_image_space, layer_init, matmul_into, mlp, sum_rows_into
 from ppokit.normalize import RunningMeanStd
 
 
@@ -145,21 +145,26 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def backward_cached(
-        self, cache: tuple, grad_policy_out: torch.Tensor, grad_values: torch.Tensor
+        self, cache: tuple, grad_policy_out: torch.Tensor, grad_values: torch.Tensor,
+        out: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Parameter gradients from ``dLoss/dpolicy_out [B, P]`` and ``dLoss/dvalues [B]``."""
+        """Parameter gradients from ``dLoss/dpolicy_out [B, P]`` and ``dLoss/dvalues [B]``.
+
+        ``out`` maps parameter names to tensors to write their gradients into (views of a
+        flat buffer, which saves gathering them afterwards)."""
         actor, critic = cache
+        out = out or {}
         grads: dict[str, torch.Tensor] = {}
         grad_mean = grad_policy_out
         if self.log_std is not None:
             action_dim = self.log_std.shape[0]
             grad_mean = grad_policy_out[:, :action_dim]
-            grads["log_std"] = grad_policy_out[:, action_dim:].sum(0)
+            grads["log_std"] = sum_rows_into(grad_policy_out[:, action_dim:], out.get("log_std"))
         grad_values = grad_values.unsqueeze(-1)
-        grads["policy_head.weight"] = torch.mm(grad_mean.t(), actor[-1])
-        grads["policy_head.bias"] = grad_mean.sum(0)
-        grads["value_head.weight"] = torch.mm(grad_values.t(), critic[-1])
-        grads["value_head.bias"] = grad_values.sum(0)
+        grads["policy_head.weight"] = matmul_into(grad_mean.t(), actor[-1], out.get("policy_head.weight"))
+        grads["policy_head.bias"] = sum_rows_into(grad_mean, out.get("policy_head.bias"))
+        grads["value_head.weight"] = matmul_into(grad_values.t(), critic[-1], out.get("value_head.weight"))
+        grads["value_head.bias"] = sum_rows_into(grad_values, out.get("value_head.bias"))
         grad_actor = torch.mm(grad_mean, self.policy_head.weight)
         grad_critic = torch.mm(grad_values, self.value_head.weight)
         if self.critic_trunk is None:
@@ -168,7 +173,8 @@ class Agent(nn.Module):
             trunks = [("actor_trunk", self.actor_trunk, actor, grad_actor),
                       ("critic_trunk", self.critic_trunk, critic, grad_critic)]
         for prefix, trunk, outputs, grad in trunks:
-            grads.update(zip(trunk[1].parameter_names(f"{prefix}.1."), trunk[1].backward(outputs, grad)))
+            names = trunk[1].parameter_names(f"{prefix}.1.")
+            grads.update(zip(names, trunk[1].backward(outputs, grad, [out.get(name) for name in names])))
         return grads
 
     def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:

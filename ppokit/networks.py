@@ -60,18 +60,33 @@ class MLP(nn.Module):
             outputs.append(self._act(torch.addmm(layer.bias, outputs[-1], layer.weight.t())))
         return outputs
 
-    def backward(self, outputs: list[torch.Tensor], grad: torch.Tensor) -> list[torch.Tensor]:
-        """Gradients ``[dW1, db1, ..., dWL, dbL]`` (parameter order) given ``dLoss/dhL [B, H]``."""
-        grads: list[torch.Tensor] = []
+    def backward(
+        self, outputs: list[torch.Tensor], grad: torch.Tensor, out: list[torch.Tensor | None] | None = None
+    ) -> list[torch.Tensor]:
+        """Gradients ``[dW1, db1, ..., dWL, dbL]`` (parameter order) given ``dLoss/dhL [B, H]``.
+
+        ``out``, in the same order, are tensors to write them into (views of a flat buffer)."""
+        out = out or [None] * (2 * len(self.layers))
+        grads: list[torch.Tensor] = [None] * (2 * len(self.layers))  # type: ignore[list-item]
         for i in range(len(self.layers) - 1, -1, -1):
-            out = outputs[i + 1]
+            h = outputs[i + 1]
             # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0]
-            grad = grad - grad * out * out if self.activation == "tanh" else grad * (out > 0)
-            grads += [torch.mm(grad.t(), outputs[i]), grad.sum(0)]
+            grad = grad.addcmul(grad, h.square(), value=-1) if self.activation == "tanh" else grad * (h > 0)
+            grads[2 * i] = matmul_into(grad.t(), outputs[i], out[2 * i])
+            grads[2 * i + 1] = sum_rows_into(grad, out[2 * i + 1])
             if i > 0:
                 grad = torch.mm(grad, self.layers[i].weight)
-        pairs = [grads[j : j + 2] for j in range(0, len(grads), 2)][::-1]
-        return [g for pair in pairs for g in pair]
+        return grads
+
+
+def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``a @ b``, written into ``out`` when given."""
+    return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
+
+
+def sum_rows_into(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``x.sum(0)``, written into ``out`` when given."""
+    return x.sum(0) if out is None else torch.sum(x, 0, out=out)
 
 
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True) -> MLP:

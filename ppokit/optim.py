@@ -4,11 +4,12 @@ The agent's parameters are views into a single buffer (:meth:`Agent.flat_paramet
 clipping and Adam are a handful of operations on one vector, whatever the number of layers
 (on a CPU, ``torch._foreach_*`` ops fall back to one kernel per tensor). The optimizer state is
 plain tensors, saved to safetensors as they are, and the learning rate is a tensor, so an
-annealed rate never recompiles a compiled step.
+annealed rate never recompiles.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ class AdamState:
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
     step: torch.Tensor
+    count: int = 0  # the same step count as a Python int: bias corrections need no tensor ops
 
     @classmethod
     def zeros(cls, size: int, device: torch.device) -> "AdamState":
@@ -34,6 +36,7 @@ class AdamState:
     def load_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         """Copy state saved by :meth:`tensors` back in place."""
         self.step.copy_(tensors[f"{prefix}.step"])
+        self.count = int(self.step.item())
         self.exp_avg.copy_(tensors[f"{prefix}.exp_avg"])
         self.exp_avg_sq.copy_(tensors[f"{prefix}.exp_avg_sq"])
 
@@ -49,16 +52,17 @@ def clip_by_global_norm(grad: torch.Tensor, max_norm: float | None) -> tuple[tor
 def adam_update(
     state: AdamState,
     grad: torch.Tensor,
-    lr: torch.Tensor,
+    lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.Tensor:
     """Advance the Adam state (Kingma & Ba, Algorithm 1) and return the step to *subtract*, ``[P]``."""
     beta1, beta2 = betas
+    state.count += 1
     state.step.add_(1)
     state.exp_avg.lerp_(grad, 1 - beta1)
     state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1 = 1 - beta1**state.step
-    bias_correction2 = 1 - beta2**state.step
-    denom = (state.exp_avg_sq / bias_correction2).sqrt_().add_(eps)
-    return state.exp_avg / denom * (lr / bias_correction1)
+    bias_correction1 = 1 - beta1**state.count
+    bias_correction2 = 1 - beta2**state.count
+    denom = state.exp_avg_sq.sqrt().div_(math.sqrt(bias_correction2)).add_(eps)
+    return torch.div(state.exp_avg, denom).mul_(float(lr) / bias_correction1)

@@ -131,6 +131,11 @@ class GradientStep:
         # The parameters this step updates, as one flat view when they are adjacent in the buffer.
         self.flat = flat[spans[0][0] : spans[-1][1]] if contiguous else None
         self.adam = AdamState.zeros(sum(p.numel() for p in self.params), flat.device)
+        # The hand-written backward writes each gradient straight into its view of this buffer.
+        self.grad = torch.zeros(sum(p.numel() for p in self.params), device=flat.device)
+        sizes = [p.numel() for p in self.params]
+        self.grad_views = {name: view.view_as(p) for name, view, p in
+                           zip(self.names, self.grad.split(sizes), self.params)}
         self.mode = "manual" if agent.manual_backward else "autograd"
         # Collectives cannot live inside the compiled graph: compile only on one process.
         self.compiled = compile and not distributed.active()
@@ -164,8 +169,8 @@ class GradientStep:
         agent = self.agent
         policy_out, values, cache = agent.forward_cached(minibatch["obs"])
         grad_policy, grad_values, stats = self._grad_of_outputs(policy_out, values, minibatch, hyper)
-        grads = agent.backward_cached(cache, grad_policy, grad_values)
-        return [grads[name] for name in self.names], stats
+        agent.backward_cached(cache, grad_policy, grad_values, out=self.grad_views)
+        return self.grad, stats
 
     def _autograd_grads(self, minibatch, hyper):
         policy_out, values = self.agent(minibatch["obs"])
@@ -185,8 +190,8 @@ class GradientStep:
         return list(grads), stats
 
     @torch.no_grad()
-    def _apply(self, grads: list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
-        grad = torch.cat([g.reshape(-1) for g in grads])
+    def _apply(self, grads: torch.Tensor | list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
+        grad = grads if isinstance(grads, torch.Tensor) else torch.cat([g.reshape(-1) for g in grads])
         distributed.mean_([grad])
         grad, grad_norm = clip_by_global_norm(grad, self.max_grad_norm)
         update = adam_update(self.adam, grad, hyper["lr"], eps=self.adam_eps)
@@ -195,16 +200,29 @@ class GradientStep:
         else:
             sizes = [p.numel() for p in self.params]
             torch._foreach_sub_(self.params, [u.view_as(p) for u, p in zip(update.split(sizes), self.params)])
-        return {**{k: v.detach() for k, v in stats.items()}, "grad_norm": grad_norm}
+        stats["grad_norm"] = grad_norm
+        return stats
 
     @staticmethod
     def _with_mean_weights(minibatch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "mean_weights" in minibatch:
+            return minibatch
         weights = minibatch["weights"]
         return {**minibatch, "mean_weights": weights / weights.sum().clamp(min=1.0)}
 
-    def gradients(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def gradients(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, float]) -> list[torch.Tensor]:
         """The loss gradient for this step's parameters, by the current path, without updating."""
-        return self._gradients(self._with_mean_weights(minibatch), hyper)[0]
+        grads = self._gradients(self._with_mean_weights(minibatch), self._hyper(hyper))[0]
+        if isinstance(grads, torch.Tensor):
+            return [g.view_as(p).clone() for g, p in zip(grads.split([p.numel() for p in self.params]), self.params)]
+        return [g.reshape(p.shape) for g, p in zip(grads, self.params)]
+
+    def _hyper(self, hyper: dict[str, float]) -> dict:
+        """Hyperparameters as the gradient function takes them: Python floats when eager (no
+        tensor ops for scalars), 0-dim tensors when compiled (a new value never recompiles)."""
+        if not self.compiled:
+            return hyper
+        return {k: torch.as_tensor(float(v), dtype=torch.float32, device=self.grad.device) for k, v in hyper.items()}
 
     def step(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One optimizer step on a minibatch; returns the loss statistics as 0-dim tensors.
@@ -214,7 +232,7 @@ class GradientStep:
         """
         minibatch = self._with_mean_weights(minibatch)
         try:
-            grads, stats = self._gradients(minibatch, hyper)
+            grads, stats = self._gradients(minibatch, self._hyper(hyper))
         except Exception as error:  # noqa: BLE001  (any compiler failure -> eager)
             if not self.compiled:
                 raise
@@ -231,9 +249,10 @@ class GradientStep:
         self.adam.load_tensors(tensors, prefix)
 
 
-def tensor_hyper(device: torch.device, **values: float) -> dict[str, torch.Tensor]:
-    """Hyperparameters as 0-dim float32 tensors: changing one never recompiles the step."""
-    return {k: torch.tensor(float(v), dtype=torch.float32, device=device) for k, v in values.items()}
+def tensor_hyper(device: torch.device, **values: float) -> dict[str, float]:
+    """This step's hyperparameters (learning rate, clip coefficient, ...) as floats;
+    :class:`GradientStep` turns them into tensors itself when it runs compiled."""
+    return {k: float(v) for k, v in values.items()}
 
 
 def run_epochs(
@@ -259,7 +278,8 @@ def run_epochs(
     stopped = False
     for _ in range(epochs):
         if minibatch_size >= size:
-            minibatches = [dict(data)]
+            minibatches = [data]
+            data.setdefault("mean_weights", data["weights"] / data["weights"].sum().clamp(min=1.0))
         else:
             order = torch.randperm(size, device=batch.obs.device)
             shuffled = {k: v[order] for k, v in data.items()}
