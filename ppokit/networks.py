@@ -70,8 +70,11 @@ class MLP(nn.Module):
         grads: list[torch.Tensor] = [None] * (2 * len(self.layers))  # type: ignore[list-item]
         for i in range(len(self.layers) - 1, -1, -1):
             h = outputs[i + 1]
-            # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0]
-            grad = grad.addcmul(grad, h.square(), value=-1) if self.activation == "tanh" else grad * (h > 0)
+            # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0] (one fused op each)
+            if self.activation == "tanh":
+                grad = torch.ops.aten.tanh_backward(grad, h)
+            else:
+                grad = torch.ops.aten.threshold_backward(grad, h, 0)
             grads[2 * i] = matmul_into(grad.t(), outputs[i], out[2 * i])
             grads[2 * i + 1] = sum_rows_into(grad, out[2 * i + 1])
             if i > 0:

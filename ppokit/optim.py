@@ -41,28 +41,39 @@ class AdamState:
         self.exp_avg_sq.copy_(tensors[f"{prefix}.exp_avg_sq"])
 
 
-def clip_by_global_norm(grad: torch.Tensor, max_norm: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale the flat gradient ``[P]`` by ``min(1, max_norm / ||g||)``; also return ``||g||``."""
+def clip_by_global_norm_(grad: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    """Scale the flat gradient ``[P]`` in place by ``min(1, max_norm / ||g||)``; return ``||g||``."""
     norm = torch.linalg.vector_norm(grad)
-    if max_norm is None:
-        return grad, norm
-    return grad * torch.clamp(max_norm / (norm + 1e-6), max=1.0), norm
+    if max_norm is not None:
+        grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
 
 
-def adam_update(
-    state: AdamState,
+def adam_step_(
+    params: torch.Tensor,
     grad: torch.Tensor,
+    state: AdamState,
     lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
-) -> torch.Tensor:
-    """Advance the Adam state (Kingma & Ba, Algorithm 1) and return the step to *subtract*, ``[P]``."""
+) -> None:
+    """One Adam step (Kingma & Ba, Algorithm 1) on the flat ``params [P]``, in place.
+
+    Uses PyTorch's fused Adam kernel (one pass over the vector, as ``torch.optim.Adam(fused=True)``)
+    where the build has one, else the same formula as tensor operations."""
     beta1, beta2 = betas
     state.count += 1
     state.step.add_(1)
+    if _FUSED_ADAM is not None and params.device.type in ("cpu", "cuda"):
+        _FUSED_ADAM([params], [grad], [state.exp_avg], [state.exp_avg_sq], [], [state.step], lr=float(lr),
+                    beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+        return
     state.exp_avg.lerp_(grad, 1 - beta1)
     state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     bias_correction1 = 1 - beta1**state.count
     bias_correction2 = 1 - beta2**state.count
     denom = state.exp_avg_sq.sqrt().div_(math.sqrt(bias_correction2)).add_(eps)
-    return torch.div(state.exp_avg, denom).mul_(float(lr) / bias_correction1)
+    params.addcdiv_(state.exp_avg, denom, value=-float(lr) / bias_correction1)
+
+
+_FUSED_ADAM = getattr(torch, "_fused_adam_", None)

@@ -17,7 +17,7 @@ from ppokit import distributed
 from ppokit.agent import Agent
 from ppokit.batch import Batch
 from ppokit.distributions import ActionHead
-from ppokit.optim import AdamState, adam_update, clip_by_global_norm
+from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_
 
 log = logging.getLogger("ppokit")
 
@@ -193,13 +193,14 @@ class GradientStep:
     def _apply(self, grads: torch.Tensor | list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
         grad = grads if isinstance(grads, torch.Tensor) else torch.cat([g.reshape(-1) for g in grads])
         distributed.mean_([grad])
-        grad, grad_norm = clip_by_global_norm(grad, self.max_grad_norm)
-        update = adam_update(self.adam, grad, hyper["lr"], eps=self.adam_eps)
+        grad_norm = clip_by_global_norm_(grad, self.max_grad_norm)
         if self.flat is not None:
-            self.flat.sub_(update)
-        else:
-            sizes = [p.numel() for p in self.params]
-            torch._foreach_sub_(self.params, [u.view_as(p) for u, p in zip(update.split(sizes), self.params)])
+            adam_step_(self.flat, grad, self.adam, hyper["lr"], eps=self.adam_eps)
+        else:  # parameters not adjacent in the agent's buffer: step a flat copy, then write back
+            flat = torch.cat([p.reshape(-1) for p in self.params])
+            adam_step_(flat, grad, self.adam, hyper["lr"], eps=self.adam_eps)
+            torch._foreach_copy_(self.params, [f.view_as(p) for f, p in
+                                               zip(flat.split([p.numel() for p in self.params]), self.params)])
         stats["grad_norm"] = grad_norm
         return stats
 
