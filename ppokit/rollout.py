@@ -158,7 +158,9 @@ def collect(
             timings.inference += time.perf_counter() - start
         if not same_step:
             state.next_is_reset = done
-        obs = torch.as_tensor(next_obs, device=device)
+        # C order: the numpy CartPole returns a transposed view, and a matmul on it rounds differently
+        # from one on the C-ordered copy that a checkpoint restores (resume would not be exact).
+        obs = torch.as_tensor(np.ascontiguousarray(next_obs), device=device)
     start = time.perf_counter()
     last_value = agent(obs)[1]
     timings.inference += time.perf_counter() - start
