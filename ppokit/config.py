@@ -350,6 +350,11 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         f"model.hidden_sizes: expected a non-empty list of positive integers, got {m.hidden_sizes}",
     )
     _check(
+        not (m.shared_trunk and cfg.algo in ("trpo", "vpg")),
+        f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
+        "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl)",
+    )
+    _check(
         m.activation in ACTIVATIONS,
         f"model.activation: expected one of {', '.join(ACTIVATIONS)}, got '{m.activation}'"
         f"{did_you_mean(m.activation, ACTIVATIONS)}",
