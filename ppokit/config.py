@@ -105,6 +105,7 @@ class TRPOConfig:
 @dataclass
 class VPGConfig:
     learning_rate: float = 1e-3
+    anneal_lr: bool = False  # linearly to 0 over the run (the policy's learning rate only)
     value_lr: float = 1e-3
     value_epochs: int = 5
     value_minibatch_size: int = 64

@@ -118,7 +118,7 @@ def collect(
     raw_rewards = np.zeros((num_steps, envs.num_envs), np.float64)
     valid = np.ones((num_steps, envs.num_envs), bool)
     dones = np.zeros((num_steps, envs.num_envs), bool)
-    obs = torch.as_tensor(state.obs, device=device)
+    obs = torch.as_tensor(np.ascontiguousarray(state.obs), device=device)
     for t in range(num_steps):
         start = time.perf_counter()
         policy_out, value = agent(obs)

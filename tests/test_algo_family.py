@@ -376,3 +376,17 @@ def test_vpg_without_baseline_is_reinforce_on_the_returns():
     signs = torch.nn.utils.parameters_to_vector(expected_grad.values()).sign()
     big = torch.nn.utils.parameters_to_vector(expected_grad.values()).abs() > 1e-4
     assert torch.equal(moved.sign()[big], -signs[big])
+
+
+@pytest.mark.slow
+def test_changing_beta_never_recompiles_the_step():
+    """beta is a tensor hyperparameter: a compiled PPO-KL step compiles once for any beta."""
+    torch._dynamo.reset()
+    agent = make_agent()
+    batch = make_batch(agent)
+    algo = ALGOS["ppo-kl"](agent, config("ppo-kl"), compile=True)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for beta in (1.0, 2.0, 0.5, 0.25):
+        algo.gradient_step.step(batch.as_dict(), {"lr": torch.tensor(1e-3), "beta": torch.tensor(beta)})
+    assert algo.gradient_step.compiled  # it did compile (no fallback to eager)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 1

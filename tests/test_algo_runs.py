@@ -27,7 +27,7 @@ ALGO_SETTINGS = {
     "ppo-kl": ["--set", "ppo_kl.anneal_lr=false", "--set", "ppo_kl.update_epochs=2",
                "--set", "ppo_kl.minibatch_size=32", "--set", "ppo_kl.kl_target=0.001"],
     "trpo": ["--set", "trpo.value_epochs=2", "--set", "trpo.max_kl=0.05"],
-    "vpg": ["--set", "vpg.value_epochs=2"],
+    "vpg": ["--set", "vpg.value_epochs=2", "--set", "vpg.anneal_lr=false"],
 }
 
 
@@ -70,7 +70,7 @@ def run_preset(tmp_path: Path, env_id: str, algo: str, seed: int, total_steps: i
 @pytest.mark.parametrize("algo, budget", [("ppo-kl", 150_000), ("trpo", 300_000), ("vpg", 500_000)])
 def test_solves_cartpole(tmp_path, algo, budget, seed):
     summary = run_preset(tmp_path, "CartPole-v1", algo, seed)
-    assert summary["total_steps"] <= budget + 8192  # whole iterations
+    assert summary["total_steps"] <= budget
     assert summary["eval_return_mean"] >= 475, summary
 
 
@@ -78,5 +78,5 @@ def test_solves_cartpole(tmp_path, algo, budget, seed):
 @pytest.mark.parametrize("algo", ["ppo-kl", "trpo"])
 def test_pendulum(tmp_path, algo):
     summary = run_preset(tmp_path, "Pendulum-v1", algo, seed=1)
-    assert summary["total_steps"] <= 500_000 + 8192
+    assert summary["total_steps"] <= 500_000
     assert summary["eval_return_mean"] >= -400, summary

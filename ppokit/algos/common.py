@@ -22,6 +22,9 @@ from ppokit.optim import AdamState, adam_step_, clip_by_global_norm
 
 log = logging.getLogger("ppokit")
 
+# Adam's epsilon for the optimizers that have no config field for it (TRPO's and VPG's).
+ADAM_EPS = 1e-8
+
 # loss_fn(head, policy_out [M, P], values [M], minibatch {name: [M, ...]}, hyper {name: 0-dim})
 #   -> (loss 0-dim, stats {name: 0-dim})
 LossFn = Callable[
@@ -258,14 +261,12 @@ class CriticFit:
     Adam rather than L-BFGS: see docs/algorithms.md (its state is a few tensors that checkpoint
     exactly, minibatches need no full-batch closure, and it reuses :class:`GradientStep`)."""
 
-    ADAM_EPS = 1e-8
-
     def __init__(self, agent: Agent, learning_rate: float, epochs: int, minibatch_size: int, *, compile: bool):
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.minibatch_size = minibatch_size
         self.device = next(agent.parameters()).device
-        self.gradient_step = GradientStep(agent, _critic_loss, max_grad_norm=None, adam_eps=self.ADAM_EPS,
+        self.gradient_step = GradientStep(agent, _critic_loss, max_grad_norm=None, adam_eps=ADAM_EPS,
                                           compile=compile, only=CRITIC_PREFIXES)
 
     def fit(self, batch: Batch) -> dict[str, float]:

@@ -17,10 +17,12 @@ import torch
 from ppokit.advantages import discounted_returns
 from ppokit.agent import Agent
 from ppokit.algos.common import (
+    ADAM_EPS,
     CriticFit,
     GradientStep,
     actor_prefixes,
     global_weighted_mean,
+    linear_schedule,
     normalize_advantages,
     policy_change,
     require_separate_critic,
@@ -69,7 +71,7 @@ class VPG:
         self.num_steps = cfg.rollout.num_steps
         self.device = next(agent.parameters()).device
         self.policy_step = GradientStep(agent, policy_gradient_loss, max_grad_norm=self.cfg.max_grad_norm,
-                                        adam_eps=CriticFit.ADAM_EPS, compile=compile, only=actor_prefixes(agent))
+                                        adam_eps=ADAM_EPS, compile=compile, only=actor_prefixes(agent))
         self.critic = (
             CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size, compile=compile)
             if self.cfg.baseline == "value" else None
@@ -82,12 +84,13 @@ class VPG:
             data["advantages"] = reward_to_go(batch, self.num_steps, self.gamma)
         if self.cfg.norm_adv:  # statistics over every process's batch: they all take one step
             data["advantages"] = normalize_advantages(data["advantages"], data["weights"], global_weighted_mean)
-        hyper = tensor_hyper(self.device, lr=self.cfg.learning_rate)
+        lr = linear_schedule(self.cfg.learning_rate, progress, self.cfg.anneal_lr)
+        hyper = tensor_hyper(self.device, lr=lr)
         stats = {key: float(value) for key, value in self.policy_step.step(data, hyper).items()}
         stats.update(policy_change(self.agent, batch))
         if self.critic is not None:  # baseline none: no value_loss at all (the column stays empty)
             stats.update(self.critic.fit(batch))
-        stats.update(learning_rate=self.cfg.learning_rate, clip_fraction=float("nan"))
+        stats.update(learning_rate=lr, clip_fraction=float("nan"))
         return stats
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
