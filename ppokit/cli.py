@@ -10,8 +10,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -127,7 +127,8 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     s = result.summary
     solved = (f"solved at step {s['solved_at_step']:,} ({s['solved_at_time_s']:.1f} s)"
-              if s.get("solved_at_step") is not None else "threshold not reached" if s.get("solved_threshold") is not None
+              if s.get("solved_at_step") is not None
+              else "threshold not reached" if s.get("solved_threshold") is not None
               else "")
     print(f"{cfg.env_id} {cfg.algo}: {s['total_steps']:,} steps in {s['wall_time_s']:.1f} s ({s['sps']:,.0f} steps/s); "
           f"eval {_fmt(s['eval_return_mean'])} +/- {_fmt(s['eval_return_std'])} over {s['eval_episodes']} episodes"

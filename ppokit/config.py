@@ -62,13 +62,13 @@ class PPOConfig:
     anneal_lr: bool = True
     update_epochs: int = 10
     minibatch_size: int = 64
-    clip_coef: typing.Optional[float] = 0.2  # None: the unclipped surrogate
+    clip_coef: float | None = 0.2  # None: the unclipped surrogate
     anneal_clip: bool = False
     clip_vloss: bool = False
     ent_coef: float = 0.0
     vf_coef: float = 0.5
-    max_grad_norm: typing.Optional[float] = 0.5
-    target_kl: typing.Optional[float] = None
+    max_grad_norm: float | None = 0.5
+    target_kl: float | None = None
     norm_adv: bool = True
     adam_eps: float = 1e-5
 
@@ -81,7 +81,7 @@ class PPOKLConfig:
     minibatch_size: int = 64
     ent_coef: float = 0.0
     vf_coef: float = 0.5
-    max_grad_norm: typing.Optional[float] = 0.5
+    max_grad_norm: float | None = 0.5
     norm_adv: bool = True
     adam_eps: float = 1e-5
     kl_target: float = 0.01
@@ -111,7 +111,7 @@ class VPGConfig:
     value_minibatch_size: int = 64
     baseline: str = "value"  # value | none
     norm_adv: bool = True
-    max_grad_norm: typing.Optional[float] = None
+    max_grad_norm: float | None = None
 
 
 @dataclass
@@ -121,11 +121,11 @@ class Config:
     seed: int = 0
     total_steps: int = 100_000
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    preset: typing.Optional[str] = None
-    solved_threshold: typing.Optional[float] = None
+    preset: str | None = None
+    solved_threshold: float | None = None
     torch_threads: int = 1
     compile: str = "auto"  # auto | on | off: torch.compile of the update step
-    checkpoint_every: typing.Optional[int] = None  # also save checkpoints/latest every N iterations
+    checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -347,7 +347,8 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
 
     m = cfg.model
     _check(
-        len(m.hidden_sizes) > 0 and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden_sizes),
+        len(m.hidden_sizes) > 0
+        and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden_sizes),
         f"model.hidden_sizes: expected a non-empty list of positive integers, got {m.hidden_sizes}",
     )
     _check(

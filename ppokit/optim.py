@@ -21,7 +21,7 @@ class AdamState:
     step: torch.Tensor
 
     @classmethod
-    def zeros_like(cls, params: list[torch.Tensor]) -> "AdamState":
+    def zeros_like(cls, params: list[torch.Tensor]) -> AdamState:
         return cls(
             [torch.zeros_like(p) for p in params],
             [torch.zeros_like(p) for p in params],

@@ -48,4 +48,6 @@ def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
         try:
             iio.imwrite(out, np.stack(frames), fps=fps, codec="libx264")
         except (ImportError, OSError, ValueError) as error:
-            raise ConfigError(f"--out '{out}': MP4 needs imageio-ffmpeg ({error}); use .gif or pip install imageio-ffmpeg") from None
+            raise ConfigError(
+                f"--out '{out}': MP4 needs imageio-ffmpeg ({error}); use .gif or pip install imageio-ffmpeg"
+            ) from None

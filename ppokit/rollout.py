@@ -42,7 +42,7 @@ class Rollout:
     policy_outputs: torch.Tensor
 
     @classmethod
-    def allocate(cls, agent: Agent, envs: VectorEnvs, num_steps: int, device: torch.device) -> "Rollout":
+    def allocate(cls, agent: Agent, envs: VectorEnvs, num_steps: int, device: torch.device) -> Rollout:
         T, N = num_steps, envs.num_envs
         obs_space = envs.observation_space
         obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -74,7 +74,7 @@ class CollectorState:
     discounted_return: np.ndarray  # for reward scaling
 
     @classmethod
-    def start(cls, obs: np.ndarray) -> "CollectorState":
+    def start(cls, obs: np.ndarray) -> CollectorState:
         n = obs.shape[0]
         return cls(obs, np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64), np.zeros(n))
 

@@ -25,7 +25,7 @@ from ppokit.agent import Agent
 from ppokit.algos import ALGOS
 from ppokit.algos.common import explained_variance
 from ppokit.batch import flatten
-from ppokit.config import Config, ConfigError, save_yaml, to_dict, validate
+from ppokit.config import Config, ConfigError, save_yaml, validate
 from ppokit.envs import VectorEnvs, make_envs
 from ppokit.evaluate import evaluate
 from ppokit.metrics import EpisodeWindow, MetricsWriter, write_summary
@@ -88,7 +88,8 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
     if not resume:
         if (run_dir / "checkpoints").exists() or (run_dir / "metrics.csv").exists():
             raise ConfigError(
-                f"run folder '{run_dir}' already holds a run; continue it with --resume {run_dir} or pick another --run-dir"
+                f"run folder '{run_dir}' already holds a run; continue it with --resume {run_dir} "
+                "or pick another --run-dir"
             )
         save_yaml(cfg, run_dir / "config.yaml")
 
@@ -353,4 +354,6 @@ def _check_finite(iteration: int, **named: Any) -> None:
         elif isinstance(value, torch.nn.Module):
             for param_name, param in value.named_parameters():
                 if not bool(torch.isfinite(param).all()):
-                    raise TrainingError(f"non-finite parameter {param_name} after the update at iteration {iteration + 1}")
+                    raise TrainingError(
+                        f"non-finite parameter {param_name} after the update at iteration {iteration + 1}"
+                    )
