@@ -15,7 +15,10 @@ class Batch:
 
     obs ``[B, *obs]``; actions ``[B]`` or ``[B, A]``; log_probs, values, advantages, returns,
     weights ``[B]`` float32 (weights is 1 for a learnable step, 0 for a NEXT_STEP reset
-    transition); policy_outputs ``[B, P]``.
+    transition); policy_outputs ``[B, P]``. Optional (``None`` when a batch is built by hand):
+    rewards ``[B]`` float32 (as learned from, i.e. scaled if reward scaling is on), terminated,
+    truncated ``[B]`` bool, for algorithms that compute their own returns (REINFORCE). Sample
+    ``i`` is step ``i // N`` of env ``i % N``: :func:`time_major` undoes the flattening.
     """
 
     obs: torch.Tensor
@@ -26,15 +29,19 @@ class Batch:
     returns: torch.Tensor
     weights: torch.Tensor
     policy_outputs: torch.Tensor
+    rewards: torch.Tensor | None = None
+    terminated: torch.Tensor | None = None
+    truncated: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-    def __getitem__(self, index: torch.Tensor) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+    def __getitem__(self, index: torch.Tensor) -> Batch:
+        return Batch(**{name: value[index] for name, value in self.as_dict().items()})
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The tensors by field name (fields that are ``None`` left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
@@ -52,7 +59,15 @@ def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -
         returns=flat(returns),
         weights=flat(rollout.valid).to(torch.float32),
         policy_outputs=flat(rollout.policy_outputs),
+        rewards=flat(rollout.rewards),
+        terminated=flat(rollout.terminated),
+        truncated=flat(rollout.truncated),
     )
+
+
+def time_major(x: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """``[T * N, ...]`` -> ``[T, N, ...]``: the inverse of :func:`flatten` for one field."""
+    return x.reshape(num_steps, -1, *x.shape[1:])
 
 
 def minibatch_indices(batch_size: int, minibatch_size: int, device: torch.device) -> list[torch.Tensor]:

@@ -129,6 +129,7 @@ class VPGConfig:
     baseline: str = "value"  # value | none
     norm_adv: bool = True
     max_grad_norm: float | None = None
+    anneal_lr: bool = False  # linearly to 0 over the run (the policy's learning rate only)
 
 
 @dataclass
@@ -439,6 +440,11 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         f"model.hidden_sizes: expected a non-empty list of positive integers, got {_show(m.hidden_sizes)}",
     )
     _one_of(m.activation, ACTIVATIONS, "model.activation")
+    _check(
+        not (m.shared_trunk and cfg.algo in ("trpo", "vpg")),
+        f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
+        "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl)",
+    )
 
     active = ALGO_SECTION[cfg.algo]
     for name, section in (("ppo", cfg.ppo), ("ppo_kl", cfg.ppo_kl)):

@@ -17,7 +17,8 @@ def init() -> tuple[int, int]:
     """Join the process group when launched by torchrun; returns ``(rank, world_size)``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and os.environ.get("PPOKIT_NCCL") else "gloo")
+        nccl = torch.cuda.is_available() and os.environ.get("PPOKIT_NCCL")
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
     return rank(), world_size
 
 

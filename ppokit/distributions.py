@@ -185,7 +185,8 @@ class _IndependentCategoricals(D.Distribution):
         self.parts = parts
         super().__init__(batch_shape=parts[0].batch_shape, validate_args=False)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
         return torch.stack([p.sample(sample_shape) for p in self.parts], dim=-1)
 
     def log_prob(self, value):

@@ -15,7 +15,17 @@ from typing import Any
 
 import yaml
 
-from ppokit.config import ALGO_NAMES, Config, ConfigError, did_you_mean, from_dict, load_yaml, merge, parse_override, to_dict
+from ppokit.config import (
+    ALGO_NAMES,
+    Config,
+    ConfigError,
+    did_you_mean,
+    from_dict,
+    load_yaml,
+    merge,
+    parse_override,
+    to_dict,
+)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 

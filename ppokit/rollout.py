@@ -153,7 +153,9 @@ def collect(
     storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
     storage.values.copy_(values.reshape(T, N))
     storage.log_probs.copy_(head.log_prob(policy_out, storage.actions.reshape(T * N, *storage.actions.shape[2:])).reshape(T, N))
-    last_value = agent(torch.as_tensor(next_obs, device=device))[1]
+    # C order: the numpy CartPole returns a transposed view, and a matmul on it rounds differently
+    # from one on the C-ordered copy that a checkpoint restores (a resume would not be exact).
+    last_value = agent(torch.as_tensor(np.ascontiguousarray(next_obs), device=device))[1]
     # next_values[t] = V(obs[t+1]); in NEXT_STEP mode obs[t+1] after a done *is* the final obs.
     storage.next_values[:-1] = storage.values[1:]
     storage.next_values[-1] = last_value

@@ -8,5 +8,8 @@ checkpoints. They differ only in ``update``: rollout, GAE and batching are share
 from __future__ import annotations
 
 from ppokit.algos.ppo import PPO
+from ppokit.algos.ppo_kl import PPOKL
+from ppokit.algos.trpo import TRPO
+from ppokit.algos.vpg import VPG
 
-ALGOS: dict[str, type] = {"ppo": PPO}
+ALGOS: dict[str, type] = {"ppo": PPO, "ppo-kl": PPOKL, "trpo": TRPO, "vpg": VPG}

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from ppokit import distributed
 from ppokit.agent import Agent
-from ppokit.batch import Batch
+from ppokit.batch import Batch, weighted_mean
+from ppokit.config import ConfigError
 from ppokit.distributions import ActionHead
 from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_
 
 log = logging.getLogger("ppokit")
+
+# Adam's epsilon for the optimizers that have no config field for it (TRPO's and VPG's).
+ADAM_EPS = 1e-8
 
 # loss_fn(head, policy_out [M, P], values [M], minibatch {name: [M, ...]}, hyper {name: 0-dim})
 #   -> (loss 0-dim, stats {name: 0-dim})
@@ -35,6 +39,28 @@ OutputGradFn = Callable[
 ]
 
 
+# ---------------------------------------------------------------------------- parameters
+
+# The critic's parameters; everything else in the Agent is the policy's.
+CRITIC_PREFIXES = ("critic_trunk", "value_head")
+
+
+def actor_prefixes(agent: Agent) -> tuple[str, ...]:
+    """Name prefixes of the policy's parameters (for ``GradientStep(only=...)``)."""
+    tops = {name.split(".")[0] for name, _ in agent.named_parameters()}
+    return tuple(sorted(tops - set(CRITIC_PREFIXES)))
+
+
+def require_separate_critic(agent: Agent, algo: str) -> None:
+    """The algorithms that fit the value function apart from the policy need two networks."""
+    if agent.shared_trunk:
+        raise ConfigError(
+            f"algo {algo} fits the value function separately from the policy, so it needs separate actor and "
+            "critic networks, but this agent shares its trunk (model.shared_trunk, or image observations, which "
+            "always share one): use model.shared_trunk=false, or --algo ppo / ppo-kl"
+        )
+
+
 # ---------------------------------------------------------------------------- loss terms
 
 
@@ -44,10 +70,42 @@ def masked_mean(x: torch.Tensor, mean_weights: torch.Tensor) -> torch.Tensor:
     return torch.dot(x, mean_weights)
 
 
-def normalize_advantages(advantages: torch.Tensor, mean_weights: torch.Tensor) -> torch.Tensor:
-    """``(A - mean) / (std + 1e-8)`` over the valid samples of the minibatch, ``[M]``."""
-    centered = advantages - masked_mean(advantages, mean_weights)
-    return centered / (masked_mean(centered.square(), mean_weights).sqrt() + 1e-8)
+def normalize_advantages(
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    mean_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = weighted_mean,
+) -> torch.Tensor:
+    """``(A - mean) / (std + 1e-8)`` over the valid samples of the minibatch, ``[M]``.
+
+    ``mean_fn=global_weighted_mean`` takes the statistics over every process's batch."""
+    mean = mean_fn(advantages, weights)
+    var = mean_fn((advantages - mean).square(), weights)
+    return (advantages - mean) / (var.sqrt() + 1e-8)
+
+
+def global_weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """:func:`weighted_mean` over the valid samples of all processes (one all-reduce; 0-dim)."""
+    sums = distributed.mean_([torch.stack([(x * weights).sum(), weights.sum()])])[0]
+    return sums[0] / sums[1].clamp(min=1.0 / distributed.world_size())
+
+
+def importance_ratio(
+    head: ActionHead, policy_out: torch.Tensor, minibatch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log r, r)`` with ``r = pi(a|s) / pi_old(a|s)`` per sample, ``[M]`` each."""
+    log_ratio = head.log_prob(policy_out, minibatch["actions"]) - minibatch["log_probs"]
+    return log_ratio, torch.exp(log_ratio)
+
+
+def policy_advantages(minibatch: dict[str, torch.Tensor], norm_adv: bool) -> torch.Tensor:
+    """The minibatch's advantages ``[M]``, normalized over its valid samples if ``norm_adv``."""
+    advantages = minibatch["advantages"]
+    return normalize_advantages(advantages, minibatch["weights"]) if norm_adv else advantages
+
+
+def mean_kl(head: ActionHead, old_out: torch.Tensor, new_out: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Exact ``E[KL(pi_old || pi)]`` over the valid samples (0-dim); outputs ``[M, P]``."""
+    return weighted_mean(head.kl(old_out, new_out), weights)
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: torch.Tensor | None) -> torch.Tensor:
@@ -73,7 +131,53 @@ def value_loss(
         old = minibatch["values"]
         clipped = old + torch.clamp(values - old, -clip_coef, clip_coef)
         squared = torch.maximum(squared, (clipped - returns).square())
-    return 0.5 * masked_mean(squared, minibatch["mean_weights"])
+    if "mean_weights" in minibatch:
+        return 0.5 * masked_mean(squared, minibatch["mean_weights"])
+    return 0.5 * weighted_mean(squared, minibatch["weights"])
+
+
+def actor_critic_loss(
+    policy_loss: torch.Tensor,
+    head: ActionHead,
+    policy_out: torch.Tensor,
+    values: torch.Tensor,
+    minibatch: dict[str, torch.Tensor],
+    log_ratio: torch.Tensor,
+    *,
+    vf_coef: float,
+    ent_coef: float,
+    value_clip: torch.Tensor | None = None,
+    **extra_stats: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The joint loss ``policy_loss + c1 * L^VF - c2 * H`` (PPO eq. 9) and its statistics.
+
+    ``log_ratio [M]`` gives the approx-KL statistic; ``extra_stats`` are reported as they are."""
+    weights = minibatch["weights"]
+    v_loss = value_loss(values, minibatch, value_clip)
+    entropy = weighted_mean(head.entropy(policy_out), weights)
+    loss = policy_loss + vf_coef * v_loss - ent_coef * entropy
+    stats = {
+        "policy_loss": policy_loss.detach(),
+        "value_loss": v_loss.detach(),
+        "entropy": entropy.detach(),
+        "approx_kl": weighted_mean(approx_kl(log_ratio.detach()), weights),
+        **{key: value.detach() for key, value in extra_stats.items()},
+    }
+    return loss, stats
+
+
+@torch.no_grad()
+def policy_change(agent: Agent, batch: Batch) -> dict[str, float]:
+    """How far the agent's policy now is from the acting one, over the valid samples of ``batch``:
+    exact mean KL(old || new) (averaged over processes), the k3 approx KL, and the new entropy."""
+    policy_out = agent(batch.obs)[0]
+    head, data = agent.head, batch.as_dict()
+    log_ratio, _ = importance_ratio(head, policy_out, data)
+    return {
+        "kl": distributed.mean_scalar(float(mean_kl(head, batch.policy_outputs, policy_out, batch.weights))),
+        "approx_kl": float(weighted_mean(approx_kl(log_ratio), batch.weights)),
+        "entropy": float(weighted_mean(head.entropy(policy_out), batch.weights)),
+    }
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor) -> float:
@@ -248,6 +352,47 @@ class GradientStep:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         self.adam.load_tensors(tensors, prefix)
+
+
+def _critic_loss(
+    head: ActionHead,
+    policy_out: torch.Tensor,
+    values: torch.Tensor,
+    minibatch: dict[str, torch.Tensor],
+    hyper: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``0.5 * E[(V - R)^2]`` alone (a :data:`LossFn` for the critic's own optimizer)."""
+    loss = value_loss(values, minibatch, None)
+    return loss, {"value_loss": loss.detach()}
+
+
+class CriticFit:
+    """Fits the value function on its own: ``epochs`` passes of minibatch Adam steps on
+    ``0.5 * (V(s) - R)^2`` over the critic's parameters only (TRPO, VPG).
+
+    Adam rather than L-BFGS: see docs/algorithms.md (its state is a few tensors that checkpoint
+    exactly, minibatches need no full-batch closure, and it reuses :class:`GradientStep`)."""
+
+    def __init__(self, agent: Agent, learning_rate: float, epochs: int, minibatch_size: int, *, compile: bool):
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.minibatch_size = minibatch_size
+        self.device = next(agent.parameters()).device
+        self.gradient_step = GradientStep(agent, _critic_loss, max_grad_norm=None, adam_eps=ADAM_EPS,
+                                          compile=compile, only=CRITIC_PREFIXES)
+
+    def fit(self, batch: Batch) -> dict[str, float]:
+        """Fit on ``batch.returns``; returns the mean ``value_loss`` and ``value_grad_steps``."""
+        hyper = tensor_hyper(self.device, lr=self.learning_rate)
+        stats = run_epochs(self.gradient_step, batch, self.epochs, self.minibatch_size, hyper)
+        steps = stats["epochs"] * math.ceil(len(batch) / self.minibatch_size)
+        return {"value_loss": stats["value_loss"], "value_grad_steps": steps}
+
+    def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return self.gradient_step.state_tensors(prefix)
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        self.gradient_step.load_state_tensors(tensors, prefix)
 
 
 def tensor_hyper(device: torch.device, **values: float) -> dict[str, float]:

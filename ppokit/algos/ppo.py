@@ -12,16 +12,17 @@ from ppokit import distributed
 from ppokit.agent import Agent
 from ppokit.algos.common import (
     GradientStep,
-    approx_kl,
+    actor_critic_loss,
     clipped_surrogate,
+    importance_ratio,
     linear_schedule,
     masked_mean,
     normalize_advantages,
+    policy_advantages,
     run_epochs,
     tensor_hyper,
-    value_loss,
 )
-from ppokit.batch import Batch
+from ppokit.batch import Batch, weighted_mean
 from ppokit.config import Config
 from ppokit.distributions import ActionHead
 
@@ -46,31 +47,21 @@ class PPO:
         hyper: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """PPO loss on one minibatch: ``policy_out [M, P]``, ``values [M]`` from the current agent."""
-        mean_weights = minibatch["mean_weights"]
-        log_ratio = head.log_prob(policy_out, minibatch["actions"]) - minibatch["log_probs"]
-        ratio = torch.exp(log_ratio)
-        advantages = minibatch["advantages"]
-        if self.cfg.norm_adv:
-            advantages = normalize_advantages(advantages, mean_weights)
+        weights = minibatch["weights"]
+        log_ratio, ratio = importance_ratio(head, policy_out, minibatch)
+        advantages = policy_advantages(minibatch, self.cfg.norm_adv)
         clip_coef = hyper["clip_coef"] if self.cfg.clip_coef is not None else None
-        policy_loss = -masked_mean(clipped_surrogate(ratio, advantages, clip_coef), mean_weights)
-        v_loss = value_loss(values, minibatch, clip_coef if self.cfg.clip_vloss else None)
-        entropy = masked_mean(head.entropy(policy_out), mean_weights)
-        loss = policy_loss + self.cfg.vf_coef * v_loss - self.cfg.ent_coef * entropy
+        policy_loss = -weighted_mean(clipped_surrogate(ratio, advantages, clip_coef), weights)
         with torch.no_grad():
-            kl = masked_mean(approx_kl(log_ratio), mean_weights)
             if clip_coef is None:
                 clip_fraction = torch.zeros((), device=ratio.device)
             else:
-                clip_fraction = masked_mean(((ratio - 1).abs() > clip_coef).float(), mean_weights)
-        stats = {
-            "policy_loss": policy_loss.detach(),
-            "value_loss": v_loss.detach(),
-            "entropy": entropy.detach(),
-            "approx_kl": kl,
-            "clip_fraction": clip_fraction,
-        }
-        return loss, stats
+                clip_fraction = weighted_mean(((ratio - 1).abs() > clip_coef).float(), weights)
+        return actor_critic_loss(
+            policy_loss, head, policy_out, values, minibatch, log_ratio,
+            vf_coef=self.cfg.vf_coef, ent_coef=self.cfg.ent_coef,
+            value_clip=clip_coef if self.cfg.clip_vloss else None, clip_fraction=clip_fraction,
+        )
 
     def loss_gradients(
         self,
@@ -94,7 +85,7 @@ class PPO:
         ratio = torch.exp(log_ratio)
         advantages = minibatch["advantages"]
         if self.cfg.norm_adv:
-            advantages = normalize_advantages(advantages, mean_weights)
+            advantages = normalize_advantages(advantages, mean_weights, mean_fn=masked_mean)
         unclipped = ratio * advantages
         if self.cfg.clip_coef is None:
             surrogate, flows = unclipped, None

@@ -1,0 +1,105 @@
+"""Vanilla policy gradient (Williams 1992; Sutton et al. 2000), with or without a baseline.
+
+One Adam step per iteration on ``-E[log pi(a|s) * A]`` over the whole batch (the policy's
+parameters only), then the value function is fitted on the returns (:class:`CriticFit`).
+
+* ``baseline: value`` (default): ``A`` are the GAE advantages computed with the critic.
+* ``baseline: none``: textbook REINFORCE; ``A`` are the discounted Monte-Carlo returns
+  (reward-to-go) of this rollout, and no critic is trained or used. A sum that the rollout cuts
+  mid-episode ends there (there is no critic to bootstrap from): keep ``rollout.num_steps`` at
+  least an episode long.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ppokit.advantages import discounted_returns
+from ppokit.agent import Agent
+from ppokit.algos.common import (
+    ADAM_EPS,
+    CriticFit,
+    GradientStep,
+    actor_prefixes,
+    global_weighted_mean,
+    linear_schedule,
+    normalize_advantages,
+    policy_change,
+    require_separate_critic,
+    tensor_hyper,
+)
+from ppokit.batch import Batch, time_major, weighted_mean
+from ppokit.config import Config
+from ppokit.distributions import ActionHead
+
+
+def reward_to_go(batch: Batch, num_steps: int, gamma: float) -> torch.Tensor:
+    """Discounted returns ``G_t = r_t + gamma * G_{t+1}`` ``[B]`` of the flat batch, restarting at
+    every episode end and cut (not bootstrapped) at the end of the rollout."""
+    if batch.rewards is None or batch.terminated is None or batch.truncated is None:
+        raise ValueError("vpg with baseline none needs the batch's rewards, terminated and truncated")
+    rewards = time_major(batch.rewards, num_steps)
+    zeros = torch.zeros_like(rewards)
+    returns = discounted_returns(rewards, zeros, time_major(batch.terminated, num_steps),
+                                 time_major(batch.truncated, num_steps), gamma)
+    return returns.reshape(-1)
+
+
+def policy_gradient_loss(
+    head: ActionHead,
+    policy_out: torch.Tensor,
+    values: torch.Tensor,
+    minibatch: dict[str, torch.Tensor],
+    hyper: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``-E[log pi(a|s) * A]`` over the valid samples: its gradient is the policy gradient
+    (the advantages are constants). ``policy_out [B, P]``; ``values`` unused."""
+    weights = minibatch["weights"]
+    log_probs = head.log_prob(policy_out, minibatch["actions"])
+    loss = -weighted_mean(log_probs * minibatch["advantages"], weights)
+    return loss, {"policy_loss": loss.detach()}
+
+
+class VPG:
+    """One policy-gradient Adam step per iteration, then the value fit (unless ``baseline: none``)."""
+
+    def __init__(self, agent: Agent, cfg: Config, compile: bool):
+        require_separate_critic(agent, "vpg")
+        self.agent = agent
+        self.cfg = cfg.vpg
+        self.gamma = cfg.rollout.gamma
+        self.num_steps = cfg.rollout.num_steps
+        self.device = next(agent.parameters()).device
+        self.policy_step = GradientStep(agent, policy_gradient_loss, max_grad_norm=self.cfg.max_grad_norm,
+                                        adam_eps=ADAM_EPS, compile=compile, only=actor_prefixes(agent))
+        self.critic = (
+            CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size, compile=compile)
+            if self.cfg.baseline == "value" else None
+        )
+
+    def update(self, batch: Batch, progress: float) -> dict[str, float]:
+        """One iteration: the policy step on the whole batch, then the value fit."""
+        data = batch.as_dict()
+        if self.critic is None:
+            data["advantages"] = reward_to_go(batch, self.num_steps, self.gamma)
+        if self.cfg.norm_adv:  # statistics over every process's batch: they all take one step
+            data["advantages"] = normalize_advantages(data["advantages"], data["weights"], global_weighted_mean)
+        lr = linear_schedule(self.cfg.learning_rate, progress, self.cfg.anneal_lr)
+        hyper = tensor_hyper(self.device, lr=lr)
+        stats = {key: float(value) for key, value in self.policy_step.step(data, hyper).items()}
+        stats.update(policy_change(self.agent, batch))
+        if self.critic is not None:  # baseline none: no value_loss at all (the column stays empty)
+            stats.update(self.critic.fit(batch))
+        stats.update(learning_rate=lr, clip_fraction=float("nan"))
+        return stats
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = self.policy_step.state_tensors("optimizer")
+        if self.critic is not None:
+            tensors.update(self.critic.state_tensors("value_optimizer"))
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.policy_step.load_state_tensors(tensors, "optimizer")
+        if self.critic is not None:
+            self.critic.load_state_tensors(tensors, "value_optimizer")
