@@ -25,7 +25,7 @@ class AdamState:
     count: int = 0  # the same step count as a Python int: bias corrections need no tensor ops
 
     @classmethod
-    def zeros(cls, size: int, device: torch.device) -> "AdamState":
+    def zeros(cls, size: int, device: torch.device) -> AdamState:
         return cls(torch.zeros(size, device=device), torch.zeros(size, device=device),
                    torch.zeros((), device=device))
 

@@ -43,7 +43,7 @@ class Rollout:
     policy_outputs: torch.Tensor
 
     @classmethod
-    def allocate(cls, agent: Agent, envs: VectorEnvs, num_steps: int, device: torch.device) -> "Rollout":
+    def allocate(cls, agent: Agent, envs: VectorEnvs, num_steps: int, device: torch.device) -> Rollout:
         T, N = num_steps, envs.num_envs
         obs_space = envs.observation_space
         obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -75,7 +75,7 @@ class CollectorState:
     discounted_return: np.ndarray  # for reward scaling
 
     @classmethod
-    def start(cls, obs: np.ndarray) -> "CollectorState":
+    def start(cls, obs: np.ndarray) -> CollectorState:
         n = obs.shape[0]
         return cls(obs, np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64), np.zeros(n))
 
@@ -152,7 +152,8 @@ def collect(
     policy_out, values = agent(flat_obs)
     storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
     storage.values.copy_(values.reshape(T, N))
-    storage.log_probs.copy_(head.log_prob(policy_out, storage.actions.reshape(T * N, *storage.actions.shape[2:])).reshape(T, N))
+    flat_actions = storage.actions.reshape(T * N, *storage.actions.shape[2:])
+    storage.log_probs.copy_(head.log_prob(policy_out, flat_actions).reshape(T, N))
     # C order: the numpy CartPole returns a transposed view, and a matmul on it rounds differently
     # from one on the C-ordered copy that a checkpoint restores (a resume would not be exact).
     last_value = agent(torch.as_tensor(np.ascontiguousarray(next_obs), device=device))[1]
@@ -169,8 +170,9 @@ def collect(
     storage.terminated.copy_(torch.from_numpy(terminated))
     storage.truncated.copy_(torch.from_numpy(truncated))
     storage.valid.copy_(torch.from_numpy(valid))
-    storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, rewards, terminated | truncated, valid, gamma)))
-    return _finished_episodes(state, rewards, terminated | truncated, valid)
+    dones = terminated | truncated
+    storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, rewards, dones, valid, gamma)))
+    return _finished_episodes(state, rewards, dones, valid)
 
 
 def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> Episodes:

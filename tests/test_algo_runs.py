@@ -10,7 +10,7 @@ import pytest
 
 from ppokit.cli import main
 from ppokit.presets import build_config
-from ppokit.train import train
+from ppokit.training import train
 
 TIME_COLUMNS = ("wall_time_s", "sps")
 
@@ -26,8 +26,8 @@ TINY = ["--num-envs", "2", "--quiet", "--set", "rollout.num_steps=64", "--set", 
 ALGO_SETTINGS = {
     "ppo-kl": ["--set", "ppo_kl.anneal_lr=false", "--set", "ppo_kl.update_epochs=2",
                "--set", "ppo_kl.minibatch_size=32", "--set", "ppo_kl.kl_target=0.001"],
-    "trpo": ["--set", "trpo.value_epochs=2", "--set", "trpo.max_kl=0.05"],
-    "vpg": ["--set", "vpg.value_epochs=2", "--set", "vpg.anneal_lr=false"],
+    "trpo": ["--set", "trpo.value_epochs=2", "--set", "trpo.max_kl=0.05", "--set", "trpo.value_minibatch_size=64"],
+    "vpg": ["--set", "vpg.value_epochs=2", "--set", "vpg.anneal_lr=false", "--set", "vpg.value_minibatch_size=64"],
 }
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from tests.errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env, train_tiny
 
 import ppokit
 from ppokit.algos import ALGOS
+from tests.errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env, train_tiny
 
 
 @pytest.fixture(scope="module")

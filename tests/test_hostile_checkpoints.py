@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.errors_support import bad_input, train_tiny
 
 import ppokit
 from ppokit.checkpoint import CheckpointError
+from tests.errors_support import bad_input, train_tiny
 
 
 class Payload:

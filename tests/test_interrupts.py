@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from tests.errors_support import BATCH, PYTHON, TINY, run_cli, subprocess_env, summary, train_tiny
 
 import ppokit
 import ppokit.checkpoint as checkpoint
 import ppokit.training
+from tests.errors_support import BATCH, PYTHON, TINY, run_cli, subprocess_env, summary, train_tiny
 
 
 def rows(run: Path) -> list[dict]:

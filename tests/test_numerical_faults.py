@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.errors_support import BATCH, TOY, run_cli, summary
 
 import ppokit
 import ppokit.training
 from ppokit.algos import ALGOS
+from tests.errors_support import BATCH, TOY, run_cli, summary
 
 
 def train_toy(capsys, run: Path, fault: str, *extra: str, at: int = 40) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from tests.errors_support import BATCH, summary, train_tiny
 
 import ppokit.training
+from tests.errors_support import BATCH, summary, train_tiny
 
 TIME_COLUMNS = {"wall_time_s", "sps"}
 ITERATIONS = 6

@@ -13,6 +13,7 @@ from ppokit.agent import Agent
 from ppokit.algos.common import (
     GradientStep,
     actor_critic_loss,
+    approx_kl,
     clipped_surrogate,
     importance_ratio,
     linear_schedule,
@@ -106,7 +107,8 @@ class PPO:
         error = values - minibatch["returns"]
         if self.cfg.clip_vloss and self.cfg.clip_coef is not None:
             old = minibatch["values"]
-            clipped_error = old + torch.clamp(values - old, -hyper["clip_coef"], hyper["clip_coef"]) - minibatch["returns"]
+            c = hyper["clip_coef"]
+            clipped_error = old + torch.clamp(values - old, -c, c) - minibatch["returns"]
             use_clipped = clipped_error.square() > error.square()
             moving = (values - old).abs() <= hyper["clip_coef"]
             squared = torch.where(use_clipped, clipped_error.square(), error.square())
