@@ -67,7 +67,7 @@ def main() -> None:
             optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3, eps=1e-5, foreach=True)
             weighted = gradient_step._with_mean_weights(batch)
 
-            def step() -> None:
+            def step(agent=agent, algo=algo, weighted=weighted, optimizer=optimizer, cfg=cfg, hyper=hyper) -> None:
                 policy_out, values = agent(weighted["obs"])
                 loss, _ = algo.loss(agent.head, policy_out, values, weighted, hyper)
                 optimizer.zero_grad()
@@ -75,7 +75,7 @@ def main() -> None:
                 torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.ppo.max_grad_norm)
                 optimizer.step()
         else:
-            def step() -> None:
+            def step(gradient_step=gradient_step, batch=batch, hyper=hyper) -> None:
                 gradient_step.step(dict(batch), hyper)
         start = time.perf_counter()
         step()

@@ -385,8 +385,10 @@ def test_changing_beta_never_recompiles_the_step():
     agent = make_agent()
     batch = make_batch(agent)
     algo = ALGOS["ppo-kl"](agent, config("ppo-kl"), compile=True)
-    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    for beta in (1.0, 2.0, 0.5, 0.25):
-        algo.gradient_step.step(batch.as_dict(), {"lr": torch.tensor(1e-3), "beta": torch.tensor(beta)})
+    algo.gradient_step.step(batch.as_dict(), {"lr": 1e-3, "beta": 1.0})
+    after_first = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for beta in (2.0, 0.5, 0.25):
+        algo.gradient_step.step(batch.as_dict(), {"lr": 1e-3, "beta": beta})
     assert algo.gradient_step.compiled  # it did compile (no fallback to eager)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 1
+    assert after_first >= 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == after_first

@@ -246,7 +246,9 @@ class GradientStep:
         self._gradients = self._eager_gradients()
         if self.compiled:
             # autograd.grad does not trace: the compiled autograd path uses torch.func.grad instead.
-            traced = self._manual_grads if self.mode == "manual" else self._functional_grads
+            # The manual path traces into one graph only with a hand-derived loss gradient.
+            manual = self.mode == "manual" and self.output_gradients is not None
+            traced = self._manual_grads if manual else self._functional_grads
             self._gradients = torch.compile(traced, dynamic=False)
 
     def _eager_gradients(self):
