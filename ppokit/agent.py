@@ -89,8 +89,14 @@ class Agent(nn.Module):
         return self._policy_out(actor_features), self.value_head(critic_features).squeeze(-1)
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
-        """The actor alone: ``obs [B, *obs] -> policy_out [B, P]`` (what acting needs)."""
-        return self._policy_out(self.actor_trunk(self.preprocess(obs)))
+        """The actor alone: ``obs [B, *obs] -> policy_out [B, P]`` (what acting needs, every step)."""
+        encoder, body = self.actor_trunk[0], self.actor_trunk[1]
+        features = body.forward(encoder.forward(self.preprocess(obs)))  # .forward: no hook machinery
+        head = self.policy_head
+        out = torch.addmm(head.bias, features, head.weight.t())
+        if self.log_std is not None:
+            out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return out
 
     def _policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
         policy_out = self.policy_head(actor_features)
