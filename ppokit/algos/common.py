@@ -403,6 +403,10 @@ def tensor_hyper(device: torch.device, **values: float) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
 
 
+# Minibatch key: False when the step may skip its loss statistics (see run_epochs).
+STATS_KEY = "want_stats"
+
+
 def run_epochs(
     step: GradientStep,
     batch: Batch,
@@ -413,7 +417,8 @@ def run_epochs(
 ) -> dict[str, float]:
     """``epochs`` passes over shuffled minibatches; stop early once an epoch's mean approx KL,
     averaged over processes, exceeds ``target_kl``. Returns mean statistics over all steps,
-    plus ``epochs`` (how many ran) and ``early_stop`` (1.0 if stopped).
+    plus ``epochs`` (how many ran) and ``early_stop`` (1.0 if stopped). The loss statistics are
+    means over the last epoch's steps (over every step when ``target_kl`` is set).
 
     Each epoch gathers the whole batch in a new random order once and cuts it into contiguous
     minibatch views. When one minibatch is the whole batch, the order cannot change its
@@ -426,23 +431,32 @@ def run_epochs(
     stopped = False
     for _ in range(epochs):
         if minibatch_size >= size:
+            # One minibatch is the whole batch: its order, weights and advantage statistics are
+            # the same every epoch, so compute them once.
             minibatches = [data]
-            data.setdefault("mean_weights", data["weights"] / data["weights"].sum().clamp(min=1.0))
+            if "mean_weights" not in data:
+                data["mean_weights"] = data["weights"] / data["weights"].sum().clamp(min=1.0)
+                data["normalized_advantages"] = normalize_advantages(
+                    data["advantages"], data["mean_weights"], mean_fn=masked_mean)
         else:
             order = torch.randperm(size, device=batch.obs.device)
             shuffled = {k: v[order] for k, v in data.items()}
             minibatches = [{k: v[i : i + minibatch_size] for k, v in shuffled.items()}
                            for i in range(0, size, minibatch_size)]
         first = len(history)
+        # Loss statistics are reported for the last epoch (and every epoch when target_kl needs
+        # the approx KL): computing them costs a tenth of a minibatch step.
+        want_stats = target_kl is not None or epochs_run == epochs - 1
         for minibatch in minibatches:
-            history.append(step.step(minibatch, hyper))
+            history.append(step.step({**minibatch, STATS_KEY: want_stats}, hyper))
         epochs_run += 1
         if target_kl is not None and "approx_kl" in history[-1]:
             epoch_kl = torch.stack([h["approx_kl"] for h in history[first:]]).mean()
             if distributed.mean_scalar(float(epoch_kl)) > target_kl:
                 stopped = True
                 break
-    out = {key: float(torch.stack([h[key] for h in history]).mean()) for key in history[0]}
+    keys = {key for h in history for key in h}
+    out = {key: float(torch.stack([h[key] for h in history if key in h]).mean()) for key in sorted(keys)}
     out["epochs"] = float(epochs_run)
     out["early_stop"] = float(stopped)
     return out

@@ -11,6 +11,7 @@ import torch
 from ppokit import distributed
 from ppokit.agent import Agent
 from ppokit.algos.common import (
+    STATS_KEY,
     GradientStep,
     actor_critic_loss,
     approx_kl,
@@ -84,24 +85,20 @@ class PPO:
         log_prob, entropy, cache = head.terms(policy_out, minibatch["actions"])
         log_ratio = log_prob - minibatch["log_probs"]
         ratio = torch.exp(log_ratio)
-        advantages = minibatch["advantages"]
-        if self.cfg.norm_adv:
-            advantages = normalize_advantages(advantages, mean_weights, mean_fn=masked_mean)
-        unclipped = ratio * advantages
-        if self.cfg.clip_coef is None:
-            surrogate, flows = unclipped, None
-            clip_fraction = torch.zeros((), device=ratio.device)
+        if not self.cfg.norm_adv:
+            advantages = minibatch["advantages"]
+        elif "normalized_advantages" in minibatch:  # precomputed when the minibatch is the batch
+            advantages = minibatch["normalized_advantages"]
         else:
+            advantages = normalize_advantages(minibatch["advantages"], mean_weights, mean_fn=masked_mean)
+        unclipped = ratio * advantages
+        coef_log_prob = -mean_weights * unclipped
+        if self.cfg.clip_coef is not None:
             c = hyper["clip_coef"]
             clipped_ratio = torch.clamp(ratio, 1 - c, 1 + c)
             clipped = clipped_ratio * advantages
-            surrogate = torch.minimum(unclipped, clipped)
             inside = clipped_ratio == ratio
-            flows = (unclipped < clipped) | inside
-            clip_fraction = masked_mean((~inside).float(), mean_weights)
-        coef_log_prob = -mean_weights * unclipped
-        if flows is not None:
-            coef_log_prob = coef_log_prob * flows
+            coef_log_prob = coef_log_prob * ((unclipped < clipped) | inside)  # where the gradient flows
         grad_policy = head.terms_grad(cache, coef_log_prob, -self.cfg.ent_coef * mean_weights)
 
         error = values - minibatch["returns"]
@@ -110,12 +107,19 @@ class PPO:
             c = hyper["clip_coef"]
             clipped_error = old + torch.clamp(values - old, -c, c) - minibatch["returns"]
             use_clipped = clipped_error.square() > error.square()
-            moving = (values - old).abs() <= hyper["clip_coef"]
+            moving = (values - old).abs() <= c
             squared = torch.where(use_clipped, clipped_error.square(), error.square())
             error_grad = torch.where(use_clipped, clipped_error * moving, error)
         else:
             squared, error_grad = error.square(), error
         grad_values = self.cfg.vf_coef * mean_weights * error_grad
+        if not minibatch.get(STATS_KEY, True):
+            return grad_policy, grad_values, {}
+        if self.cfg.clip_coef is None:
+            surrogate, clip_fraction = unclipped, torch.zeros((), device=ratio.device)
+        else:
+            surrogate = torch.minimum(unclipped, clipped)
+            clip_fraction = masked_mean((~inside).float(), mean_weights)
         stats = {
             "policy_loss": -masked_mean(surrogate, mean_weights),
             "value_loss": 0.5 * masked_mean(squared, mean_weights),
