@@ -286,7 +286,7 @@ def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: Vec
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False) -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``). See CONTRACTS.md.
+    """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``). The run folder is described in README.md.
 
     Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
     save ``checkpoints/latest`` and raise :class:`Interrupted`; a non-finite number or a failing
