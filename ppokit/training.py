@@ -51,8 +51,6 @@ class RunResult:
 
 def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
     """The device to train on, and a sentence saying why."""
-    from ppokit.networks import is_image_space  # noqa: F401  (documented rule below)
-
     if requested == "cpu":
         return torch.device("cpu"), "asked for cpu"
     if requested.startswith("cuda"):
