@@ -91,15 +91,11 @@ class Agent(nn.Module):
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor alone: ``obs [B, *obs] -> policy_out [B, P]`` (what acting needs, every step)."""
         encoder, body = self.actor_trunk[0], self.actor_trunk[1]
-        features = body.forward(encoder.forward(self.preprocess(obs)))  # .forward: no hook machinery
-        head = self.policy_head
-        out = torch.addmm(head.bias, features, head.weight.t())
-        if self.log_std is not None:
-            out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
-        return out
+        return self._policy_out(body.forward(encoder.forward(self.preprocess(obs))))  # .forward: no hooks
 
     def _policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
-        policy_out = self.policy_head(actor_features)
+        """The policy head on ``[B, H]`` features (with the log-std for Gaussians): ``[B, P]``."""
+        policy_out = torch.addmm(self.policy_head.bias, actor_features, self.policy_head.weight.t())
         if self.log_std is not None:
             policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
         return policy_out
@@ -143,9 +139,7 @@ class Agent(nn.Module):
         x = self.preprocess(obs)
         actor = self.actor_trunk[1].forward_cached(self.actor_trunk[0](x))
         critic = actor if self.critic_trunk is None else self.critic_trunk[1].forward_cached(self.critic_trunk[0](x))
-        policy_out = torch.addmm(self.policy_head.bias, actor[-1], self.policy_head.weight.t())
-        if self.log_std is not None:
-            policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
+        policy_out = self._policy_out(actor[-1])
         values = torch.addmm(self.value_head.bias, critic[-1], self.value_head.weight.t()).squeeze(-1)
         return policy_out, values, (actor, critic)
 
