@@ -70,12 +70,20 @@ def time_major(x: torch.Tensor, num_steps: int) -> torch.Tensor:
     return x.reshape(num_steps, -1, *x.shape[1:])
 
 
-def minibatch_indices(batch_size: int, minibatch_size: int, device: torch.device) -> list[torch.Tensor]:
-    """A random permutation of ``range(batch_size)`` cut into chunks of ``minibatch_size``.
+def minibatches(data: dict[str, torch.Tensor], minibatch_size: int) -> list[dict[str, torch.Tensor]]:
+    """The samples of ``data`` (every value ``[B, ...]``) in a new random order, cut into
+    contiguous minibatch views of ``minibatch_size``; the last is smaller when the sizes do not
+    divide, so every sample is used once. The samples are gathered once, not per minibatch.
 
-    The last chunk is smaller when the sizes do not divide, so every sample is used once.
+    When one minibatch holds the whole batch, ``[data]`` is returned as it is: the order of a
+    full-batch minibatch cannot change its gradient.
     """
-    return list(torch.randperm(batch_size, device=device).split(minibatch_size))
+    size = len(next(iter(data.values())))
+    if minibatch_size >= size:
+        return [data]
+    order = torch.randperm(size, device=next(iter(data.values())).device)
+    shuffled = {k: v[order] for k, v in data.items()}
+    return [{k: v[i : i + minibatch_size] for k, v in shuffled.items()} for i in range(0, size, minibatch_size)]
 
 
 def weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ppokit.batch import flatten, minibatch_indices, weighted_mean
+from ppokit.batch import flatten, minibatches, weighted_mean
 from ppokit.rollout import Rollout
 
 
@@ -34,12 +34,15 @@ def test_flatten_is_time_major_and_aligned():
 
 
 def test_minibatches_cover_every_sample_once():
+    data = {"index": torch.arange(10), "twice": torch.arange(10) * 2}
     torch.manual_seed(0)
-    chunks = minibatch_indices(10, 4, torch.device("cpu"))
+    chunks = [mb["index"] for mb in minibatches(data, 4)]
     assert [len(c) for c in chunks] == [4, 4, 2]
     assert sorted(torch.cat(chunks).tolist()) == list(range(10))
+    assert all(torch.equal(mb["twice"], mb["index"] * 2) for mb in minibatches(data, 4))  # fields stay aligned
     torch.manual_seed(0)
-    assert all(torch.equal(a, b) for a, b in zip(chunks, minibatch_indices(10, 4, torch.device("cpu"))))
+    assert all(torch.equal(a, b["index"]) for a, b in zip(chunks, minibatches(data, 4)))
+    assert minibatches(data, 10)[0] is data  # one whole-batch minibatch: no shuffle
 
 
 def test_weighted_mean_with_no_valid_sample_is_zero():

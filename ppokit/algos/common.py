@@ -15,7 +15,7 @@ import torch
 
 from ppokit import distributed
 from ppokit.agent import Agent
-from ppokit.batch import Batch, weighted_mean
+from ppokit.batch import Batch, minibatches, weighted_mean
 from ppokit.config import ConfigError
 from ppokit.distributions import ActionHead
 from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_
@@ -420,34 +420,25 @@ def run_epochs(
     plus ``epochs`` (how many ran) and ``early_stop`` (1.0 if stopped). The loss statistics are
     means over the last epoch's steps (over every step when ``target_kl`` is set).
 
-    Each epoch gathers the whole batch in a new random order once and cuts it into contiguous
-    minibatch views. When one minibatch is the whole batch, the order cannot change its
-    gradient, so the batch is used as it is.
+    Minibatches come from :func:`ppokit.batch.minibatches` (one gather per epoch, views).
     """
     data = batch.as_dict()
     size = len(batch)
     history: list[dict[str, torch.Tensor]] = []
     epochs_run = 0
     stopped = False
+    if minibatch_size >= size:
+        # One minibatch is the whole batch: its weights and advantage statistics are the same
+        # every epoch, so compute them once.
+        data["mean_weights"] = data["weights"] / data["weights"].sum().clamp(min=1.0)
+        data["normalized_advantages"] = normalize_advantages(data["advantages"], data["mean_weights"],
+                                                             mean_fn=masked_mean)
     for _ in range(epochs):
-        if minibatch_size >= size:
-            # One minibatch is the whole batch: its order, weights and advantage statistics are
-            # the same every epoch, so compute them once.
-            minibatches = [data]
-            if "mean_weights" not in data:
-                data["mean_weights"] = data["weights"] / data["weights"].sum().clamp(min=1.0)
-                data["normalized_advantages"] = normalize_advantages(
-                    data["advantages"], data["mean_weights"], mean_fn=masked_mean)
-        else:
-            order = torch.randperm(size, device=batch.obs.device)
-            shuffled = {k: v[order] for k, v in data.items()}
-            minibatches = [{k: v[i : i + minibatch_size] for k, v in shuffled.items()}
-                           for i in range(0, size, minibatch_size)]
         first = len(history)
         # Loss statistics are reported for the last epoch (and every epoch when target_kl needs
         # the approx KL): computing them costs a tenth of a minibatch step.
         want_stats = target_kl is not None or epochs_run == epochs - 1
-        for minibatch in minibatches:
+        for minibatch in minibatches(data, minibatch_size):
             history.append(step.step({**minibatch, STATS_KEY: want_stats}, hyper))
         epochs_run += 1
         if target_kl is not None and "approx_kl" in history[-1]:
