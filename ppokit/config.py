@@ -20,8 +20,14 @@ from typing import Any
 
 import yaml
 
-# yaml.safe_load's loader, in C when libyaml is there (same rules, ~10x faster).
+# yaml.safe_load's loader, in libyaml's C version when installed (same rules, ~10x faster): it
+# builds only plain scalars, lists and mappings, never Python objects.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)`` (see :data:`SAFE_LOADER`)."""
+    return yaml.load(text, Loader=SAFE_LOADER)
 
 
 class ConfigError(ValueError):
@@ -285,7 +291,7 @@ def load_yaml(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file '{path}' cannot be read: {error}") from None
     try:
-        data = yaml.load(text, Loader=SAFE_LOADER)
+        data = parse_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config file '{path}' is not valid YAML{_yaml_problem(error)}") from None
     except RecursionError:
@@ -315,7 +321,7 @@ def parse_override(text: str) -> dict:
     if not key or any(not part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {quote(text)}: expected KEY=VALUE, e.g. ppo.clip_coef=0.1")
     try:
-        value = yaml.load(raw, Loader=SAFE_LOADER) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {quote(key)}: cannot parse value {quote(raw)}{_yaml_problem(error)}") from None
     except RecursionError:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ppokit.config import (
     ALGO_NAMES,
     Config,
@@ -24,6 +22,7 @@ from ppokit.config import (
     load_yaml,
     merge,
     parse_override,
+    parse_yaml,
     to_dict,
 )
 
@@ -32,8 +31,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 def available() -> dict[str, dict[str, Any]]:
     """``name -> preset dict`` for every shipped preset."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return {path.stem: yaml.load(path.read_text(), Loader=loader) for path in sorted(PRESET_DIR.glob("*.yaml"))}
+    return {path.stem: parse_yaml(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))}
 
 
 def _file_name(env_id: str) -> str:
