@@ -225,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ppokit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        from ppokit import distributed
+
+        distributed.shutdown()  # leave the torchrun process group (a no-op in one process)
 
 
 def run() -> None:

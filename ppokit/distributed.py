@@ -78,11 +78,7 @@ def gather_objects(obj: object) -> list[object]:
     return out
 
 
-def barrier() -> None:
-    if active():
-        dist.barrier()
-
-
 def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
     if dist.is_initialized():
         dist.destroy_process_group()
