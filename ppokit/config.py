@@ -81,33 +81,30 @@ class ModelConfig:
 
 
 @dataclass
-class PPOConfig:
+class MinibatchPGConfig:
+    """What PPO and PPO-KL share: epochs of minibatch Adam steps on an actor-critic loss."""
+
     learning_rate: float = 3e-4
     anneal_lr: bool = True
     update_epochs: int = 10
     minibatch_size: int = 64
-    clip_coef: float | None = 0.2  # None: the unclipped surrogate
-    anneal_clip: bool = False
-    clip_vloss: bool = False
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float | None = 0.5
-    target_kl: float | None = None
     norm_adv: bool = True
     adam_eps: float = 1e-5
 
 
 @dataclass
-class PPOKLConfig:
-    learning_rate: float = 3e-4
-    anneal_lr: bool = True
-    update_epochs: int = 10
-    minibatch_size: int = 64
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float | None = 0.5
-    norm_adv: bool = True
-    adam_eps: float = 1e-5
+class PPOConfig(MinibatchPGConfig):
+    clip_coef: float | None = 0.2  # None: the unclipped surrogate
+    anneal_clip: bool = False
+    clip_vloss: bool = False
+    target_kl: float | None = None
+
+
+@dataclass
+class PPOKLConfig(MinibatchPGConfig):
     kl_target: float = 0.01
     beta_init: float = 1.0
     adaptive: bool = True
