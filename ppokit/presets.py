@@ -38,9 +38,11 @@ def _file_name(env_id: str) -> str:
     return env_id.replace("/", "-")
 
 
-def default_preset(env_id: str, algo: str | None) -> str | None:
-    """The preset used when none is named: ``ENV__ALGO`` or ``ENV`` (if its algo matches)."""
-    presets = available()
+def default_preset(env_id: str, algo: str | None, presets: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """The preset used when none is named: ``ENV__ALGO`` or ``ENV`` (if its algo matches).
+
+    ``presets`` is :func:`available`'s result when the caller has already read it."""
+    presets = available() if presets is None else presets
     base = _file_name(env_id)
     if algo is not None and algo != "ppo" and f"{base}__{algo}" in presets:
         return f"{base}__{algo}"
@@ -63,7 +65,7 @@ def build_config(
     presets = available()
     if algo is not None and algo not in ALGO_NAMES:
         raise ConfigError(f"unknown algo '{algo}'{did_you_mean(algo, ALGO_NAMES)} (accepted: {', '.join(ALGO_NAMES)})")
-    name = preset if preset is not None else default_preset(env_id, algo)
+    name = preset if preset is not None else default_preset(env_id, algo, presets)
     if name is not None:
         if name not in presets:
             raise ConfigError(
