@@ -19,7 +19,7 @@ import gymnasium as gym
 import torch
 
 from ppokit.agent import Agent
-from ppokit.algos.common import tensor_hyper
+from ppokit.algos.common import hyperparameters
 from ppokit.algos.ppo import PPO
 from ppokit.config import Config
 
@@ -36,7 +36,7 @@ def make(minibatch: int, compile: bool = False):
         "advantages": torch.randn(minibatch), "returns": torch.randn(minibatch),
         "weights": torch.ones(minibatch), "policy_outputs": torch.zeros(minibatch, 2),
     }
-    return cfg, agent, algo, batch, tensor_hyper(torch.device("cpu"), lr=1e-3, clip_coef=0.2)
+    return cfg, agent, algo, batch, hyperparameters(lr=1e-3, clip_coef=0.2)
 
 
 def measure(step, repeats: int, n: int = 300) -> tuple[float, float]:

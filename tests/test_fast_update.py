@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ppokit.agent import Agent
-from ppokit.algos.common import tensor_hyper
+from ppokit.algos.common import hyperparameters
 from ppokit.algos.ppo import PPO
 from ppokit.config import Config
 
@@ -43,7 +43,7 @@ def _setup(space: str, seed: int = 0, **ppo: object) -> tuple[Agent, PPO, dict, 
         "values": values + 0.5 * torch.randn(m), "advantages": torch.randn(m), "returns": torch.randn(m),
         "weights": (torch.rand(m) > 0.2).float(), "policy_outputs": policy_out,
     }
-    hyper = tensor_hyper(torch.device("cpu"), lr=3e-3, clip_coef=0.2)
+    hyper = hyperparameters(lr=3e-3, clip_coef=0.2)
     return agent, algo, minibatch, hyper, cfg
 
 

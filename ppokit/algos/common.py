@@ -379,13 +379,12 @@ class CriticFit:
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.minibatch_size = minibatch_size
-        self.device = next(agent.parameters()).device
         self.gradient_step = GradientStep(agent, _critic_loss, max_grad_norm=None, adam_eps=ADAM_EPS,
                                           compile=compile, only=CRITIC_PREFIXES)
 
     def fit(self, batch: Batch) -> dict[str, float]:
         """Fit on ``batch.returns``; returns the mean ``value_loss`` and ``value_grad_steps``."""
-        hyper = tensor_hyper(self.device, lr=self.learning_rate)
+        hyper = hyperparameters(lr=self.learning_rate)
         stats = run_epochs(self.gradient_step, batch, self.epochs, self.minibatch_size, hyper)
         steps = stats["epochs"] * math.ceil(len(batch) / self.minibatch_size)
         return {"value_loss": stats["value_loss"], "value_grad_steps": steps}
@@ -397,7 +396,7 @@ class CriticFit:
         self.gradient_step.load_state_tensors(tensors, prefix)
 
 
-def tensor_hyper(device: torch.device, **values: float) -> dict[str, float]:
+def hyperparameters(**values: float) -> dict[str, float]:
     """This step's hyperparameters (learning rate, clip coefficient, ...) as floats;
     :class:`GradientStep` turns them into tensors itself when it runs compiled."""
     return {k: float(v) for k, v in values.items()}

@@ -16,13 +16,13 @@ from ppokit.algos.common import (
     actor_critic_loss,
     approx_kl,
     clipped_surrogate,
+    hyperparameters,
     importance_ratio,
     linear_schedule,
     masked_mean,
     normalize_advantages,
     policy_advantages,
     run_epochs,
-    tensor_hyper,
 )
 from ppokit.batch import Batch, weighted_mean
 from ppokit.config import Config
@@ -34,7 +34,6 @@ class PPO:
 
     def __init__(self, agent: Agent, cfg: Config, compile: bool):
         self.cfg = cfg.ppo
-        self.device = next(agent.parameters()).device
         self.gradient_step = GradientStep(
             agent, self.loss, max_grad_norm=self.cfg.max_grad_norm, adam_eps=self.cfg.adam_eps, compile=compile,
             output_gradients=self.loss_gradients,
@@ -134,7 +133,7 @@ class PPO:
         c = self.cfg
         lr = linear_schedule(c.learning_rate, progress, c.anneal_lr)
         clip = linear_schedule(c.clip_coef or 0.0, progress, c.anneal_clip)
-        hyper = tensor_hyper(self.device, lr=lr, clip_coef=clip)
+        hyper = hyperparameters(lr=lr, clip_coef=clip)
         minibatch_size = c.minibatch_size // distributed.world_size()  # global size, split over processes
         stats = run_epochs(self.gradient_step, batch, c.update_epochs, minibatch_size, hyper, c.target_kl)
         stats["learning_rate"] = lr

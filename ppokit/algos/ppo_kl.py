@@ -14,13 +14,13 @@ from ppokit.agent import Agent
 from ppokit.algos.common import (
     GradientStep,
     actor_critic_loss,
+    hyperparameters,
     importance_ratio,
     linear_schedule,
     mean_kl,
     policy_advantages,
     policy_change,
     run_epochs,
-    tensor_hyper,
 )
 from ppokit.batch import Batch, weighted_mean
 from ppokit.config import Config
@@ -43,7 +43,6 @@ class PPOKL:
     def __init__(self, agent: Agent, cfg: Config, compile: bool):
         self.agent = agent
         self.cfg = cfg.ppo_kl
-        self.device = next(agent.parameters()).device
         # Algorithm state, saved in checkpoints. float64 so that halving and doubling stay exact.
         self.beta = torch.tensor(self.cfg.beta_init, dtype=torch.float64)
         self.gradient_step = GradientStep(
@@ -59,7 +58,8 @@ class PPOKL:
         hyper: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Penalized loss on one minibatch: ``policy_out [M, P]``, ``values [M]`` from the current
-        agent; ``minibatch["policy_outputs"] [M, P]`` is the acting policy, ``hyper["beta"]`` 0-dim."""
+        agent; ``minibatch["policy_outputs"] [M, P]`` is the acting policy; ``hyper["beta"]`` is a
+        float (a 0-dim tensor when compiled)."""
         weights = minibatch["weights"]
         log_ratio, ratio = importance_ratio(head, policy_out, minibatch)
         advantages = policy_advantages(minibatch, self.cfg.norm_adv)
@@ -78,7 +78,7 @@ class PPOKL:
         c = self.cfg
         lr = linear_schedule(c.learning_rate, progress, c.anneal_lr)
         beta = float(self.beta)
-        hyper = tensor_hyper(self.device, lr=lr, beta=beta)
+        hyper = hyperparameters(lr=lr, beta=beta)
         stats = run_epochs(self.gradient_step, batch, c.update_epochs, c.minibatch_size, hyper)
         kl = policy_change(self.agent, batch)["kl"]
         if c.adaptive:

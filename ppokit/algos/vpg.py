@@ -22,11 +22,11 @@ from ppokit.algos.common import (
     GradientStep,
     actor_prefixes,
     global_weighted_mean,
+    hyperparameters,
     linear_schedule,
     normalize_advantages,
     policy_change,
     require_separate_critic,
-    tensor_hyper,
 )
 from ppokit.batch import Batch, time_major, weighted_mean
 from ppokit.config import Config
@@ -69,7 +69,6 @@ class VPG:
         self.cfg = cfg.vpg
         self.gamma = cfg.rollout.gamma
         self.num_steps = cfg.rollout.num_steps
-        self.device = next(agent.parameters()).device
         self.policy_step = GradientStep(agent, policy_gradient_loss, max_grad_norm=self.cfg.max_grad_norm,
                                         adam_eps=ADAM_EPS, compile=compile, only=actor_prefixes(agent))
         self.critic = (
@@ -85,7 +84,7 @@ class VPG:
         if self.cfg.norm_adv:  # statistics over every process's batch: they all take one step
             data["advantages"] = normalize_advantages(data["advantages"], data["weights"], global_weighted_mean)
         lr = linear_schedule(self.cfg.learning_rate, progress, self.cfg.anneal_lr)
-        hyper = tensor_hyper(self.device, lr=lr)
+        hyper = hyperparameters(lr=lr)
         stats = {key: float(value) for key, value in self.policy_step.step(data, hyper).items()}
         stats.update(policy_change(self.agent, batch))
         if self.critic is not None:  # baseline none: no value_loss at all (the column stays empty)
