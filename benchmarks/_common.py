@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import importlib.metadata
 import os
@@ -9,10 +10,22 @@ import platform
 import re
 import shlex
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_ppokit_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark script shares: how to run ppokit, where runs go, docs or not."""
+    parser.add_argument(
+        "--ppokit-cmd",
+        default=f"{shlex.quote(sys.executable)} -m ppokit",
+        help="how to invoke ppokit (default: this python -m ppokit)",
+    )
+    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "runs" / "bench")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DOCS_PAGE = REPO_ROOT / "docs" / "benchmarks.md"
 

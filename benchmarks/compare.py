@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO_ROOT,
     RESULTS_DIR,
+    add_ppokit_options,
     command_line,
     fmt,
     machine_info,
@@ -319,15 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
-    parser.add_argument(
-        "--ppokit-cmd",
-        default=f"{shlex.quote(sys.executable)} -m ppokit",
-        help="how to invoke ppokit (default: this python -m ppokit)",
-    )
-    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "runs" / "bench")
-    parser.add_argument(
-        "--no-docs", action="store_true", help="do not touch docs/benchmarks.md"
-    )
+    add_ppokit_options(parser)
     args = parser.parse_args(argv)
 
     threshold = resolve_threshold(args.threshold, args.env)

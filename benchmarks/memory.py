@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO_ROOT,
     RESULTS_DIR,
+    add_ppokit_options,
     command_line,
     fmt,
     machine_info,
@@ -235,15 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-growth-pct", type=float, help="exit 1 if final growth exceeds it"
     )
-    parser.add_argument(
-        "--ppokit-cmd",
-        default=f"{shlex.quote(sys.executable)} -m ppokit",
-        help="how to invoke ppokit (default: this python -m ppokit)",
-    )
-    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "runs" / "bench")
-    parser.add_argument(
-        "--no-docs", action="store_true", help="do not touch docs/benchmarks.md"
-    )
+    add_ppokit_options(parser)
     args = parser.parse_args(argv)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
