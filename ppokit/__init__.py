@@ -52,7 +52,7 @@ def train(
 
 def load(path: str | Path, device: str = "cpu") -> Agent:
     """Load an agent from a checkpoint folder or a run folder (its latest checkpoint)."""
-    from ppokit.checkpoint import load_agent
+    from ppokit.agent import load_agent
 
     return load_agent(path, device)[0]
 

@@ -6,6 +6,7 @@ agent acts exactly like the trained one with no other file.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -13,10 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppokit.config import EnvConfig, ModelConfig
+from ppokit import checkpoint
+from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
-from ppokit.networks import FlattenEncoder, encoder_for, is_image_space, layer_init, matmul_into, mlp, sum_rows_into
+from ppokit.errors import CheckpointError, quote
+from ppokit.networks import FlattenEncoder, encoder_for, layer_init, matmul_into, mlp, sum_rows_into
 from ppokit.normalize import RunningMeanStd
+from ppokit.spaces import check_spaces, is_image_space, space_from_json
 
 
 class Agent(nn.Module):
@@ -214,8 +218,39 @@ class Agent(nn.Module):
 
     def save(self, path: str) -> None:
         """Write this agent as a checkpoint folder (``model.safetensors`` + ``meta.json``)."""
-        from ppokit import checkpoint
-        from ppokit.config import Config
-
         cfg = self.config if self.config is not None else Config()
         checkpoint.save_agent(path, self, cfg, self.global_step)
+
+
+def load_agent(path: str | Path, device: str | torch.device = "cpu"):
+    """The :class:`~ppokit.agent.Agent` saved at ``path`` (run folder or checkpoint folder)."""
+    tensors, meta, folder = checkpoint.read(path)
+    cfg = checkpoint.config_of(meta, folder)
+    try:
+        observation_space = space_from_json(meta["observation_space"])
+        action_space = space_from_json(meta["action_space"])
+    except Exception as error:  # noqa: BLE001  (any malformed description)
+        raise CheckpointError(f"checkpoint {quote(folder)}: bad space description ({type(error).__name__}: "
+                              f"{error})") from None
+    check_spaces(meta["env_id"], observation_space, action_space)
+    try:
+        agent = Agent(observation_space, action_space, cfg.model, cfg.env)
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {quote(folder)}: cannot build its agent ({type(error).__name__}: "
+                              f"{error})") from None
+    state = {k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")}
+    try:
+        agent.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"checkpoint {quote(folder)}: weights do not match its config ({str(error).splitlines()[0]})"
+        ) from None
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"checkpoint {quote(folder)}: tensor {quote(name)} holds NaN or infinity")
+    agent.config = cfg
+    try:
+        agent.global_step = int(meta.get("global_step", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {quote(folder)}: global_step is not an integer") from None
+    return agent.to(device), tensors, meta

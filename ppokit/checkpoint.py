@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 
-from ppokit.config import Config, ConfigError, from_dict, quote, validate
+from ppokit.config import Config, from_dict, to_dict, validate
+from ppokit.errors import CheckpointError, ConfigError, quote
+from ppokit.spaces import space_to_json
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -34,68 +35,6 @@ META_FILE = "meta.json"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".npy", ".npz", ".p",
                    ".dill", ".cloudpickle", ".sav", ".mar", ".tar", ".zip")
 MAX_HEADER = 100_000_000  # a safetensors JSON header larger than this is not one of ours
-MAX_SPACE_SIZE = 2**26  # elements of a space read from meta.json (guards against absurd allocations)
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint or run folder that cannot be used (reported as bad input, exit code 2)."""
-
-
-# ---------------------------------------------------------------------------- spaces <-> JSON
-
-
-def _bounds(array: np.ndarray) -> Any:
-    flat = array.reshape(-1)
-    if flat.size and np.all(flat == flat[0]):
-        return _finite(flat[0].item())
-    return [_finite(x) for x in flat.tolist()]
-
-
-def _finite(x: float) -> Any:
-    return x if np.isfinite(x) else ("inf" if x > 0 else "-inf")
-
-
-def space_to_json(space: gym.Space) -> dict[str, Any]:
-    """A JSON description of a Box / Discrete / MultiDiscrete / MultiBinary space."""
-    if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": _bounds(space.low), "high": _bounds(space.high)}
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist()}
-    if isinstance(space, gym.spaces.MultiBinary):
-        return {"type": "MultiBinary", "n": space.n if isinstance(space.n, int) else list(space.n)}
-    raise ValueError(f"unsupported space {space}")
-
-
-def space_from_json(data: dict[str, Any]) -> gym.Space:
-    """Inverse of :func:`space_to_json`."""
-    kind = data["type"]
-    if kind == "Box":
-        shape = tuple(int(n) for n in data["shape"])
-        if any(n < 0 for n in shape) or int(np.prod(shape)) > MAX_SPACE_SIZE:
-            raise ValueError(f"Box shape {shape} is not plausible")
-
-        def bound(value: Any) -> np.ndarray:
-            array = np.array(value, dtype=np.float64) if not isinstance(value, str) else np.array(float(value))
-            return np.broadcast_to(array.astype(np.float64), shape).reshape(shape)
-
-        dtype = np.dtype(data["dtype"])
-        return gym.spaces.Box(bound(data["low"]).astype(dtype), bound(data["high"]).astype(dtype), shape, dtype)
-    if kind == "Discrete":
-        if not 0 < int(data["n"]) <= MAX_SPACE_SIZE:
-            raise ValueError(f"Discrete({data['n']}) is not plausible")
-        return gym.spaces.Discrete(data["n"], start=data.get("start", 0))
-    if kind == "MultiDiscrete":
-        if int(np.sum(data["nvec"])) > MAX_SPACE_SIZE:
-            raise ValueError("MultiDiscrete space is not plausible")
-        return gym.spaces.MultiDiscrete(data["nvec"], start=data.get("start"))
-    if kind == "MultiBinary":
-        if int(np.prod(data["n"])) > MAX_SPACE_SIZE:
-            raise ValueError("MultiBinary space is not plausible")
-        return gym.spaces.MultiBinary(data["n"])
-    raise ValueError(f"unknown space type {kind!r}")
 
 
 # ---------------------------------------------------------------------------- writing
@@ -309,48 +248,9 @@ def config_of(meta: dict[str, Any], folder: Path) -> Config:
     return cfg
 
 
-def load_agent(path: str | Path, device: str | torch.device = "cpu"):
-    """The :class:`~ppokit.agent.Agent` saved at ``path`` (run folder or checkpoint folder)."""
-    from ppokit.agent import Agent
-    from ppokit.envs import check_spaces
-
-    tensors, meta, folder = read(path)
-    cfg = config_of(meta, folder)
-    try:
-        observation_space = space_from_json(meta["observation_space"])
-        action_space = space_from_json(meta["action_space"])
-    except Exception as error:  # noqa: BLE001  (any malformed description)
-        raise CheckpointError(f"checkpoint {quote(folder)}: bad space description ({type(error).__name__}: "
-                              f"{error})") from None
-    check_spaces(meta["env_id"], observation_space, action_space)
-    try:
-        agent = Agent(observation_space, action_space, cfg.model, cfg.env)
-    except Exception as error:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {quote(folder)}: cannot build its agent ({type(error).__name__}: "
-                              f"{error})") from None
-    state = {k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")}
-    try:
-        agent.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"checkpoint {quote(folder)}: weights do not match its config ({str(error).splitlines()[0]})"
-        ) from None
-    for name, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"checkpoint {quote(folder)}: tensor {quote(name)} holds NaN or infinity")
-    agent.config = cfg
-    try:
-        agent.global_step = int(meta.get("global_step", 0))
-    except (TypeError, ValueError):
-        raise CheckpointError(f"checkpoint {quote(folder)}: global_step is not an integer") from None
-    return agent.to(device), tensors, meta
-
-
 def save_agent(path: str | Path, agent: Any, cfg: Config, global_step: int,
                extra_tensors: dict[str, torch.Tensor] | None = None, training: dict[str, Any] | None = None) -> None:
     """Write ``agent`` (and, for resumable checkpoints, the training state) as a checkpoint folder."""
-    from ppokit.config import to_dict
-
     tensors = {f"agent.{k}": v for k, v in agent.state_dict().items()}
     tensors.update(extra_tensors or {})
     meta: dict[str, Any] = {

@@ -153,7 +153,7 @@ def _fmt(x: float | None) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ppokit.checkpoint import load_agent
+    from ppokit.agent import load_agent
     from ppokit.evaluate import evaluate
 
     agent, _, meta = load_agent(args.path)
@@ -205,9 +205,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
-    from ppokit.config import ConfigError
-    from ppokit.envs import EnvError
-    from ppokit.training import TrainingError
+    from ppokit.errors import ConfigError, EnvError, TrainingError
 
     logging.basicConfig(level=logging.INFO, format="ppokit: %(message)s", stream=sys.stderr)
     try:

@@ -8,7 +8,6 @@ field and what is accepted; the CLI turns that into exit code 2.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import re
@@ -20,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from ppokit.errors import ConfigError, did_you_mean, quote
+
 # yaml.safe_load's loader, in libyaml's C version when installed (same rules, ~10x faster): it
 # builds only plain scalars, lists and mappings, never Python objects.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -28,29 +29,6 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def parse_yaml(text: str) -> Any:
     """``yaml.safe_load(text)`` (see :data:`SAFE_LOADER`)."""
     return yaml.load(text, Loader=SAFE_LOADER)
-
-
-class ConfigError(ValueError):
-    """Bad user input (config value, file, env id, ...): reported as one line, exit code 2."""
-
-
-def quote(text: Any, limit: int = 200) -> str:
-    """``text`` in single quotes for a one-line message: control characters escaped, long text cut."""
-    text = str(text)
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return f"'{escaped}'"
-
-
-def did_you_mean(word: str, choices: typing.Iterable[str], prefix: str = "") -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest choice (shown after ``prefix``), or ``""``."""
-    choices = [c for c in choices if isinstance(c, str)]
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    if not close:  # case slips ("cpu" for "CPU") are the most common typo
-        lowered = {c.lower(): c for c in choices}
-        close = [lowered[str(word).lower()]] if str(word).lower() in lowered else []
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
 
 @dataclass

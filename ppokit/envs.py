@@ -21,7 +21,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from ppokit.config import Config, ConfigError, did_you_mean, quote
+from ppokit.config import Config
+from ppokit.errors import ConfigError, EnvError, did_you_mean, first_line, quote
+from ppokit.spaces import check_spaces
 
 # Module named in a DependencyNotInstalled / ImportError message -> what installs it.
 INSTALL_FOR_MODULE = {
@@ -31,10 +33,6 @@ INSTALL_FOR_MODULE = {
     "box2d": "pip install 'gymnasium[box2d]'",
     "pygame": "pip install pygame",
 }
-
-
-class EnvError(RuntimeError):
-    """An environment raised while stepping or resetting (names the env and sub-env)."""
 
 
 # Marks an EnvError message that already names the env and the sub-env, so that wrapping layers
@@ -60,7 +58,7 @@ def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
             importlib.import_module(module)
         except Exception as error:  # noqa: BLE001  (any import failure is bad input)
             raise ConfigError(f"env {quote(env_id)}: cannot import module {quote(module)} "
-                              f"({type(error).__name__}: {_first_line(error)})") from None
+                              f"({type(error).__name__}: {first_line(error)})") from None
     try:
         return gym.spec(name)
     except gym.error.Error:
@@ -72,11 +70,6 @@ def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
     )
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def creation_error(env_id: str, error: BaseException) -> ConfigError:
     """A one-line ConfigError for an env that cannot be created (missing extra, bad kwargs, ...)."""
     text = str(error)
@@ -84,11 +77,11 @@ def creation_error(env_id: str, error: BaseException) -> ConfigError:
         for module, install in INSTALL_FOR_MODULE.items():
             if module in text.lower():
                 return ConfigError(f"env {quote(env_id)} needs {module}, which is not installed: "
-                                   f"{install} ({_first_line(error)})")
-        return ConfigError(f"env {quote(env_id)} needs a package that is not installed: {_first_line(error)}")
+                                   f"{install} ({first_line(error)})")
+        return ConfigError(f"env {quote(env_id)} needs a package that is not installed: {first_line(error)}")
     if isinstance(error, TypeError) and "argument" in text:
-        return ConfigError(f"env.kwargs: {quote(env_id)} does not accept them: {_first_line(error)}")
-    return ConfigError(f"env {quote(env_id)} cannot be created: {type(error).__name__}: {_first_line(error)}")
+        return ConfigError(f"env.kwargs: {quote(env_id)} does not accept them: {first_line(error)}")
+    return ConfigError(f"env {quote(env_id)} cannot be created: {type(error).__name__}: {first_line(error)}")
 
 
 def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = None,
@@ -102,18 +95,6 @@ def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = 
         raise creation_error(env_id, error) from None
 
 
-def check_agent_fits(agent: Any, env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
-    """ConfigError unless the agent was built for exactly these spaces (e.g. a checkpoint of another env)."""
-    from ppokit.checkpoint import space_to_json
-
-    for what, theirs, ours in (("observation", observation_space, agent.observation_space),
-                               ("action", action_space, agent.action_space)):
-        if space_to_json(theirs) != space_to_json(ours):
-            raise ConfigError(
-                f"the agent was trained on {what} space {ours}, but env {quote(env_id)} has {theirs}"
-            )
-
-
 class ReportErrors(gym.Wrapper):
     """Re-raises any exception from step/reset as :class:`EnvError` naming the env and index."""
 
@@ -125,7 +106,7 @@ class ReportErrors(gym.Wrapper):
     def _error(self, where: str, error: Exception) -> EnvError:
         who = f"{_NAMED}{self.index}" if self.index is not None else ""
         return EnvError(
-            f"env {quote(self.env_id)}{who} raised in {where}: {type(error).__name__}: {_first_line(error)}"
+            f"env {quote(self.env_id)}{who} raised in {where}: {type(error).__name__}: {first_line(error)}"
         )
 
     def step(self, action: Any):
@@ -181,7 +162,7 @@ class VectorEnvs:
 
     def _error(self, where: str, error: Exception) -> EnvError:
         """The error as an EnvError; one raised by a sub-env (in this process or a worker) keeps its message."""
-        text = _first_line(error)
+        text = first_line(error)
         if isinstance(error, EnvError) and _NAMED in text:
             return EnvError(text)
         return EnvError(f"env {quote(self.env_id)} raised in {where}: {type(error).__name__}: {text}")
@@ -256,20 +237,3 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
     assert autoreset in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP), autoreset
     check_spaces(cfg.env_id, env.single_observation_space, env.single_action_space)
     return VectorEnvs(env, cfg.env_id, autoreset, process_seed(cfg.seed if seed is None else seed, rank))
-
-
-def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
-    """ConfigError unless ppokit has an encoder and an action head for these spaces."""
-    if not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise ConfigError(
-            f"env {quote(env_id)}: observation space {observation_space} is not supported "
-            "(accepted: Box, Discrete; flatten dict observations with a wrapper)"
-        )
-    supported = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
-    if not (isinstance(action_space, supported) or (
-        isinstance(action_space, gym.spaces.Box) and np.issubdtype(action_space.dtype, np.floating)
-    )):
-        raise ConfigError(
-            f"env {quote(env_id)}: action space {action_space} is not supported "
-            "(accepted: Discrete, MultiDiscrete, MultiBinary, float Box)"
-        )

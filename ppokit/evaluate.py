@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from ppokit.config import ConfigError
-from ppokit.envs import ReportErrors, check_agent_fits, check_spaces, make_env
+from ppokit.envs import ReportErrors, make_env
+from ppokit.errors import ConfigError
+from ppokit.spaces import check_agent_fits, check_spaces
 
 
 def evaluate(agent: Any, env_id: str | None = None, episodes: int = 10, seed: int = 0,

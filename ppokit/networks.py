@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppokit.spaces import is_image_space
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # The same as functions: no module call per layer (that overhead is most of a small forward).
 FUNCTIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": nn.functional.elu, "gelu": nn.functional.gelu}
@@ -97,11 +99,6 @@ def sum_rows_into(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True) -> MLP:
     """``in_dim -> hidden_sizes[0] -> ... -> hidden_sizes[-1]``, activation after every layer."""
     return MLP(in_dim, hidden_sizes, activation, ortho_init)
-
-
-def is_image_space(space: gym.Space) -> bool:
-    """uint8 Box of rank 3 (H, W, C) or (C, H, W): handled by the CNN."""
-    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
 class NatureCNN(nn.Module):

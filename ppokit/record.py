@@ -8,14 +8,15 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.config import ConfigError, check_output_file, quote
-from ppokit.envs import ReportErrors, check_agent_fits, creation_error, make_env
+from ppokit.envs import ReportErrors, creation_error, make_env
+from ppokit.spaces import check_agent_fits
 
 FORMATS = (".gif", ".mp4")
 
 
 def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30) -> int:
     """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count."""
-    from ppokit.checkpoint import load_agent
+    from ppokit.agent import load_agent
 
     out = check_output_file(out, FORMATS)
     if out.suffix.lower() == ".mp4":

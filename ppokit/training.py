@@ -29,17 +29,15 @@ from ppokit.agent import Agent
 from ppokit.algos import ALGOS
 from ppokit.algos.common import explained_variance
 from ppokit.batch import flatten
-from ppokit.config import Config, ConfigError, quote, save_yaml, to_dict, validate
-from ppokit.envs import EnvError, VectorEnvs, ensure_registered, make_envs
+from ppokit.config import Config, save_yaml, to_dict, validate
+from ppokit.envs import VectorEnvs, ensure_registered, make_envs
+from ppokit.errors import CheckpointError, ConfigError, EnvError, TrainingError, quote
 from ppokit.evaluate import evaluate
 from ppokit.metrics import EpisodeWindow, MetricsWriter, write_summary
 from ppokit.rollout import CollectorState, Rollout, Timings, collect
+from ppokit.spaces import space_to_json
 
 log = logging.getLogger("ppokit")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite numbers, a failing env): exit code 1, summary "failed"."""
 
 
 @dataclass
@@ -148,7 +146,7 @@ def check_resume(saved: Config, cfg: Config, meta: dict, resume: str | Path) -> 
               "numpy_rng": list}
     for key, kind in needed.items():
         if not isinstance(training.get(key), kind):
-            raise checkpoint.CheckpointError(f"--resume {resume}: the checkpoint's training state lacks {key!r}")
+            raise CheckpointError(f"--resume {resume}: the checkpoint's training state lacks {key!r}")
 
 
 def run_folder_of(resume: str | Path, folder: Path) -> Path:
@@ -259,11 +257,11 @@ def _restore_state(tensors: dict, meta: dict, agent: Agent, algo: Any, envs: Vec
                ("obs", "next_is_reset", "episode_return", "episode_length", "discounted_return")}
         )
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"--resume: the checkpoint's training state does not fit this run ({type(error).__name__}: {error})"
         ) from None
     if collector.obs.shape[:1] != (envs.num_envs,):
-        raise checkpoint.CheckpointError("--resume: the checkpoint's collector state is for another number of envs")
+        raise CheckpointError("--resume: the checkpoint's collector state is for another number of envs")
     if distributed.rank() != 0:
         # Only rank 0's envs and episodes are in the checkpoint: the others start new episodes,
         # with a generator that still depends on the seed, the rank and the step.
@@ -339,15 +337,15 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     best_return = -math.inf
     solved_at_step = solved_at_time = None
     if resume_tensors is not None and resume_meta is not None:
-        if checkpoint.space_to_json(envs.observation_space) != resume_meta["observation_space"] or \
-                checkpoint.space_to_json(envs.action_space) != resume_meta["action_space"]:
+        if space_to_json(envs.observation_space) != resume_meta["observation_space"] or \
+                space_to_json(envs.action_space) != resume_meta["action_space"]:
             envs.close()
             raise ConfigError(f"--resume {resume}: the env's spaces differ from the checkpoint's")
         try:
             agent.load_state_dict({k[6:]: v for k, v in resume_tensors.items() if k.startswith("agent.")})
         except RuntimeError as error:
             envs.close()
-            raise checkpoint.CheckpointError(
+            raise CheckpointError(
                 f"--resume {resume}: the checkpoint's weights do not fit ({str(error).splitlines()[0]})"
             ) from None
         progress = resume_meta["training"]

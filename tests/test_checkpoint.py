@@ -13,7 +13,8 @@ import torch
 
 import ppokit
 from ppokit import checkpoint
-from ppokit.checkpoint import CheckpointError, space_from_json, space_to_json
+from ppokit.errors import CheckpointError
+from ppokit.spaces import space_from_json, space_to_json
 from ppokit.training import train
 from tests.helpers import small_config
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from ppokit.config import ConfigError
-from ppokit.envs import EnvError, check_spaces, ensure_registered, make_envs, process_seed
+from ppokit.envs import ensure_registered, make_envs, process_seed
+from ppokit.errors import ConfigError, EnvError
+from ppokit.spaces import check_spaces
 from tests.helpers import COUNTER_ID, small_config
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import ppokit
-from ppokit.checkpoint import CheckpointError
+from ppokit.errors import CheckpointError
 from tests.errors_support import bad_input, train_tiny
 
 
