@@ -19,8 +19,9 @@ from ppokit.agent import Agent
 from ppokit.config import Config, ConfigError
 from ppokit.evaluate import evaluate as _evaluate
 
-# The training loop lives in ppokit.training (not ppokit.train, which is this API function).
-from ppokit.training import train as _train
+# The training run lives in ppokit.run (ppokit.train is this API function).
+from ppokit.loop import Callback
+from ppokit.run import train as _train
 
 __all__ = ["Agent", "Config", "ConfigError", "evaluate", "load", "train", "__version__"]
 
@@ -35,19 +36,26 @@ def train(
     config: str | Path | None = None,
     run_dir: str | Path | None = None,
     quiet: bool = True,
+    callbacks: list[Callback] | None = None,
     **overrides: Any,
 ) -> Agent:
     """Train and return the agent; the run folder is written as by ``ppokit train``.
 
     ``overrides`` set config fields by dotted name with ``__`` for the dot, e.g.
-    ``ppo__clip_coef=0.1`` or ``rollout__num_envs=16``.
+    ``ppo__clip_coef=0.1`` or ``rollout__num_envs=16``. Each of ``callbacks`` is called as
+    ``fn(row, agent)`` after every iteration with that iteration's metrics row (a dict of the
+    metrics.csv columns); returning False stops the run cleanly: it is saved and its summary says
+    ``"completed"`` with a ``stop_reason``. The returned agent's ``run_dir`` and ``summary`` are
+    the run folder and summary.json of this run.
     """
     from ppokit.presets import build_config
 
     fields = {"total_steps": total_steps, "seed": seed}
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
-    return _train(cfg, run_dir=run_dir, quiet=quiet).agent
+    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks)
+    result.agent.run_dir, result.agent.summary = result.run_dir, result.summary
+    return result.agent
 
 
 def load(path: str | Path, device: str = "cpu") -> Agent:

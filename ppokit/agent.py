@@ -40,6 +40,8 @@ class Agent(nn.Module):
         super().__init__()
         self.config: Any = None  # the training Config, set by train() and load()
         self.global_step = 0
+        self.run_dir: Path | None = None  # the run folder, when ppokit.train made this agent
+        self.summary: dict[str, Any] | None = None  # that run's summary.json
         model = model or ModelConfig()
         env = env or EnvConfig()
         self.observation_space = observation_space

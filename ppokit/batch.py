@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
-from ppokit.rollout import Rollout
+if TYPE_CHECKING:
+    from ppokit.rollout import Rollout
 
 
 @dataclass

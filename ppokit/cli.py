@@ -49,12 +49,14 @@ _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ppokit.algos import ALGOS
+
     parser = _Parser(prog="ppokit", description="PPO-family reinforcement learning on Gymnasium environments.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train an agent; writes a run folder")
     train.add_argument("env_id", metavar="ENV_ID", help="a registered Gymnasium id, e.g. CartPole-v1")
-    train.add_argument("--algo", choices=["ppo", "ppo-kl", "trpo", "vpg"], default=None)
+    train.add_argument("--algo", choices=list(ALGOS), default=None)
     train.add_argument("--preset", default=None, help="a shipped preset (see: ppokit presets)")
     train.add_argument("--config", default=None, metavar="FILE.yaml", help="a config file (e.g. a run's config.yaml)")
     train.add_argument("--total-steps", type=_positive_int, default=None)
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from ppokit.config import ConfigError
     from ppokit.presets import build_config
-    from ppokit.training import Interrupted, TrainingFailed, train
+    from ppokit.run import Interrupted, TrainingFailed, train
 
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}

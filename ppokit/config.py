@@ -15,11 +15,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ppokit.algos import ALGOS
+from ppokit.algos.registry import AlgoSpec, SectionCheck
 from ppokit.errors import ConfigError, did_you_mean, quote
+from ppokit.validation import check, in_unit_interval, non_negative, one_of, positive, positive_int
 
 # yaml.safe_load's loader, in libyaml's C version when installed (same rules, ~10x faster): it
 # builds only plain scalars, lists and mappings, never Python objects.
@@ -59,62 +62,9 @@ class ModelConfig:
 
 
 @dataclass
-class MinibatchPGConfig:
-    """What PPO and PPO-KL share: epochs of minibatch Adam steps on an actor-critic loss."""
+class BaseConfig:
+    """The fields every run has; :data:`Config` adds one section per registered algorithm."""
 
-    learning_rate: float = 3e-4
-    anneal_lr: bool = True
-    update_epochs: int = 10
-    minibatch_size: int = 64
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float | None = 0.5
-    norm_adv: bool = True
-    adam_eps: float = 1e-5
-
-
-@dataclass
-class PPOConfig(MinibatchPGConfig):
-    clip_coef: float | None = 0.2  # None: the unclipped surrogate
-    anneal_clip: bool = False
-    clip_vloss: bool = False
-    target_kl: float | None = None
-
-
-@dataclass
-class PPOKLConfig(MinibatchPGConfig):
-    kl_target: float = 0.01
-    beta_init: float = 1.0
-    adaptive: bool = True
-
-
-@dataclass
-class TRPOConfig:
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    damping: float = 0.1
-    backtrack_iters: int = 10
-    backtrack_coef: float = 0.8
-    value_lr: float = 1e-3
-    value_epochs: int = 5
-    value_minibatch_size: int = 64
-    norm_adv: bool = True
-
-
-@dataclass
-class VPGConfig:
-    learning_rate: float = 1e-3
-    value_lr: float = 1e-3
-    value_epochs: int = 5
-    value_minibatch_size: int = 64
-    baseline: str = "value"  # value | none
-    norm_adv: bool = True
-    max_grad_norm: float | None = None
-    anneal_lr: bool = False  # linearly to 0 over the run (the policy's learning rate only)
-
-
-@dataclass
-class Config:
     env_id: str = "CartPole-v1"
     algo: str = "ppo"
     seed: int = 0
@@ -130,10 +80,6 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    ppo_kl: PPOKLConfig = field(default_factory=PPOKLConfig)
-    trpo: TRPOConfig = field(default_factory=TRPOConfig)
-    vpg: VPGConfig = field(default_factory=VPGConfig)
 
     @property
     def batch_size(self) -> int:
@@ -144,6 +90,23 @@ class Config:
     def iterations(self) -> int:
         """Number of collect/update iterations, rounding ``total_steps`` up to whole iterations."""
         return max(1, math.ceil(self.total_steps / self.batch_size))
+
+    def algo_section(self, algo: str | None = None) -> Any:
+        """The config section of ``algo`` (default: this run's), e.g. ``cfg.ppo_kl`` for ppo-kl."""
+        return getattr(self, ALGOS[algo or self.algo].section)
+
+
+def config_class(algos: dict[str, AlgoSpec]) -> type:
+    """``BaseConfig`` plus one section per algorithm of the registry ``algos`` (``ppo``, ``ppo_kl``,
+    ...), in registry order: an algorithm's module declares its section, nothing here names it."""
+    sections = [(spec.section, spec.config, field(default_factory=spec.config)) for spec in algos.values()]
+    return dataclasses.make_dataclass("Config", sections, bases=(BaseConfig,), namespace={"__module__": __name__})
+
+
+if TYPE_CHECKING:
+    Config = BaseConfig
+else:
+    Config = config_class(ALGOS)
 
 
 # --------------------------------------------------------------------------- dict <-> dataclass
@@ -312,61 +275,17 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-ALGO_NAMES = ("ppo", "ppo-kl", "trpo", "vpg")
+ALGO_NAMES = tuple(ALGOS)
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 VECTOR_MODES = ("auto", "sync", "async")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds
-# The config section that holds each algorithm's hyperparameters.
-ALGO_SECTION = {"ppo": "ppo", "ppo-kl": "ppo_kl", "trpo": "trpo", "vpg": "vpg"}
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _positive_int(value: int, name: str) -> None:
-    _check(value >= 1, f"{name}: expected a positive integer, got {value}")
-
-
-def _in_unit_interval(value: float, name: str, *, open_low: bool = False, open_high: bool = False) -> None:
-    low_ok = value > 0 if open_low else value >= 0
-    high_ok = value < 1 if open_high else value <= 1
-    interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
-    _check(low_ok and high_ok, f"{name}: expected a number in {interval}, got {value}")
-
-
-def _positive(value: float | None, name: str, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    accepted = "a positive number or null" if optional else "a positive number"
-    _check(value is not None and value > 0, f"{name}: expected {accepted}, got {value}")
-
-
-def _non_negative(value: float, name: str) -> None:
-    _check(value >= 0, f"{name}: expected a number >= 0, got {value}")
-
-
-def _one_of(value: str, choices: tuple[str, ...], name: str) -> None:
-    _check(
-        value in choices,
-        f"{name}: expected one of {', '.join(choices)}, got {quote(value)}{did_you_mean(value, choices)}",
-    )
-
-
-def _fits_batch(value: int, batch: int, name: str) -> None:
-    _check(
-        value <= batch,
-        f"{name}: {value} is larger than the batch of {batch} steps "
-        "(rollout.num_steps * rollout.num_envs); lower it or collect more steps",
-    )
 
 
 def check_device(device: str) -> None:
     """ConfigError unless ``device`` is auto, cpu, cuda or cuda:N."""
     ok = device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device) is not None
-    _check(
+    check(
         ok,
         f"device: expected one of {', '.join(DEVICE_FORMS)}, got {quote(device)}"
         f"{did_you_mean(device, ('auto', 'cpu', 'cuda'))}",
@@ -377,99 +296,59 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     """Check every field's range; raise :class:`ConfigError` naming the first bad one.
 
     Types (and finiteness of floats) are checked by :func:`from_dict`; this checks ranges and
-    the relations between fields. Sizes tied to the batch are checked only for the algorithm
+    the relations between fields. Each algorithm's section is checked by its own
+    :attr:`~ppokit.algos.registry.AlgoSpec.check`; sizes tied to the batch only for the algorithm
     that will run (``ppo.minibatch_size`` does not matter to a TRPO run).
     """
-    _check(
-        cfg.algo in ALGO_NAMES,
-        f"unknown algo {quote(cfg.algo)}{did_you_mean(cfg.algo, ALGO_NAMES)} "
-        f"(accepted: {', '.join(ALGO_NAMES)})",
+    check(
+        cfg.algo in ALGOS,
+        f"unknown algo {quote(cfg.algo)}{did_you_mean(cfg.algo, ALGOS)} (accepted: {', '.join(ALGOS)})",
     )
-    _check(0 <= cfg.seed < SEED_LIMIT, f"seed: expected an integer in [0, 2**32), got {cfg.seed}")
-    _positive_int(cfg.total_steps, "total_steps")
+    check(0 <= cfg.seed < SEED_LIMIT, f"seed: expected an integer in [0, 2**32), got {cfg.seed}")
+    positive_int(cfg.total_steps, "total_steps")
     check_device(cfg.device)
-    _positive_int(cfg.torch_threads, "torch_threads")
-    _one_of(cfg.compile, ("auto", "on", "off"), "compile")
+    positive_int(cfg.torch_threads, "torch_threads")
+    one_of(cfg.compile, ("auto", "on", "off"), "compile")
     if cfg.checkpoint_every is not None:
-        _check(cfg.checkpoint_every >= 1,
-               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
-    _non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
-    _check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
+        check(cfg.checkpoint_every >= 1,
+              f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
+    non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
+    check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
 
     r = cfg.rollout
-    _positive_int(r.num_envs, "rollout.num_envs")
-    _positive_int(r.num_steps, "rollout.num_steps")
-    _in_unit_interval(r.gamma, "rollout.gamma")
-    _in_unit_interval(r.gae_lambda, "rollout.gae_lambda")
-    _check(
+    positive_int(r.num_envs, "rollout.num_envs")
+    positive_int(r.num_steps, "rollout.num_steps")
+    in_unit_interval(r.gamma, "rollout.gamma")
+    in_unit_interval(r.gae_lambda, "rollout.gae_lambda")
+    check(
         world_size >= 1 and r.num_envs % world_size == 0,
         f"rollout.num_envs: {r.num_envs} envs cannot be split evenly over {world_size} processes "
         f"(use a multiple of {world_size})",
     )
 
     e = cfg.env
-    _one_of(e.vector, VECTOR_MODES, "env.vector")
-    _positive(e.clip_obs, "env.clip_obs")
-    _positive(e.clip_reward, "env.clip_reward")
-    _check(all(isinstance(k, str) for k in e.kwargs),
-           f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
+    one_of(e.vector, VECTOR_MODES, "env.vector")
+    positive(e.clip_obs, "env.clip_obs")
+    positive(e.clip_reward, "env.clip_reward")
+    check(all(isinstance(k, str) for k in e.kwargs),
+          f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
 
     m = cfg.model
-    _check(
+    check(
         len(m.hidden_sizes) > 0
         and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h < INT_LIMIT for h in m.hidden_sizes),
         f"model.hidden_sizes: expected a non-empty list of positive integers, got {_show(m.hidden_sizes)}",
     )
-    _one_of(m.activation, ACTIVATIONS, "model.activation")
-    _check(
-        not (m.shared_trunk and cfg.algo in ("trpo", "vpg")),
+    one_of(m.activation, ACTIVATIONS, "model.activation")
+    check(
+        not (m.shared_trunk and ALGOS[cfg.algo].separate_critic),
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
         "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl)",
     )
 
-    active = ALGO_SECTION[cfg.algo]
-    for name, section in (("ppo", cfg.ppo), ("ppo_kl", cfg.ppo_kl)):
-        _positive(section.learning_rate, f"{name}.learning_rate")
-        _positive_int(section.update_epochs, f"{name}.update_epochs")
-        _positive_int(section.minibatch_size, f"{name}.minibatch_size")
-        if name == active:
-            # minibatch_size is global: with K processes each takes minibatch_size / K samples.
-            _fits_batch(section.minibatch_size, cfg.batch_size, f"{name}.minibatch_size")
-            _check(
-                section.minibatch_size % world_size == 0,
-                f"{name}.minibatch_size: {section.minibatch_size} cannot be split evenly over {world_size} processes",
-            )
-        _non_negative(section.ent_coef, f"{name}.ent_coef")
-        _non_negative(section.vf_coef, f"{name}.vf_coef")
-        _positive(section.max_grad_norm, f"{name}.max_grad_norm", optional=True)
-        _positive(section.adam_eps, f"{name}.adam_eps")
-    _positive(cfg.ppo.clip_coef, "ppo.clip_coef", optional=True)
-    _positive(cfg.ppo.target_kl, "ppo.target_kl", optional=True)
-    _positive(cfg.ppo_kl.kl_target, "ppo_kl.kl_target")
-    _positive(cfg.ppo_kl.beta_init, "ppo_kl.beta_init")
-
-    t = cfg.trpo
-    _positive(t.max_kl, "trpo.max_kl")
-    _positive_int(t.cg_iters, "trpo.cg_iters")
-    _non_negative(t.damping, "trpo.damping")
-    _positive_int(t.backtrack_iters, "trpo.backtrack_iters")
-    _in_unit_interval(t.backtrack_coef, "trpo.backtrack_coef", open_low=True)
-    _positive(t.value_lr, "trpo.value_lr")
-    _positive_int(t.value_epochs, "trpo.value_epochs")
-    _positive_int(t.value_minibatch_size, "trpo.value_minibatch_size")
-    per_process_batch = cfg.batch_size // world_size
-    if active == "trpo":
-        _fits_batch(t.value_minibatch_size, per_process_batch, "trpo.value_minibatch_size")
-
-    v = cfg.vpg
-    _positive(v.learning_rate, "vpg.learning_rate")
-    _positive(v.value_lr, "vpg.value_lr")
-    _positive_int(v.value_epochs, "vpg.value_epochs")
-    _positive_int(v.value_minibatch_size, "vpg.value_minibatch_size")
-    if active == "vpg":
-        _fits_batch(v.value_minibatch_size, per_process_batch, "vpg.value_minibatch_size")
-    _one_of(v.baseline, ("value", "none"), "vpg.baseline")
-    _positive(v.max_grad_norm, "vpg.max_grad_norm", optional=True)
+    for spec in ALGOS.values():
+        where = SectionCheck(spec.section, cfg.batch_size, world_size, active=spec.name == cfg.algo)
+        spec.check(getattr(cfg, spec.section), where)
     return cfg
 
 

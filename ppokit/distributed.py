@@ -69,6 +69,15 @@ def mean_scalar(value: float) -> float:
     return sum_scalars([value])[0] / world_size()
 
 
+def any_true(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (a decision every process must share)."""
+    if not active():
+        return flag
+    tensor = torch.tensor([float(flag)])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def gather_objects(obj: object) -> list[object]:
     """All processes' ``obj`` (e.g. finished episode returns), on every process."""
     if not active():

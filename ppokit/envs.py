@@ -15,15 +15,17 @@ import importlib
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from ppokit.config import Config
 from ppokit.errors import ConfigError, EnvError, did_you_mean, first_line, quote
 from ppokit.spaces import check_spaces
+
+if TYPE_CHECKING:
+    from ppokit.config import Config
 
 # Module named in a DependencyNotInstalled / ImportError message -> what installs it.
 INSTALL_FOR_MODULE = {

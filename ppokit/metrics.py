@@ -11,18 +11,22 @@ import math
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ppokit.algos.registry import AlgoSpec
 
 CSV_COLUMNS = [
     "global_step", "wall_time_s", "sps", "episodic_return_mean", "episodic_length_mean", "episodes",
     "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance", "learning_rate",
 ]
-# Columns after the contract's, in this order when an algorithm reports them.
-EXTRA_COLUMNS = [
-    "iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s",
-    "grad_norm", "epochs", "early_stop", "beta", "kl", "value_grad_steps", "line_search_steps",
-    "line_search_accepted", "improvement",
-]
+# Columns every run adds after the contract's; then the algorithm's own (AlgoSpec.metrics).
+RUN_COLUMNS = ["iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s"]
+
+
+def columns_for(spec: AlgoSpec) -> list[str]:
+    """metrics.csv's columns for a run of the algorithm ``spec``."""
+    return CSV_COLUMNS + RUN_COLUMNS + [c for c in spec.metrics if c not in CSV_COLUMNS]
 
 
 def _cell(value: Any) -> Any:
@@ -58,7 +62,8 @@ class EpisodeWindow:
 class MetricsWriter:
     """Appends one row per iteration to metrics.csv and TensorBoard; shows a progress bar."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, *, enabled: bool, quiet: bool):
+    def __init__(self, run_dir: Path, columns: list[str], total_steps: int, start_step: int, *, enabled: bool,
+                 quiet: bool):
         self.enabled = enabled
         self.run_dir = run_dir
         self.bar = None
@@ -67,8 +72,8 @@ class MetricsWriter:
             return
         path = run_dir / "metrics.csv"
         new_file = not path.exists() or path.stat().st_size == 0
-        self.columns = CSV_COLUMNS + EXTRA_COLUMNS
-        if not new_file:
+        self.columns = columns
+        if not new_file:  # a resumed run keeps the columns it started with
             with open(path, newline="") as handle:
                 header = next(csv.reader(handle), None)
             if header:

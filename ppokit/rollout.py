@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from ppokit.agent import Agent
-from ppokit.envs import VectorEnvs
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.envs import VectorEnvs
 
 
 @dataclass
@@ -90,11 +92,16 @@ class Episodes:
 
 @dataclass
 class Timings:
-    """Seconds spent per phase, accumulated over a run."""
+    """Seconds spent per phase, accumulated over a run (and saved with it, so a resumed run goes on counting)."""
 
     env: float = 0.0
     inference: float = 0.0
     update: float = 0.0
+
+    def split(self, wall_time: float) -> dict[str, float]:
+        """The time split of ``wall_time`` seconds as metrics.csv / summary.json fields."""
+        return {"time_env_s": self.env, "time_inference_s": self.inference, "time_update_s": self.update,
+                "time_other_s": wall_time - self.env - self.inference - self.update}
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ import pytest
 
 from ppokit.cli import main
 from ppokit.presets import build_config
-from ppokit.training import train
+from ppokit.run import train
 
 TIME_COLUMNS = ("wall_time_s", "sps")
 

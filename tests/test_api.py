@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -74,3 +77,38 @@ def test_bad_api_input():
         ppokit.train("NoSuchEnv-v0", total_steps=64)
     with pytest.raises(ppokit.ConfigError, match="ppo.nope"):
         ppokit.train("CartPole-v1", total_steps=64, ppo__nope=1)
+
+
+def test_callbacks_see_every_row_and_can_stop_the_run_cleanly(tmp_path):
+    seen = []
+
+    def stop_after_three(row, agent):
+        seen.append((row["iteration"], row["global_step"], isinstance(agent, ppokit.Agent)))
+        return row["iteration"] < 3
+
+    agent = ppokit.train("CartPole-v1", total_steps=10 * 32, run_dir=tmp_path / "run",
+                         callbacks=[lambda row, agent: None, stop_after_three], **SMALL)
+    assert seen == [(1, 32, True), (2, 64, True), (3, 96, True)]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["total_steps"] == 96
+    assert "stop_after_three" in summary["stop_reason"] and "96" in summary["stop_reason"]
+    assert summary["checkpoint_step"] == 96 and ppokit.load(tmp_path / "run").global_step == 96
+    assert agent.run_dir == tmp_path / "run" and agent.summary == summary
+
+
+def test_train_twice_in_one_script_makes_two_run_folders(tmp_path, monkeypatch):
+    """The default run folder is named by the second; two runs in the same second must not collide."""
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 1, 12, 0, 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("ppokit.run.datetime", FrozenClock)
+    first = ppokit.train("CartPole-v1", total_steps=32, **SMALL)
+    second = ppokit.train("CartPole-v1", total_steps=32, **SMALL)
+    assert first.run_dir != second.run_dir
+    for agent in (first, second):
+        assert agent.summary["status"] == "completed"
+        assert json.loads((agent.run_dir / "summary.json").read_text()) == agent.summary

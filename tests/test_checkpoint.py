@@ -14,8 +14,8 @@ import torch
 import ppokit
 from ppokit import checkpoint
 from ppokit.errors import CheckpointError
+from ppokit.run import train
 from ppokit.spaces import space_from_json, space_to_json
-from ppokit.training import train
 from tests.helpers import small_config
 
 

@@ -64,7 +64,7 @@ def test_unknown_algo(capsys) -> None:
 def test_algo_not_in_this_build(capsys, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delitem(ALGOS, "ppo")
     bad_input(capsys, ["train", "CartPole-v1", "--run-dir", tmp_path / "r", *TINY],
-              "algo 'ppo' is not available in this version of ppokit")
+              "unknown algo 'ppo'", "accepted: ppo-kl, trpo, vpg")
     assert not (tmp_path / "r").exists()
 
 

@@ -21,7 +21,8 @@ import torch
 
 import ppokit
 import ppokit.checkpoint as checkpoint
-import ppokit.training
+import ppokit.loop
+import ppokit.training_state
 from tests.errors_support import BATCH, PYTHON, TINY, run_cli, subprocess_env, summary, train_tiny
 
 
@@ -32,7 +33,7 @@ def rows(run: Path) -> list[dict]:
 
 def signal_during(monkeypatch, iteration: int, *signals: int) -> None:
     """Send ``signals`` to this process while collecting the rollout of ``iteration`` (1-based)."""
-    real_collect = ppokit.training.collect
+    real_collect = ppokit.loop.collect
     calls = {"n": 0}
 
     def collect(*args, **kwargs):
@@ -42,7 +43,7 @@ def signal_during(monkeypatch, iteration: int, *signals: int) -> None:
                 os.kill(os.getpid(), signum)
         return real_collect(*args, **kwargs)
 
-    monkeypatch.setattr(ppokit.training, "collect", collect)
+    monkeypatch.setattr(ppokit.loop, "collect", collect)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -238,9 +239,9 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_complete_checkpoint(monkeypatc
 def test_metrics_rows_after_the_checkpoint_are_dropped_on_resume(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("global_step,x\n32,a\n64,b\n96,c\n128,d")  # the last row was cut short by a kill
-    ppokit.training._truncate_metrics(path, 64)
+    ppokit.training_state.truncate_metrics(path, 64)
     assert path.read_text() == "global_step,x\n32,a\n64,b\n"
-    ppokit.training._truncate_metrics(path, 1000)
+    ppokit.training_state.truncate_metrics(path, 1000)
     assert path.read_text() == "global_step,x\n32,a\n64,b\n"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ppokit.presets import build_config
-from ppokit.training import train
+from ppokit.run import train
 
 
 def train_preset(env_id: str, seed: int, budget: int, run_dir) -> dict:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import ppokit
-import ppokit.training
+import ppokit.loop
+import ppokit.training_state
 from ppokit.algos import ALGOS
 from tests.errors_support import BATCH, TOY, run_cli, summary
 
@@ -60,7 +61,7 @@ def test_non_finite_reward_with_reward_normalization(capsys, tmp_path: Path) -> 
 
 def fault_in_update(monkeypatch, iteration: int, fault) -> None:
     """Make the update of ``iteration`` (1-based) misbehave: ``fault(agent, stats)``."""
-    real = ALGOS["ppo"].update
+    real = ALGOS["ppo"].make.update
     calls = {"n": 0}
 
     def update(self, batch, progress):
@@ -70,7 +71,7 @@ def fault_in_update(monkeypatch, iteration: int, fault) -> None:
             fault(self, stats)
         return stats
 
-    monkeypatch.setattr(ALGOS["ppo"], "update", update)
+    monkeypatch.setattr(ALGOS["ppo"].make, "update", update)
 
 
 def test_non_finite_gradients(capsys, monkeypatch, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ppokit.config import ConfigError
 from ppokit.plot import plot_runs, read_curve
 from ppokit.record import record
-from ppokit.training import train
+from ppokit.run import train
 from tests.helpers import COUNTER_ID, small_config
 
 

@@ -15,7 +15,8 @@ import pytest
 import safetensors.torch
 import torch
 
-import ppokit.training
+import ppokit.loop
+import ppokit.training_state
 from tests.errors_support import BATCH, summary, train_tiny
 
 TIME_COLUMNS = {"wall_time_s", "sps"}
@@ -66,7 +67,7 @@ def test_another_seed_gives_another_run(reference: Path, tmp_path: Path) -> None
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(reference: Path, tmp_path: Path,
                                                                    monkeypatch) -> None:
     run = tmp_path / "interrupted"
-    real_collect = ppokit.training.collect
+    real_collect = ppokit.loop.collect
     calls = {"n": 0}
 
     def collect(*args, **kwargs):  # SIGTERM during iteration 3: it finishes, is saved, the run stops
@@ -75,7 +76,7 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(reference: Pa
             os.kill(os.getpid(), signal.SIGTERM)
         return real_collect(*args, **kwargs)
 
-    monkeypatch.setattr(ppokit.training, "collect", collect)
+    monkeypatch.setattr(ppokit.loop, "collect", collect)
     assert train_tiny(run, *EXTRA, total_steps=ITERATIONS * BATCH) == 130
     assert summary(run)["status"] == "interrupted" and summary(run)["total_steps"] == 3 * BATCH
     monkeypatch.undo()
@@ -88,7 +89,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(reference: Path, tmp_
     """A crash (no saving at all, like kill -9) after the checkpoint of iteration 2, during iteration 4:
     the metrics row of iteration 3 is dropped on resume and recomputed identically."""
     run = tmp_path / "crashed"
-    real_collect = ppokit.training.collect
+    real_collect = ppokit.loop.collect
     calls = {"n": 0}
 
     class Killed(BaseException):
@@ -100,7 +101,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(reference: Path, tmp_
             raise Killed()
         return real_collect(*args, **kwargs)
 
-    monkeypatch.setattr(ppokit.training, "collect", collect)
+    monkeypatch.setattr(ppokit.loop, "collect", collect)
     with pytest.raises(Killed):
         train_tiny(run, *EXTRA, "--set", "checkpoint_every=2", total_steps=ITERATIONS * BATCH)
     assert len(metrics(run)) == 3 and not (run / "summary.json").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import logging
 import math
 
 import numpy as np
@@ -15,10 +16,10 @@ import torch
 from ppokit.cli import main
 from ppokit.config import ConfigError, from_dict, load_yaml
 from ppokit.metrics import CSV_COLUMNS
-from ppokit.training import Interrupted, TrainingFailed, train
+from ppokit.run import Interrupted, TrainingFailed, train
 from tests.helpers import COUNTER_ID, GLOBAL_RANDOM_ID, small_config
 
-train_module = importlib.import_module("ppokit.training")
+loop_module = importlib.import_module("ppokit.loop")
 
 SMALL = ["--set", "rollout.num_envs=2", "--set", "rollout.num_steps=32", "--set", "ppo.minibatch_size=32",
          "--set", "ppo.update_epochs=2", "--set", "model.hidden_sizes=[16, 16]", "--set", "eval_episodes=0",
@@ -69,6 +70,14 @@ def test_resume_equals_one_long_run(tmp_path, env_id, extra):
         assert float(tensors_whole["agent.obs_normalizer.count"]) == 16 * BATCH
     summary = json.loads((split / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["total_steps"] == 16 * BATCH
+    # The resumed run's speed and time split agree with its own step count and wall time (both
+    # sessions): not the second session's steps over the whole run's time, or the reverse.
+    assert summary["sps"] == pytest.approx(summary["total_steps"] / summary["wall_time_s"])
+    split_sum = sum(summary[f"time_{part}_s"] for part in ("env", "inference", "update", "other"))
+    assert split_sum == pytest.approx(summary["wall_time_s"])
+    assert summary["time_env_s"] > float(rows_split[7]["time_env_s"]) > 0, "the first session's time is kept"
+    for row in rows_split:
+        assert float(row["sps"]) == pytest.approx(int(row["global_step"]) / float(row["wall_time_s"]), rel=1e-6)
 
 
 def test_resume_continues_numpy_global_rng(tmp_path):
@@ -118,7 +127,7 @@ def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
     cfg.total_steps = 5 * cfg.batch_size
     cfg.checkpoint_every = 1  # an exception inside collect abandons that iteration: resume from the last save
     calls = {"n": 0}
-    original = train_module.collect
+    original = loop_module.collect
 
     def interrupt_on_third(*args, **kwargs):
         calls["n"] += 1
@@ -126,14 +135,14 @@ def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "collect", interrupt_on_third)
+    monkeypatch.setattr(loop_module, "collect", interrupt_on_third)
     with pytest.raises(Interrupted):
         train(cfg, run_dir=tmp_path / "run", quiet=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["total_steps"] == 2 * cfg.batch_size
     meta = json.loads((tmp_path / "run" / "checkpoints" / "latest" / "meta.json").read_text())
     assert meta["training"]["iteration"] == 2
-    monkeypatch.setattr(train_module, "collect", original)
+    monkeypatch.setattr(loop_module, "collect", original)
     result = train(cfg, resume=tmp_path / "run", quiet=True)
     assert result.summary["status"] == "completed" and result.summary["total_steps"] == 5 * cfg.batch_size
     assert len(read_metrics(tmp_path / "run")) == 5
@@ -159,3 +168,13 @@ def test_seeds_make_runs_reproducible_and_distinct(tmp_path):
     a, b, c = final_weights(0, "a"), final_weights(0, "b"), final_weights(1, "c")
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert np.isfinite(a.numpy()).all()
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_device_line_only_without_quiet(tmp_path, caplog, quiet):
+    args = ["train", "CartPole-v1", "--run-dir", str(tmp_path / "run"), "--total-steps", str(BATCH), *SMALL]
+    if not quiet:
+        args.remove("--quiet")
+    with caplog.at_level(logging.INFO, logger="ppokit"):
+        assert main(args) == 0
+    assert any("device cpu" in record.getMessage() for record in caplog.records) is not quiet

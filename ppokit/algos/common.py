@@ -10,13 +10,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ppokit import distributed
-from ppokit.agent import Agent
-from ppokit.batch import Batch, minibatches, weighted_mean
-from ppokit.config import ConfigError
+from ppokit.algos.registry import SectionCheck
+from ppokit.batch import minibatches, weighted_mean
+from ppokit.errors import ConfigError
+from ppokit.validation import fits_batch, positive, positive_int
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.batch import Batch
 from ppokit.distributions import ActionHead
 from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_
 
@@ -368,6 +374,15 @@ def _critic_loss(
     return loss, {"value_loss": loss.detach()}
 
 
+def check_critic_fit(section: Any, where: SectionCheck) -> None:
+    """Range checks of the value-fit fields (``value_lr``, ``value_epochs``, ``value_minibatch_size``)."""
+    positive(section.value_lr, f"{where.name}.value_lr")
+    positive_int(section.value_epochs, f"{where.name}.value_epochs")
+    positive_int(section.value_minibatch_size, f"{where.name}.value_minibatch_size")
+    if where.active:
+        fits_batch(section.value_minibatch_size, where.per_process_batch, f"{where.name}.value_minibatch_size")
+
+
 class CriticFit:
     """Fits the value function on its own: ``epochs`` passes of minibatch Adam steps on
     ``0.5 * (V(s) - R)^2`` over the critic's parameters only (TRPO, VPG).
@@ -448,6 +463,7 @@ def run_epochs(
     keys = {key for h in history for key in h}
     out = {key: float(torch.stack([h[key] for h in history if key in h]).mean()) for key in sorted(keys)}
     out["epochs"] = float(epochs_run)
+    out["grad_steps"] = float(len(history))
     out["early_stop"] = float(stopped)
     return out
 

@@ -6,38 +6,55 @@ penalty" row of Table 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import torch
 
-from ppokit import distributed
-from ppokit.agent import Agent
 from ppokit.algos.common import (
     STATS_KEY,
-    GradientStep,
     actor_critic_loss,
     approx_kl,
     clipped_surrogate,
-    hyperparameters,
     importance_ratio,
     linear_schedule,
     masked_mean,
     normalize_advantages,
     policy_advantages,
-    run_epochs,
 )
-from ppokit.batch import Batch, weighted_mean
-from ppokit.config import Config
+from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section
+from ppokit.algos.registry import AlgoSpec, SectionCheck
+from ppokit.batch import weighted_mean
 from ppokit.distributions import ActionHead
+from ppokit.validation import positive
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.batch import Batch
 
 
-class PPO:
+@dataclass
+class PPOConfig(MinibatchConfig):
+    clip_coef: float | None = 0.2  # None: the unclipped surrogate
+    anneal_clip: bool = False
+    clip_vloss: bool = False
+    target_kl: float | None = None
+
+
+def check_section(section: PPOConfig, where: SectionCheck) -> None:
+    check_minibatch_section(section, where)
+    positive(section.clip_coef, f"{where.name}.clip_coef", optional=True)
+    positive(section.target_kl, f"{where.name}.target_kl", optional=True)
+
+
+class PPO(MinibatchActorCritic):
     """Epochs of minibatch Adam steps on ``-L^CLIP + c1 * L^VF - c2 * H``."""
 
-    def __init__(self, agent: Agent, cfg: Config, compile: bool):
-        self.cfg = cfg.ppo
-        self.gradient_step = GradientStep(
-            agent, self.loss, max_grad_norm=self.cfg.max_grad_norm, adam_eps=self.cfg.adam_eps, compile=compile,
-            output_gradients=self.loss_gradients,
-        )
+    cfg: PPOConfig
+
+    def __init__(self, agent: Agent, cfg: Any, compile: bool):
+        super().__init__(agent, cfg.ppo, compile, loss_gradients=self.loss_gradients)
+        self.target_kl = cfg.ppo.target_kl
 
     def loss(
         self,
@@ -128,21 +145,18 @@ class PPO:
         }
         return grad_policy, grad_values, stats
 
-    def update(self, batch: Batch, progress: float) -> dict[str, float]:
-        """One PPO update on this iteration's batch; ``progress`` in [0, 1) drives annealing."""
+    def hyperparameters(self, progress: float) -> dict[str, float]:
+        """The learning rate and clip coefficient, each annealed linearly to 0 if asked."""
         c = self.cfg
-        lr = linear_schedule(c.learning_rate, progress, c.anneal_lr)
-        clip = linear_schedule(c.clip_coef or 0.0, progress, c.anneal_clip)
-        hyper = hyperparameters(lr=lr, clip_coef=clip)
-        minibatch_size = c.minibatch_size // distributed.world_size()  # global size, split over processes
-        stats = run_epochs(self.gradient_step, batch, c.update_epochs, minibatch_size, hyper, c.target_kl)
-        stats["learning_rate"] = lr
-        if c.clip_coef is None:
+        return {**super().hyperparameters(progress),
+                "clip_coef": linear_schedule(c.clip_coef or 0.0, progress, c.anneal_clip)}
+
+    def after_epochs(self, batch: Batch, hyper: dict[str, float], stats: dict[str, float]) -> None:
+        if self.cfg.clip_coef is None:
             stats["clip_fraction"] = float("nan")
-        return stats
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return self.gradient_step.state_tensors("optimizer")
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.gradient_step.load_state_tensors(tensors, "optimizer")
+ALGORITHM = AlgoSpec(
+    name="ppo", section="ppo", config=PPOConfig, make=PPO, check=check_section,
+    metrics=("grad_norm", "epochs", "grad_steps", "early_stop"),
+)

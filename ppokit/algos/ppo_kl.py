@@ -8,23 +8,21 @@ with ``adaptive: false`` it stays at ``beta_init`` (the "fixed KL penalty" rows 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import torch
 
-from ppokit.agent import Agent
-from ppokit.algos.common import (
-    GradientStep,
-    actor_critic_loss,
-    hyperparameters,
-    importance_ratio,
-    linear_schedule,
-    mean_kl,
-    policy_advantages,
-    policy_change,
-    run_epochs,
-)
-from ppokit.batch import Batch, weighted_mean
-from ppokit.config import Config
+from ppokit.algos.common import actor_critic_loss, importance_ratio, mean_kl, policy_advantages, policy_change
+from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section
+from ppokit.algos.registry import AlgoSpec, SectionCheck
+from ppokit.batch import weighted_mean
 from ppokit.distributions import ActionHead
+from ppokit.validation import positive
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.batch import Batch
 
 
 def adapt_beta(beta: float, kl: float, kl_target: float) -> float:
@@ -37,17 +35,28 @@ def adapt_beta(beta: float, kl: float, kl_target: float) -> float:
     return beta
 
 
-class PPOKL:
+@dataclass
+class PPOKLConfig(MinibatchConfig):
+    kl_target: float = 0.01
+    beta_init: float = 1.0
+    adaptive: bool = True
+
+
+def check_section(section: PPOKLConfig, where: SectionCheck) -> None:
+    check_minibatch_section(section, where)
+    positive(section.kl_target, f"{where.name}.kl_target")
+    positive(section.beta_init, f"{where.name}.beta_init")
+
+
+class PPOKL(MinibatchActorCritic):
     """Epochs of minibatch Adam steps on ``-E[r A] + beta * E[KL] + c1 * L^VF - c2 * H``."""
 
-    def __init__(self, agent: Agent, cfg: Config, compile: bool):
-        self.agent = agent
-        self.cfg = cfg.ppo_kl
+    cfg: PPOKLConfig
+
+    def __init__(self, agent: Agent, cfg: Any, compile: bool):
+        super().__init__(agent, cfg.ppo_kl, compile)
         # Algorithm state, saved in checkpoints. float64 so that halving and doubling stay exact.
         self.beta = torch.tensor(self.cfg.beta_init, dtype=torch.float64)
-        self.gradient_step = GradientStep(
-            agent, self.loss, max_grad_norm=self.cfg.max_grad_norm, adam_eps=self.cfg.adam_eps, compile=compile
-        )
 
     def loss(
         self,
@@ -70,25 +79,27 @@ class PPOKL:
             vf_coef=self.cfg.vf_coef, ent_coef=self.cfg.ent_coef, kl=kl,
         )
 
-    def update(self, batch: Batch, progress: float) -> dict[str, float]:
-        """One iteration: the epochs with the current beta, then (if adaptive) the beta rule on the
-        exact mean KL between the acting policy and the updated one, averaged over processes.
+    def hyperparameters(self, progress: float) -> dict[str, float]:
+        return {**super().hyperparameters(progress), "beta": float(self.beta)}
 
-        Reports ``beta`` (the coefficient this update used) and ``kl`` (the KL that moves it)."""
-        c = self.cfg
-        lr = linear_schedule(c.learning_rate, progress, c.anneal_lr)
-        beta = float(self.beta)
-        hyper = hyperparameters(lr=lr, beta=beta)
-        stats = run_epochs(self.gradient_step, batch, c.update_epochs, c.minibatch_size, hyper)
+    def after_epochs(self, batch: Batch, hyper: dict[str, float], stats: dict[str, float]) -> None:
+        """If adaptive, the beta rule on the exact mean KL between the acting policy and the updated
+        one, averaged over processes. Reports ``beta`` (the coefficient this update used) and ``kl``
+        (the KL that moves it)."""
         kl = policy_change(self.agent, batch)["kl"]
-        if c.adaptive:
-            self.beta.fill_(adapt_beta(beta, kl, c.kl_target))
-        stats.update(learning_rate=lr, beta=beta, kl=kl, clip_fraction=float("nan"))
-        return stats
+        if self.cfg.adaptive:
+            self.beta.fill_(adapt_beta(hyper["beta"], kl, self.cfg.kl_target))
+        stats.update(beta=hyper["beta"], kl=kl, clip_fraction=float("nan"))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**self.gradient_step.state_tensors("optimizer"), "beta": self.beta}
+        return {**super().state_tensors(), "beta": self.beta}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.gradient_step.load_state_tensors(tensors, "optimizer")
+        super().load_state_tensors(tensors)
         self.beta.copy_(tensors["beta"])
+
+
+ALGORITHM = AlgoSpec(
+    name="ppo-kl", section="ppo_kl", config=PPOKLConfig, make=PPOKL, check=check_section,
+    metrics=("grad_norm", "epochs", "grad_steps", "beta", "kl"),
+)

@@ -14,14 +14,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ppokit import distributed
-from ppokit.agent import Agent
 from ppokit.algos.common import (
     CriticFit,
     actor_prefixes,
+    check_critic_fit,
     global_weighted_mean,
     importance_ratio,
     mean_kl,
@@ -29,8 +31,13 @@ from ppokit.algos.common import (
     policy_change,
     require_separate_critic,
 )
-from ppokit.batch import Batch, weighted_mean
-from ppokit.config import Config
+from ppokit.algos.registry import AlgoSpec, SectionCheck
+from ppokit.batch import weighted_mean
+from ppokit.validation import in_unit_interval, non_negative, positive, positive_int
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.batch import Batch
 
 log = logging.getLogger("ppokit")
 
@@ -78,10 +85,33 @@ def fisher_vector_product(
     return product
 
 
+@dataclass
+class TRPOConfig:
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    damping: float = 0.1
+    backtrack_iters: int = 10
+    backtrack_coef: float = 0.8
+    value_lr: float = 1e-3
+    value_epochs: int = 5
+    value_minibatch_size: int = 64
+    norm_adv: bool = True
+
+
+def check_section(section: TRPOConfig, where: SectionCheck) -> None:
+    name = where.name
+    positive(section.max_kl, f"{name}.max_kl")
+    positive_int(section.cg_iters, f"{name}.cg_iters")
+    non_negative(section.damping, f"{name}.damping")
+    positive_int(section.backtrack_iters, f"{name}.backtrack_iters")
+    in_unit_interval(section.backtrack_coef, f"{name}.backtrack_coef", open_low=True)
+    check_critic_fit(section, where)
+
+
 class TRPO:
     """Natural-gradient policy step with a KL line search, plus a separately fitted critic."""
 
-    def __init__(self, agent: Agent, cfg: Config, compile: bool):
+    def __init__(self, agent: Agent, cfg: Any, compile: bool):
         require_separate_critic(agent, "trpo")
         self.agent = agent
         self.cfg = cfg.trpo
@@ -171,3 +201,9 @@ class TRPO:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.critic.load_state_tensors(tensors, "value_optimizer")
+
+
+ALGORITHM = AlgoSpec(
+    name="trpo", section="trpo", config=TRPOConfig, make=TRPO, check=check_section, separate_critic=True,
+    metrics=("kl", "value_grad_steps", "line_search_steps", "line_search_accepted", "improvement"),
+)

@@ -12,15 +12,18 @@ parameters only), then the value function is fitted on the returns (:class:`Crit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from ppokit.advantages import discounted_returns
-from ppokit.agent import Agent
 from ppokit.algos.common import (
     ADAM_EPS,
     CriticFit,
     GradientStep,
     actor_prefixes,
+    check_critic_fit,
     global_weighted_mean,
     hyperparameters,
     linear_schedule,
@@ -28,9 +31,14 @@ from ppokit.algos.common import (
     policy_change,
     require_separate_critic,
 )
-from ppokit.batch import Batch, time_major, weighted_mean
-from ppokit.config import Config
+from ppokit.algos.registry import AlgoSpec, SectionCheck
+from ppokit.batch import time_major, weighted_mean
 from ppokit.distributions import ActionHead
+from ppokit.validation import one_of, positive
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.batch import Batch
 
 
 def reward_to_go(batch: Batch, num_steps: int, gamma: float) -> torch.Tensor:
@@ -60,10 +68,29 @@ def policy_gradient_loss(
     return loss, {"policy_loss": loss.detach()}
 
 
+@dataclass
+class VPGConfig:
+    learning_rate: float = 1e-3
+    value_lr: float = 1e-3
+    value_epochs: int = 5
+    value_minibatch_size: int = 64
+    baseline: str = "value"  # value | none
+    norm_adv: bool = True
+    max_grad_norm: float | None = None
+    anneal_lr: bool = False  # linearly to 0 over the run (the policy's learning rate only)
+
+
+def check_section(section: VPGConfig, where: SectionCheck) -> None:
+    positive(section.learning_rate, f"{where.name}.learning_rate")
+    check_critic_fit(section, where)
+    one_of(section.baseline, ("value", "none"), f"{where.name}.baseline")
+    positive(section.max_grad_norm, f"{where.name}.max_grad_norm", optional=True)
+
+
 class VPG:
     """One policy-gradient Adam step per iteration, then the value fit (unless ``baseline: none``)."""
 
-    def __init__(self, agent: Agent, cfg: Config, compile: bool):
+    def __init__(self, agent: Agent, cfg: Any, compile: bool):
         require_separate_critic(agent, "vpg")
         self.agent = agent
         self.cfg = cfg.vpg
@@ -102,3 +129,9 @@ class VPG:
         self.policy_step.load_state_tensors(tensors, "optimizer")
         if self.critic is not None:
             self.critic.load_state_tensors(tensors, "value_optimizer")
+
+
+ALGORITHM = AlgoSpec(
+    name="vpg", section="vpg", config=VPGConfig, make=VPG, check=check_section, separate_critic=True,
+    metrics=("grad_norm", "kl", "value_grad_steps"),
+)

@@ -1,0 +1,107 @@
+"""What PPO and PPO-KL share: epochs of minibatch Adam steps on an actor-critic loss.
+
+The two differ only in their loss (and PPO-KL in moving beta after the update):
+:class:`MinibatchActorCritic` holds the config fields, their checks and the update loop once, so
+that, e.g., the minibatch size is split over processes in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ppokit import distributed
+from ppokit.algos.common import GradientStep, LossFn, OutputGradFn, linear_schedule, run_epochs
+from ppokit.algos.registry import SectionCheck
+from ppokit.validation import check, fits_batch, non_negative, positive, positive_int
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.batch import Batch
+
+
+@dataclass
+class MinibatchConfig:
+    """The fields PPO and PPO-KL share."""
+
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True
+    update_epochs: int = 10
+    minibatch_size: int = 64  # over all processes: each takes minibatch_size / world_size samples
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    norm_adv: bool = True
+    adam_eps: float = 1e-5
+
+
+def check_minibatch_section(section: MinibatchConfig, where: SectionCheck) -> None:
+    """Range checks of the shared fields; the minibatch must fit the batch and split over processes."""
+    name = where.name
+    positive(section.learning_rate, f"{name}.learning_rate")
+    positive_int(section.update_epochs, f"{name}.update_epochs")
+    positive_int(section.minibatch_size, f"{name}.minibatch_size")
+    if where.active:
+        fits_batch(section.minibatch_size, where.global_batch, f"{name}.minibatch_size")
+        check(
+            section.minibatch_size % where.world_size == 0,
+            f"{name}.minibatch_size: {section.minibatch_size} cannot be split evenly over {where.world_size} processes",
+        )
+    non_negative(section.ent_coef, f"{name}.ent_coef")
+    non_negative(section.vf_coef, f"{name}.vf_coef")
+    positive(section.max_grad_norm, f"{name}.max_grad_norm", optional=True)
+    positive(section.adam_eps, f"{name}.adam_eps")
+
+
+def gradient_steps_per_iteration(section: Any, batch_size: int) -> int | None:
+    """Minibatch steps per iteration for a minibatch algorithm's section, None for the others."""
+    if not isinstance(section, MinibatchConfig):
+        return None
+    return section.update_epochs * -(-batch_size // section.minibatch_size)
+
+
+class MinibatchActorCritic:
+    """``update_epochs`` passes of shuffled minibatch Adam steps on :meth:`loss` (joint actor and critic).
+
+    Subclasses give :meth:`loss` (and optionally ``loss_gradients``, its hand-derived gradient
+    with respect to the network outputs), :meth:`hyperparameters` for this iteration, and may
+    act on the result in :meth:`after_epochs`.
+    """
+
+    target_kl: float | None = None  # stop the epochs once the mean approx KL exceeds it (PPO)
+
+    def __init__(self, agent: Agent, section: MinibatchConfig, compile: bool,
+                 loss_gradients: OutputGradFn | None = None):
+        self.agent = agent
+        self.cfg = section
+        loss: LossFn = self.loss
+        self.gradient_step = GradientStep(agent, loss, max_grad_norm=section.max_grad_norm,
+                                          adam_eps=section.adam_eps, compile=compile, output_gradients=loss_gradients)
+
+    def loss(self, head: Any, policy_out: torch.Tensor, values: torch.Tensor, minibatch: dict[str, torch.Tensor],
+             hyper: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def hyperparameters(self, progress: float) -> dict[str, float]:
+        """This iteration's hyperparameters (``lr`` at least); ``progress`` in [0, 1)."""
+        return {"lr": linear_schedule(self.cfg.learning_rate, progress, self.cfg.anneal_lr)}
+
+    def after_epochs(self, batch: Batch, hyper: dict[str, float], stats: dict[str, float]) -> None:
+        """Called once per iteration after the epochs, with their statistics (updated in place)."""
+
+    def update(self, batch: Batch, progress: float) -> dict[str, float]:
+        """One iteration: the epochs over this process's batch, then :meth:`after_epochs`."""
+        hyper = self.hyperparameters(progress)
+        minibatch_size = self.cfg.minibatch_size // distributed.world_size()  # global size, split over processes
+        stats = run_epochs(self.gradient_step, batch, self.cfg.update_epochs, minibatch_size, hyper, self.target_kl)
+        stats["learning_rate"] = hyper["lr"]
+        self.after_epochs(batch, hyper, stats)
+        return stats
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.gradient_step.state_tensors("optimizer")
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.gradient_step.load_state_tensors(tensors, "optimizer")

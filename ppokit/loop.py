@@ -1,0 +1,156 @@
+"""THE training loop: act -> judge -> learn -> normalizer -> log, repeated. Read this file first.
+
+:func:`iteration` is one pass of PPO-family training; :func:`run_iterations` repeats it and does the
+bookkeeping after each (episode statistics, metrics row, callbacks, checkpoints). Everything
+around the loop lives elsewhere: the run folder, resume and the summary in :mod:`ppokit.run`,
+the saved training state in :mod:`ppokit.resume`, Ctrl-C in :mod:`ppokit.signals`, the
+numerical checks in :mod:`ppokit.health`.
+
+Shapes: T = ``rollout.num_steps``, N = this process's envs, B = T * N.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ppokit import distributed
+from ppokit.advantages import gae
+from ppokit.algos.common import explained_variance
+from ppokit.batch import flatten
+from ppokit.health import check_rollout, check_update
+from ppokit.metrics import EpisodeWindow
+from ppokit.rollout import CollectorState, Episodes, Rollout, Timings, collect
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+    from ppokit.algos.registry import Algorithm
+    from ppokit.config import Config
+    from ppokit.envs import VectorEnvs
+    from ppokit.metrics import MetricsWriter
+
+# ``callback(row, agent)`` after every iteration: ``row`` is that iteration's metrics.csv row (a
+# dict); returning False stops the run cleanly (saved, summary "completed" with a stop_reason).
+Callback = Callable[[dict[str, Any], "Agent"], Any]
+
+
+@dataclass
+class Learner:
+    """What one iteration reads and changes."""
+
+    cfg: Config
+    agent: Agent
+    algo: Algorithm
+    envs: VectorEnvs
+    storage: Rollout  # [T, N, ...], refilled every iteration
+    collector: CollectorState  # what carries over between iterations: last observations, open episodes
+    timings: Timings = field(default_factory=Timings)
+
+
+def iteration(learner: Learner, index: int, progress: float) -> tuple[Episodes, dict[str, float]]:
+    """Iteration ``index`` (0-based) at ``progress`` = index / total in [0, 1).
+
+    Returns the training episodes that finished during it and the update's statistics.
+    """
+    cfg, agent, storage = learner.cfg, learner.agent, learner.storage
+    # A C-ordered copy: vector envs may return transposed views, and matmul rounding depends on the
+    # memory layout, which would make a resumed run (whose observations a checkpoint restored) differ.
+    learner.collector.obs = np.ascontiguousarray(learner.collector.obs)
+
+    # 1. Act: step every env T times with the current policy, filling storage [T, N, ...].
+    finished = collect(agent, learner.envs, learner.collector, storage, cfg.rollout.gamma, learner.timings)
+    check_rollout(index, cfg.env_id, storage, learner.collector, agent)
+
+    update_start = time.perf_counter()
+    # 2. Judge: GAE advantages and the critic's targets, [T, N] (GAE paper eq. 16; time limits bootstrap).
+    advantages, returns = gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
+                              storage.truncated, cfg.rollout.gamma, cfg.rollout.gae_lambda)
+
+    # 3. Learn: the algorithm's update on the flat batch [B, ...].
+    batch = flatten(storage, advantages, returns)
+    stats = learner.algo.update(batch, progress)
+    check_update(index, stats, agent)
+
+    # 4. Only now move the observation normalizer: the policy acted and learned with the old statistics.
+    if agent.obs_normalizer is not None:
+        agent.obs_normalizer.update(storage.obs[storage.valid])
+        distributed.mean_(list(agent.obs_normalizer.buffers()))
+    stats["explained_variance"] = explained_variance(batch.values, batch.returns, batch.weights)
+    learner.timings.update += time.perf_counter() - update_start
+    return finished, stats
+
+
+@dataclass
+class Progress:
+    """Where a run stands: iterations done, recent episodes, the best return, when it was solved."""
+
+    total_iterations: int
+    global_batch: int  # env steps per iteration, over all processes
+    solved_threshold: float | None = None
+    iteration: int = 0
+    start_iteration: int = 0  # where this session started (later than 0 when resumed)
+    wall_time_before: float = 0.0  # seconds spent in earlier sessions of this run
+    session_start: float = field(default_factory=time.perf_counter)
+    episodes: EpisodeWindow = field(default_factory=EpisodeWindow)
+    best_return: float = -math.inf  # best mean of the last 20 training returns at a checkpoint
+    solved_at_step: int | None = None
+    solved_at_time: float | None = None
+    saved_step: int | None = None  # global step of checkpoints/latest, None before the first save
+    in_iteration: bool = False  # mid-iteration: the state is not a consistent checkpoint
+    stop_reason: str | None = None  # why the run ended before total_iterations (a callback)
+
+    @property
+    def step(self) -> int:
+        """Environment steps done, over all processes."""
+        return self.iteration * self.global_batch
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the whole run, earlier sessions included."""
+        return self.wall_time_before + time.perf_counter() - self.session_start
+
+    def record(self, gathered: list[tuple[list[float], list[int]]], stats: dict[str, float],
+               timings: Timings) -> dict[str, Any]:
+        """Add the finished episodes of every process; the metrics.csv row of this iteration."""
+        for returns, lengths in gathered:
+            self.episodes.add(returns, lengths)
+        recent = self.episodes.mean_return()
+        wall = self.elapsed()
+        if (self.solved_threshold is not None and self.solved_at_step is None and len(self.episodes.returns) >= 20
+                and recent is not None and recent >= self.solved_threshold):
+            self.solved_at_step, self.solved_at_time = self.step, wall
+        return {
+            "global_step": self.step, "wall_time_s": wall, "sps": self.step / wall,
+            "episodic_return_mean": recent, "episodic_length_mean": self.episodes.mean_length(),
+            "episodes": sum(len(returns) for returns, _ in gathered), "iteration": self.iteration,
+            **timings.split(wall), **stats,
+        }
+
+
+def run_iterations(learner: Learner, progress: Progress, writer: MetricsWriter, callbacks: list[Callback],
+                   after_iteration: Callable[[], None], should_stop: Callable[[], bool]) -> None:
+    """Iterate until ``progress.total_iterations``, ``should_stop()`` or a callback returning False.
+
+    ``after_iteration`` runs after each iteration's row is logged (periodic checkpoints).
+    """
+    while progress.iteration < progress.total_iterations:
+        progress.in_iteration = True
+        finished, stats = iteration(learner, progress.iteration, progress.iteration / progress.total_iterations)
+        progress.iteration += 1
+        gathered = distributed.gather_objects((finished.returns, finished.lengths))
+        progress.in_iteration = False
+
+        row = progress.record(gathered, stats, learner.timings)  # type: ignore[arg-type]
+        writer.log(row)
+        stopped_by = [fn for fn in callbacks if fn(row, learner.agent) is False]
+        if distributed.any_true(bool(stopped_by)):
+            name = getattr(stopped_by[0], "__name__", repr(stopped_by[0])) if stopped_by else "another process"
+            progress.stop_reason = f"callback {name} returned False at step {progress.step}"
+            return
+        if should_stop():
+            return
+        after_iteration()

@@ -1,0 +1,317 @@
+"""A run around the loop: the run folder, resume, signals, checkpoints, the final evaluation and summary.json.
+
+:func:`train` builds what :mod:`ppokit.loop` iterates on (envs, agent, algorithm, storage),
+restores a resumed run, runs the iterations and then, whatever happened, saves what can be
+saved and writes the summary. The run folder is described in README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppokit import checkpoint, distributed, training_state
+from ppokit.agent import Agent
+from ppokit.algos import ALGOS
+from ppokit.algos.minibatch import gradient_steps_per_iteration
+from ppokit.config import Config, save_yaml, validate
+from ppokit.envs import ensure_registered, make_envs
+from ppokit.errors import ConfigError, EnvError, TrainingError, quote
+from ppokit.evaluate import evaluate
+from ppokit.loop import Callback, Learner, Progress, run_iterations
+from ppokit.metrics import MetricsWriter, columns_for, write_summary
+from ppokit.rollout import CollectorState, Rollout
+from ppokit.signals import StopRequest
+
+log = logging.getLogger("ppokit")
+
+
+@dataclass
+class RunResult:
+    agent: Agent
+    summary: dict[str, Any]
+    run_dir: Path
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised after an interrupted run has saved its checkpoint and summary."""
+
+    def __init__(self, result: RunResult):
+        super().__init__("interrupted")
+        self.result = result
+
+
+class TrainingFailed(RuntimeError):
+    """Raised after a failed run wrote its summary (the last good checkpoint is kept)."""
+
+    def __init__(self, message: str, result: RunResult):
+        super().__init__(message)
+        self.result = result
+
+
+def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
+    """The device to train on, and a sentence saying why."""
+    if requested == "cpu":
+        return torch.device("cpu"), "asked for cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: '{requested}' was asked for but no CUDA GPU is available (use cpu or auto)")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: '{requested}' does not exist; this machine has "
+                              f"{torch.cuda.device_count()} GPU(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(requested), f"asked for {requested}"
+    if not torch.cuda.is_available():
+        return torch.device("cpu"), "auto: no GPU available"
+    if cfg.env_id.startswith("ALE/") or "NoFrameskip" in cfg.env_id:
+        return torch.device("cuda"), "auto: image observations (CNN) run faster on the GPU"
+    return torch.device("cpu"), (
+        "auto: small MLP policies step faster on the CPU (per-step GPU transfers cost more than the math); "
+        "use --device cuda to override"
+    )
+
+
+def use_compile(cfg: Config, device: torch.device) -> bool:
+    """Whether to torch.compile the update step (``compile: auto`` decides by workload)."""
+    if cfg.compile != "auto":
+        return cfg.compile == "on"
+    # Compiling costs ~5-10 s once and saves ~0.3 ms per gradient step on a small MLP (see
+    # docs/performance.md): worth it only beyond ~50k gradient steps, and only for the
+    # minibatch algorithms. On a GPU the eager kernels are already asynchronous.
+    per_iteration = gradient_steps_per_iteration(cfg.algo_section(), cfg.batch_size)
+    if per_iteration is None or device.type != "cpu":
+        return False
+    return cfg.iterations * per_iteration >= 50_000
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """``runs/{env}__{algo}__{seed}__{timestamp}``, with ``-2``, ``-3``, ... if that exists already
+    (two runs started in the same second, e.g. by one script)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__{cfg.seed}__{stamp}"
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def prepare_run_dir(run_dir: Path, resuming: bool) -> bool:
+    """Check, before any work, that ``run_dir`` can be written and does not already hold a run.
+
+    Creates the folder; returns whether it was created (so a failed start can remove it again).
+    """
+    created = not run_dir.exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {quote(run_dir)} is a file, not a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"run folder {quote(run_dir)} is not writable ({error.strerror or error})") from None
+    if not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.csv").exists()):
+        raise ConfigError(
+            f"run folder {quote(run_dir)} already holds a run; continue it with --resume {run_dir} "
+            "or pick another --run-dir"
+        )
+    return created
+
+
+class Checkpoints:
+    """When to write ``checkpoints/latest`` and ``checkpoints/best`` (only rank 0 writes)."""
+
+    def __init__(self, run_dir: Path, learner: Learner, progress: Progress, enabled: bool):
+        self.folder = run_dir / "checkpoints"
+        self.learner, self.progress, self.enabled = learner, progress, enabled
+        self.last_time = time.perf_counter()
+
+    def save(self, name: str) -> None:
+        if not self.enabled:
+            return
+        training_state.save(self.folder / name, self.learner, self.progress)
+        if name == "latest":
+            self.progress.saved_step = self.progress.step
+
+    def save_latest_and_best(self) -> None:
+        """``latest``, and ``best`` when the recent training return beat the best so far."""
+        self.save("latest")
+        recent = self.progress.episodes.mean_return()
+        if recent is not None and recent > self.progress.best_return:
+            self.progress.best_return = recent
+            self.save("best")
+        self.last_time = time.perf_counter()
+
+    def after_iteration(self) -> None:
+        """Every ``checkpoint_every`` iterations and at least every ``checkpoint_interval_s`` seconds
+        (not after the last iteration: the end of the run saves that one)."""
+        cfg, progress = self.learner.cfg, self.progress
+        due = cfg.checkpoint_every is not None and progress.iteration % cfg.checkpoint_every == 0
+        due = due or time.perf_counter() - self.last_time > cfg.checkpoint_interval_s
+        if due and progress.iteration < progress.total_iterations:
+            self.save_latest_and_best()
+
+    def at_end(self) -> None:
+        """The final ``latest``; ``best`` too if it improved or was never written."""
+        self.save_latest_and_best()
+        if not (self.folder / "best").exists():
+            self.save("best")
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
+          quiet: bool = False, callbacks: list[Callback] | None = None) -> RunResult:
+    """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``).
+
+    Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
+    save ``checkpoints/latest`` and raise :class:`Interrupted`; a non-finite number or a failing
+    env keeps the last good checkpoint and raises :class:`TrainingFailed`. Both write summary.json.
+    ``callbacks`` run after every iteration (see :data:`ppokit.loop.Callback`).
+    """
+    with StopRequest() as stop:
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), stop)
+
+
+def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
+           callbacks: list[Callback], stop: StopRequest) -> RunResult:
+    rank, world_size = distributed.init()
+    is_main = rank == 0
+    saved: tuple[dict, dict] | None = None
+    if resume is not None:
+        tensors, meta, folder = checkpoint.read(Path(resume))
+        training_state.check_resume(checkpoint.config_of(meta, folder), cfg, meta, resume)
+        run_dir = training_state.run_folder_of(resume, folder)
+        saved = (tensors, meta)
+    validate(cfg, world_size)
+    ensure_registered(cfg.env_id)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed((cfg.seed + rank) % 2**32)
+    device, device_reason = resolve_device(cfg.device, cfg)
+    created_run_dir = prepare_run_dir(run_dir, saved is not None) if is_main else False
+    started = time.perf_counter()  # wall time counts env and agent construction too
+    try:
+        envs = make_envs(cfg, rank, world_size)
+    except ConfigError:
+        if created_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    try:
+        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env).to(device)
+        agent.config = cfg
+        distributed.broadcast_module(agent)
+        algo = ALGOS[cfg.algo].make(agent, cfg, use_compile(cfg, device))
+        storage = Rollout.allocate(agent, envs, cfg.rollout.num_steps, device)
+        learner = Learner(cfg, agent, algo, envs, storage, CollectorState.start(envs.reset()))
+        global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
+        progress = Progress(cfg.iterations, global_batch, cfg.solved_threshold, session_start=started)
+        if saved is not None:
+            training_state.restore(*saved, learner, progress, resume)  # type: ignore[arg-type]
+    except ConfigError:
+        envs.close()
+        raise
+
+    if is_main:
+        save_yaml(cfg, run_dir / "config.yaml")
+        if saved is not None:
+            training_state.truncate_metrics(run_dir / "metrics.csv", progress.step)
+        if not quiet:
+            log.info("device %s (%s)", device, device_reason)
+    writer = MetricsWriter(run_dir, columns_for(ALGOS[cfg.algo]), progress.total_iterations * global_batch,
+                           progress.step, enabled=is_main, quiet=quiet)
+    checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main)
+    status, error_message, unexpected = "completed", None, None
+    try:
+        run_iterations(learner, progress, writer, callbacks, checkpoints.after_iteration, lambda: stop.requested)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except (TrainingError, EnvError) as error:
+        status, error_message = "failed", str(error)
+        if isinstance(error, EnvError):
+            error_message += f" (iteration {progress.iteration + 1})"
+    except OSError as error:  # e.g. the disk filled up while writing metrics or a checkpoint
+        status, error_message = "failed", f"cannot write the run folder: {error}"
+    except Exception as error:  # a bug: record the failure, then let the traceback through
+        status, error_message, unexpected = "failed", f"{type(error).__name__}: {error}", error
+
+    stop.mode = "saving"
+    if stop.requested and status == "completed":
+        status = "interrupted"  # stopped after the last iteration: the final evaluation is still to do
+    try:
+        if status != "failed" and not progress.in_iteration:
+            checkpoints.at_end()
+        elif status == "interrupted":
+            log.info("abandoned iteration %d; checkpoints/latest is %s", progress.iteration + 1,
+                     f"from step {progress.saved_step:,}" if progress.saved_step is not None else "not written yet")
+    except OSError as error:
+        status, error_message = "failed", f"cannot write the checkpoint: {error}"
+    summary = _summary(cfg, learner, progress, status, device, device_reason, algo)
+    if error_message:
+        summary["error"] = error_message
+    writer.close()
+    try:
+        envs.close()
+    except Exception as error:  # noqa: BLE001  (a crashed async worker can make closing fail)
+        log.warning("closing the envs failed: %s", error)
+    if status == "completed" and cfg.eval_episodes > 0 and is_main:
+        summary["status"] = status = _final_evaluation(agent, cfg, summary, stop)
+    if is_main:
+        try:
+            write_summary(run_dir, summary)
+        except OSError as error:
+            log.warning("cannot write summary.json: %s", error)
+    result = RunResult(agent, summary, run_dir)
+    if unexpected is not None:
+        raise unexpected
+    if status == "interrupted":
+        raise Interrupted(result)
+    if status == "failed":
+        raise TrainingFailed(error_message or "training failed", result)
+    return result
+
+
+def _summary(cfg: Config, learner: Learner, progress: Progress, status: str, device: torch.device,
+             device_reason: str, algo: Any) -> dict[str, Any]:
+    """summary.json (CONTRACTS.md), before the final evaluation fills in its fields."""
+    wall = progress.elapsed()
+    summary: dict[str, Any] = {
+        "status": status, "env_id": cfg.env_id, "algo": cfg.algo, "seed": cfg.seed,
+        "total_steps": progress.step, "wall_time_s": wall, "sps": progress.step / wall if wall > 0 else None,
+        "train_return_last20": progress.episodes.mean_return(20),
+        "eval_return_mean": None, "eval_return_std": None, "eval_episodes": 0,
+        "solved_threshold": cfg.solved_threshold, "solved_at_step": progress.solved_at_step,
+        "solved_at_time_s": progress.solved_at_time,
+        "versions": checkpoint.versions(), "device": str(device), "device_reason": device_reason,
+        "compiled_update": bool(getattr(getattr(algo, "gradient_step", None), "compiled", False)),
+        "torch_threads": cfg.torch_threads, **learner.timings.split(wall),
+        "checkpoint_step": progress.saved_step,
+    }
+    if progress.stop_reason is not None:
+        summary["stop_reason"] = progress.stop_reason
+    return summary
+
+
+def _final_evaluation(agent: Agent, cfg: Config, summary: dict[str, Any], stop: StopRequest) -> str:
+    """Deterministic evaluation on fresh envs into ``summary``; returns the run's status after it."""
+    stop.mode = "eval"
+    try:
+        result = evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000, env_kwargs=cfg.env.kwargs)
+        summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"])
+    except KeyboardInterrupt:
+        return "interrupted"  # --resume runs the evaluation again
+    except Exception as error:  # noqa: BLE001  (the run itself completed and is saved)
+        log.warning("the evaluation after training failed: %s", error)
+        summary["eval_error"] = str(error)
+    finally:
+        stop.mode = "saving"
+    return "completed"
