@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +14,9 @@ import numpy as np
 from ppokit.config import ConfigError, check_output_file, quote
 from ppokit.envs import ReportErrors, creation_error, make_env
 from ppokit.spaces import check_agent_fits
+
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
 
 FORMATS = (".gif", ".mp4")
 
@@ -28,6 +35,27 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
             ) from None
     agent, _, meta = load_agent(path)
     env_id = meta["env_id"]
+    with _offscreen_pygame():
+        frames = _play(agent, env_id, episodes, seed)
+    _write(out, frames, fps)
+    return len(frames)
+
+
+@contextlib.contextmanager
+def _offscreen_pygame() -> Iterator[None]:
+    """pygame (classic-control rendering) with SDL's dummy video driver, unless one is chosen:
+    rgb_array frames need no display, and probing for one prints errors on a headless machine."""
+    chosen = os.environ.get("SDL_VIDEODRIVER")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    try:
+        yield
+    finally:
+        if chosen is None:
+            os.environ.pop("SDL_VIDEODRIVER", None)
+
+
+def _play(agent: Agent, env_id: str, episodes: int, seed: int) -> list[np.ndarray]:
+    """The rendered frames of ``episodes`` deterministic episodes: each reset, then each step."""
     env = ReportErrors(make_env(env_id, agent.config.env.kwargs, render_mode="rgb_array"), env_id, None)
     frames: list[np.ndarray] = []
     try:
@@ -42,8 +70,7 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
                 done = terminated or truncated
     finally:
         env.close()
-    _write(out, frames, fps)
-    return len(frames)
+    return frames
 
 
 def _frame(env: gym.Env, env_id: str) -> np.ndarray:
