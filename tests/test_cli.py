@@ -133,3 +133,17 @@ def test_failure_during_training_exits_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training failed" in err and "Traceback" not in err
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_max_episode_steps_in_env_kwargs(tmp_path, capsys):
+    """env.kwargs={max_episode_steps: N} reaches the final evaluation, eval and record."""
+    run = tmp_path / "run"
+    assert main(["train", COUNTER_ID, "--run-dir", str(run), "--total-steps", "32", *SMALL,
+                 "--set", "env.kwargs={max_episode_steps: 3}"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert "eval_error" not in summary and summary["eval_return_mean"] == 1 + 2 + 3  # 3-step episodes
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lengths"] == [3, 3]
+    assert main(["record", str(run), "--out", str(tmp_path / "r.gif")]) == 0
+    assert "(4 frames)" in capsys.readouterr().out
