@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -93,6 +94,7 @@ def _train(args: argparse.Namespace) -> int:
     from ppokit.presets import build_config
     from ppokit.training import Interrupted, TrainingFailed, train
 
+    _find_env_modules_in_cwd(args.env_id)
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
     if args.resume is not None:
@@ -128,6 +130,15 @@ def _train(args: argparse.Namespace) -> int:
           f"{'; ' + solved if solved else ''}")
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _find_env_modules_in_cwd(env_id: str) -> None:
+    """Let ``module:Env-v0`` typed on the command line import ``module`` from the current folder, as
+    ``python -m ppokit`` does (the console script's sys.path starts at its own bin folder instead).
+
+    Only for an env id the user typed: the env id of a checkpoint never gets this."""
+    if ":" in env_id and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:

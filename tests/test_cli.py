@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +151,20 @@ def test_max_episode_steps_in_env_kwargs(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["lengths"] == [3, 3]
     assert main(["record", str(run), "--out", str(tmp_path / "r.gif")]) == 0
     assert "(4 frames)" in capsys.readouterr().out
+
+
+def test_console_script_finds_an_env_module_in_the_current_folder(tmp_path):
+    """``ppokit train module:Env-v0`` imports ``module`` from the current folder, as ``python -m ppokit`` does."""
+    script = Path(sys.executable).with_name("ppokit")
+    if not script.exists():
+        pytest.skip("the ppokit console script is not installed beside this Python")
+    (tmp_path / "my_cwd_envs.py").write_text(
+        "import gymnasium\n"
+        "gymnasium.register('MyCwdCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv',"
+        " max_episode_steps=20)\n")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([str(script), "train", "my_cwd_envs:MyCwdCartPole-v0", "--run-dir", "run",
+                             "--total-steps", "32", *SMALL], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_id"] == "my_cwd_envs:MyCwdCartPole-v0"
