@@ -67,5 +67,9 @@ def load(path: str | Path, device: str = "cpu") -> Agent:
 
 def evaluate(agent: Agent, env_id: str | None = None, episodes: int = 10, seed: int = 0,
              deterministic: bool = True) -> dict[str, Any]:
-    """Mean, std and per-episode returns of ``agent`` on fresh ``env_id`` episodes."""
-    return _evaluate(agent, env_id, episodes, seed=seed, deterministic=deterministic)
+    """Mean, std and per-episode returns of ``agent`` on fresh ``env_id`` episodes.
+
+    The agent's own env (the default) is made with the ``env.kwargs`` it was trained with."""
+    own_env = env_id is None or env_id == agent.env_id
+    env_kwargs = agent.config.env.kwargs if own_env and agent.config is not None else None
+    return _evaluate(agent, env_id, episodes, seed=seed, deterministic=deterministic, env_kwargs=env_kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -95,6 +96,7 @@ def _train(args: argparse.Namespace) -> int:
     from ppokit.presets import build_config
     from ppokit.run import Interrupted, TrainingFailed, train
 
+    _find_env_modules_in_cwd(args.env_id)
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
     if args.resume is not None:
@@ -130,6 +132,15 @@ def _train(args: argparse.Namespace) -> int:
           f"{'; ' + solved if solved else ''}")
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _find_env_modules_in_cwd(env_id: str) -> None:
+    """Let ``module:Env-v0`` typed on the command line import ``module`` from the current folder, as
+    ``python -m ppokit`` does (the console script's sys.path starts at its own bin folder instead).
+
+    Only for an env id the user typed: the env id of a checkpoint never gets this."""
+    if ":" in env_id and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:
@@ -188,10 +199,10 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from ppokit.presets import available
+    from ppokit.presets import available, preset_env
 
     for name, data in available().items():
-        env = name.split("__")[0]
+        env = preset_env(name)
         print(f"{name:32s} env {env:24s} algo {data.get('algo', 'ppo'):7s} "
               f"solved at {data.get('solved_threshold')}")
     return 0

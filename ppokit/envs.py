@@ -88,11 +88,18 @@ def creation_error(env_id: str, error: BaseException) -> ConfigError:
 
 def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = None,
              max_episode_steps: int | None = None) -> gym.Env:
-    """One env (for evaluation and recording); any failure to create it is a ConfigError."""
+    """One env (for evaluation and recording); any failure to create it is a ConfigError.
+
+    ``kwargs`` are the config's ``env.kwargs`` (which may hold ``max_episode_steps`` too); the
+    ``render_mode`` and ``max_episode_steps`` arguments, when given, take precedence over them."""
     ensure_registered(env_id)
+    options = dict(kwargs or {})
+    if render_mode is not None:  # not every env takes it
+        options["render_mode"] = render_mode
+    if max_episode_steps is not None:
+        options["max_episode_steps"] = max_episode_steps
     try:
-        extra = {"render_mode": render_mode} if render_mode is not None else {}  # not every env takes it
-        return gym.make(env_id, max_episode_steps=max_episode_steps, **extra, **(kwargs or {}))
+        return gym.make(env_id, **options)
     except Exception as error:  # noqa: BLE001  (translated into one line)
         raise creation_error(env_id, error) from None
 

@@ -6,6 +6,10 @@ the CLI shorthands (``--total-steps``, ``--seed``, ``--num-envs``, ``--device``)
 A preset is ``presets/NAME.yaml``. ``ENV`` (with ``/`` written as ``-``) is the env's PPO
 preset; ``ENV__ALGO`` is the preset for another algorithm on that env. With no ``--preset``,
 the one matching the env and algorithm is used when it ships.
+
+A ``solved_threshold`` belongs to its env: a preset or ``--config`` file made for another env
+than the run's gives its hyperparameters but not its threshold (``--set solved_threshold=...``
+sets one for any env).
 """
 
 from __future__ import annotations
@@ -71,10 +75,11 @@ def build_config(
             raise ConfigError(
                 f"unknown preset '{name}'{did_you_mean(name, presets)} (list them with: ppokit presets)"
             )
-        data = merge(data, presets[name])
+        data = merge(data, _threshold_only_if(presets[name], same_env=preset_env(name) == _file_name(env_id)))
         data["preset"] = name
     if config_file is not None:
-        data = merge(data, load_yaml(config_file))
+        from_file = load_yaml(config_file)
+        data = merge(data, _threshold_only_if(from_file, same_env=from_file.get("env_id", env_id) == env_id))
     for text in sets:
         override = parse_override(text)
         if "env_id" in override and override["env_id"] != env_id:
@@ -87,6 +92,18 @@ def build_config(
         if value is not None:
             data = _set_path(data, key, value)
     return from_dict(data)
+
+
+def preset_env(name: str) -> str:
+    """The env a preset was made for, as spelled in its file name (``ENV`` or ``ENV__ALGO``)."""
+    return name.split("__")[0]
+
+
+def _threshold_only_if(data: dict[str, Any], same_env: bool) -> dict[str, Any]:
+    """``data`` (a preset or config file), without its ``solved_threshold`` unless made for the run's env."""
+    if same_env:
+        return data
+    return {key: value for key, value in data.items() if key != "solved_threshold"}
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> dict:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 
-from ppokit.config import ConfigError, check_output_file, quote
+from ppokit.config import check_output_file
 from ppokit.envs import ReportErrors, creation_error, make_env
+from ppokit.errors import ConfigError, EnvError, first_line, quote
 from ppokit.spaces import check_agent_fits
 
+if TYPE_CHECKING:
+    from ppokit.agent import Agent
+
 FORMATS = (".gif", ".mp4")
+
+# What MuJoCo's renderer raises without an OpenGL context (no display and MUJOCO_GL unset, or a
+# MUJOCO_GL backend that cannot start): mujoco.FatalError "gladLoadGL error" or "an OpenGL platform
+# library has not been loaded ...", gymnasium's "No OpenGL backend could be imported", or an
+# ImportError such as "Cannot initialize a headless EGL display".
+NO_OPENGL_CONTEXT = re.compile(r"OpenGL|gladLoadGL|\bEGL\b|OSMesa|GLFW|MUJOCO_GL", re.IGNORECASE)
 
 
 def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30) -> int:
@@ -28,6 +43,27 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
             ) from None
     agent, _, meta = load_agent(path)
     env_id = meta["env_id"]
+    with _offscreen_pygame():
+        frames = _play(agent, env_id, episodes, seed)
+    _write(out, frames, fps)
+    return len(frames)
+
+
+@contextlib.contextmanager
+def _offscreen_pygame() -> Iterator[None]:
+    """pygame (classic-control rendering) with SDL's dummy video driver, unless one is chosen:
+    rgb_array frames need no display, and probing for one prints errors on a headless machine."""
+    chosen = os.environ.get("SDL_VIDEODRIVER")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    try:
+        yield
+    finally:
+        if chosen is None:
+            os.environ.pop("SDL_VIDEODRIVER", None)
+
+
+def _play(agent: Agent, env_id: str, episodes: int, seed: int) -> list[np.ndarray]:
+    """The rendered frames of ``episodes`` deterministic episodes: each reset, then each step."""
     env = ReportErrors(make_env(env_id, agent.config.env.kwargs, render_mode="rgb_array"), env_id, None)
     frames: list[np.ndarray] = []
     try:
@@ -42,20 +78,35 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
                 done = terminated or truncated
     finally:
         env.close()
-    _write(out, frames, fps)
-    return len(frames)
+    return frames
 
 
 def _frame(env: gym.Env, env_id: str) -> np.ndarray:
     try:
         frame = env.render()
-    except (gym.error.DependencyNotInstalled, ImportError) as error:  # e.g. pygame for classic control
-        raise creation_error(env_id, error) from None
+    except Exception as error:  # noqa: BLE001  (translated into one line)
+        raise _render_error(env_id, error) from None
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         raise ConfigError(
             f"env {quote(env_id)} cannot render images (render_mode='rgb_array' gave {type(frame).__name__})"
         )
     return frame
+
+
+def _render_error(env_id: str, error: Exception) -> Exception:
+    """One line for an env whose render() raised: no OpenGL context (ConfigError), a missing
+    package such as pygame (ConfigError), or anything else (EnvError)."""
+    cause = f"{type(error).__name__}: {first_line(error)}"
+    if NO_OPENGL_CONTEXT.search(cause):
+        backend = os.environ.get("MUJOCO_GL")
+        tried = f"MUJOCO_GL={backend} did not work" if backend else "MUJOCO_GL is not set"
+        return ConfigError(
+            f"env {quote(env_id)} cannot render without an OpenGL context ({tried}; {cause}); without a display "
+            "set MUJOCO_GL=egl (a GPU) or MUJOCO_GL=osmesa (CPU only), e.g. MUJOCO_GL=egl ppokit record ..."
+        )
+    if isinstance(error, (gym.error.DependencyNotInstalled, ImportError)):  # e.g. pygame for classic control
+        return creation_error(env_id, error)
+    return EnvError(f"env {quote(env_id)} raised in render: {cause}")
 
 
 def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:

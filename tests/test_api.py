@@ -72,6 +72,16 @@ def test_evaluate_sums_raw_rewards(tmp_path):
     assert result["returns"] == [15.0, 15.0] and result["lengths"] == [5, 5]
 
 
+def test_evaluate_makes_the_agents_env_with_its_kwargs(tmp_path):
+    agent = ppokit.train(COUNTER_ID, total_steps=32, run_dir=tmp_path / "run", env__vector="sync",
+                         env__kwargs={"reward": 2.0, "max_episode_steps": 4}, **SMALL)
+    doubled = [2.0 * (1 + 2 + 3 + 4)] * 2  # 4-step episodes paying 2, 4, 6, 8
+    assert ppokit.evaluate(agent, episodes=2)["returns"] == doubled
+    assert ppokit.evaluate(agent, COUNTER_ID, episodes=2)["returns"] == doubled  # named, but its own env
+    loaded = ppokit.load(tmp_path / "run")
+    assert ppokit.evaluate(loaded, episodes=2)["returns"] == doubled
+
+
 def test_bad_api_input():
     with pytest.raises(ppokit.ConfigError, match="unknown env"):
         ppokit.train("NoSuchEnv-v0", total_steps=64)

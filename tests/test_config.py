@@ -113,3 +113,21 @@ def test_preset_order_later_wins(tmp_path):
 def test_to_dict_is_plain():
     data = to_dict(Config())
     assert isinstance(data["ppo"], dict) and data["ppo"]["clip_coef"] == 0.2
+
+
+def test_a_threshold_belongs_to_its_env(tmp_path):
+    """A preset or config file made for another env gives its fields, not its solved_threshold."""
+    pendulum_run = tmp_path / "pendulum.yaml"
+    save_yaml(build_config("Pendulum-v1"), pendulum_run)  # as a Pendulum run's config.yaml
+    cartpole_threshold = available()["CartPole-v1"]["solved_threshold"]
+    from_pendulum_file = build_config("CartPole-v1", config_file=pendulum_run)
+    assert from_pendulum_file.rollout.num_steps == available()["Pendulum-v1"]["rollout"]["num_steps"]
+    assert from_pendulum_file.solved_threshold == cartpole_threshold  # CartPole's own preset's, not -200
+    assert build_config("CartPole-v1", preset="Pendulum-v1").solved_threshold is None
+    assert build_config("Acrobot-v1", preset="Pendulum-v1__trpo").solved_threshold is None
+    # An explicit --set, or a file or preset for the same env, keeps its threshold.
+    assert build_config("CartPole-v1", preset="Pendulum-v1", sets=["solved_threshold=-100"]).solved_threshold == -100
+    assert build_config("Pendulum-v1", config_file=pendulum_run).solved_threshold == -200
+    assert build_config("Pendulum-v1", preset="Pendulum-v1__trpo").solved_threshold == -200
+    (tmp_path / "no_env.yaml").write_text("solved_threshold: 7\n")  # names no env: made for this run
+    assert build_config("CartPole-v1", config_file=tmp_path / "no_env.yaml").solved_threshold == 7

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from ppokit.envs import ensure_registered, make_envs, process_seed
+from ppokit.envs import ensure_registered, make_env, make_envs, process_seed
 from ppokit.errors import ConfigError, EnvError
 from ppokit.spaces import check_spaces
 from tests.helpers import COUNTER_ID, small_config
@@ -85,3 +85,13 @@ def test_unsupported_spaces():
     with pytest.raises(ConfigError, match="action space"):
         check_spaces("X", gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(0, 3, (2,), np.int64))
     check_spaces("X", gym.spaces.Discrete(5), gym.spaces.MultiBinary(3))
+
+
+def test_make_env_takes_max_episode_steps_from_the_kwargs():
+    """env.kwargs may hold max_episode_steps (as gymnasium.make takes it); an explicit argument wins."""
+    assert make_env(COUNTER_ID, {"max_episode_steps": 3, "reward": 2.0}).spec.max_episode_steps == 3
+    assert make_env(COUNTER_ID, {"max_episode_steps": 3}, max_episode_steps=4).spec.max_episode_steps == 4
+    env = make_env(COUNTER_ID, {"max_episode_steps": 3}, render_mode="rgb_array")
+    assert env.render_mode == "rgb_array"
+    env.reset(seed=0)
+    assert [env.step(0)[3] for _ in range(3)] == [False, False, True]  # truncated at step 3

@@ -17,6 +17,7 @@ import pytest
 
 import ppokit
 from ppokit.algos import ALGOS
+from ppokit.errors import first_line
 from tests.errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env, train_tiny
 
 
@@ -350,18 +351,54 @@ def test_record_mp4_without_ffmpeg(capsys, monkeypatch, run: Path, tmp_path: Pat
     bad_input(capsys, ["record", run, "--out", tmp_path / "x.mp4"], "MP4 needs imageio-ffmpeg", ".gif")
 
 
-def test_record_env_that_cannot_render(capsys, monkeypatch, run: Path, tmp_path: Path) -> None:
+def render_raises(monkeypatch, error: Exception) -> None:
+    """``record`` gets an env whose render() raises ``error``."""
     import ppokit.record
 
     def make_env(env_id, kwargs=None, render_mode=None, max_episode_steps=None):
         env = gym.make(env_id)
-        env.render = lambda: (_ for _ in ()).throw(gym.error.DependencyNotInstalled(
-            'pygame is not installed, run `pip install "gymnasium[classic-control]"`'))
+        env.render = lambda: (_ for _ in ()).throw(error)
         return env
 
     monkeypatch.setattr(ppokit.record, "make_env", make_env)
+
+
+def test_record_env_that_cannot_render(capsys, monkeypatch, run: Path, tmp_path: Path) -> None:
+    render_raises(monkeypatch, gym.error.DependencyNotInstalled(
+        'pygame is not installed, run `pip install "gymnasium[classic-control]"`'))
     bad_input(capsys, ["record", run, "--out", tmp_path / "x.gif"], "needs pygame", "pip install pygame")
     assert not (tmp_path / "x.gif").exists()
+
+
+# mujoco.FatalError (mujoco is not installed here: a class of the same name and module stands in).
+MujocoFatalError = type("FatalError", (Exception,), {"__module__": "mujoco"})
+
+
+@pytest.mark.parametrize(("error", "backend"), [
+    (MujocoFatalError("gladLoadGL error"), None),  # glfw "worked" without a display
+    (MujocoFatalError("an OpenGL platform library has not been loaded into this process, this most likely means "
+                      "that a valid OpenGL context has not been created before mjr_makeContext was called"), None),
+    (RuntimeError("No OpenGL backend could be imported. Attempting to create a rendering context will result in a "
+                  "RuntimeError."), None),  # gymnasium's MujocoRenderer, every backend failed
+    (ImportError("Cannot initialize a headless EGL display."), "egl"),  # MUJOCO_GL=egl without a GPU
+])
+def test_record_mujoco_without_an_opengl_context(capsys, monkeypatch, run: Path, tmp_path: Path,
+                                                 error: Exception, backend: str | None) -> None:
+    render_raises(monkeypatch, error)
+    if backend is None:
+        monkeypatch.delenv("MUJOCO_GL", raising=False)
+    else:
+        monkeypatch.setenv("MUJOCO_GL", backend)
+    tried = "MUJOCO_GL is not set" if backend is None else f"MUJOCO_GL={backend} did not work"
+    bad_input(capsys, ["record", run, "--out", tmp_path / "x.gif"], "cannot render without an OpenGL context",
+              tried, "MUJOCO_GL=egl", "MUJOCO_GL=osmesa", first_line(error))
+
+
+def test_record_env_whose_render_raises(capsys, monkeypatch, run: Path, tmp_path: Path) -> None:
+    render_raises(monkeypatch, ValueError("broken renderer"))
+    code, _, lines = run_cli(capsys, ["record", run, "--out", tmp_path / "x.gif"])
+    assert code == 1
+    assert lines == ["ppokit: failed: env 'CartPole-v1' raised in render: ValueError: broken renderer"]
 
 
 def test_plot_errors(capsys, run: Path, tmp_path: Path) -> None:

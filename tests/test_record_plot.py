@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 
 from ppokit.config import ConfigError
+from ppokit.evaluate import evaluate
 from ppokit.plot import plot_runs, read_curve
 from ppokit.record import record
 from ppokit.run import train
@@ -28,6 +32,26 @@ def test_record_gif_has_every_frame(counter_run, tmp_path):
     assert images.shape[0] == frames
     # The counter env renders its step count as the pixel value: 0..5 twice.
     assert [int(image[0, 0, 0]) for image in images] == [0, 1, 2, 3, 4, 5] * 2
+
+
+def test_record_cartpole_after_a_plain_install(tmp_path, capfd, monkeypatch):
+    """Classic-control envs render with pygame, which the base install brings; no display is needed."""
+    for variable in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    run = train(small_config("CartPole-v1"), run_dir=tmp_path / "run", quiet=True)
+    capfd.readouterr()
+    frames = record(run.run_dir, tmp_path / "cartpole.gif")
+    assert frames == evaluate(run.agent, "CartPole-v1", episodes=1)["lengths"][0] + 1  # reset frame + one per step
+    images = iio.imread(tmp_path / "cartpole.gif")  # (the GIF writer merges identical consecutive frames)
+    assert images.shape[1:3] == (400, 600) and 1 < len(images) <= frames
+    assert capfd.readouterr().err == ""  # SDL probed for no display (it complains on a headless machine)
+    assert "SDL_VIDEODRIVER" not in os.environ
+
+
+def test_pygame_is_a_base_dependency():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert any(re.match(r"pygame\b", requirement) for requirement in pyproject["project"]["dependencies"])
 
 
 def test_record_rejects_bad_output(counter_run, tmp_path):
