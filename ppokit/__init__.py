@@ -10,6 +10,7 @@ Public API::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 from ppokit.agent import Agent
 from ppokit.config import Config, ConfigError
+from ppokit.envs import EnvFactory, Wrapper, source_for
 from ppokit.evaluate import evaluate as _evaluate
 
 # The training run lives in ppokit.run (ppokit.train is this API function).
@@ -27,7 +29,7 @@ __all__ = ["Agent", "Config", "ConfigError", "evaluate", "load", "train", "__ver
 
 
 def train(
-    env_id: str,
+    env: str | EnvFactory,
     algo: str | None = None,
     total_steps: int | None = None,
     seed: int = 0,
@@ -37,10 +39,16 @@ def train(
     run_dir: str | Path | None = None,
     quiet: bool = True,
     callbacks: list[Callback] | None = None,
+    wrappers: Sequence[Wrapper] = (),
     **overrides: Any,
 ) -> Agent:
     """Train and return the agent; the run folder is written as by ``ppokit train``.
 
+    ``env`` is a registered env id (``"CartPole-v1"``) or a callable that returns a new
+    ``gymnasium.Env`` (one call per sub-env, like SB3's ``make_vec_env``); ``wrappers``
+    (callables ``env -> env``) are applied to every sub-env in order, and to the final
+    evaluation's env. Neither is saved in checkpoints: evaluate such an agent with
+    ``ppokit.evaluate(agent)`` in the same script, or pass the env again.
     ``overrides`` set config fields by dotted name with ``__`` for the dot, e.g.
     ``ppo__clip_coef=0.1`` or ``rollout__num_envs=16``. Each of ``callbacks`` is called as
     ``fn(row, agent)`` after every iteration with that iteration's metrics row (a dict of the
@@ -50,12 +58,14 @@ def train(
     """
     from ppokit.presets import build_config
 
+    env_id, source = source_for(env, wrappers)
     fields = {"total_steps": total_steps, "seed": seed}
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
-    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks)
-    result.agent.run_dir, result.agent.summary = result.run_dir, result.summary
-    return result.agent
+    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source)
+    agent = result.agent
+    agent.run_dir, agent.summary, agent.env_source = result.run_dir, result.summary, source
+    return agent
 
 
 def load(path: str | Path, device: str = "cpu") -> Agent:
@@ -65,11 +75,18 @@ def load(path: str | Path, device: str = "cpu") -> Agent:
     return load_agent(path, device)[0]
 
 
-def evaluate(agent: Agent, env_id: str | None = None, episodes: int = 10, seed: int = 0,
-             deterministic: bool = True) -> dict[str, Any]:
-    """Mean, std and per-episode returns of ``agent`` on fresh ``env_id`` episodes.
+def evaluate(agent: Agent, env: str | EnvFactory | None = None, episodes: int = 10, seed: int = 0,
+             deterministic: bool = True, wrappers: Sequence[Wrapper] = ()) -> dict[str, Any]:
+    """Mean, std and per-episode returns of ``agent`` on fresh episodes of ``env`` (an id or a
+    callable that returns a new env, wrapped by ``wrappers``).
 
-    The agent's own env (the default) is made with the ``env.kwargs`` it was trained with."""
-    own_env = env_id is None or env_id == agent.env_id
+    With no ``env``, the agent's own env is made as in training: with the ``env.kwargs`` it was
+    trained with, and by the callable and wrappers ``ppokit.train`` was given in this process."""
+    if env is None and agent.env_source is not None and agent.env_source.custom:
+        return _evaluate(agent, agent.env_source.factory or agent.env_id, episodes, seed=seed,
+                         deterministic=deterministic, env_kwargs=agent.config.env.kwargs,
+                         wrappers=agent.env_source.wrappers)
+    own_env = env is None or env == agent.env_id
     env_kwargs = agent.config.env.kwargs if own_env and agent.config is not None else None
-    return _evaluate(agent, env_id, episodes, seed=seed, deterministic=deterministic, env_kwargs=env_kwargs)
+    return _evaluate(agent, env, episodes, seed=seed, deterministic=deterministic, env_kwargs=env_kwargs,
+                     wrappers=tuple(wrappers))

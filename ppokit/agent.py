@@ -42,6 +42,7 @@ class Agent(nn.Module):
         self.global_step = 0
         self.run_dir: Path | None = None  # the run folder, when ppokit.train made this agent
         self.summary: dict[str, Any] | None = None  # that run's summary.json
+        self.env_source: Any = None  # the env factory / wrappers ppokit.train was given (not saved)
         model = model or ModelConfig()
         env = env or EnvConfig()
         self.observation_space = observation_space

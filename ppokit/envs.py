@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -197,7 +198,66 @@ class _quiet_async_errors:
             gym.logger.min_level = self.saved
 
 
-def _sub_env_factory(env_id: str, index: int, kwargs: dict, render_mode: str | None):
+EnvFactory = Callable[[], gym.Env]  # returns a new env each call
+Wrapper = Callable[[gym.Env], gym.Env]  # e.g. gymnasium.wrappers.ClipReward, or any env -> env function
+
+
+@dataclass(frozen=True)
+class EnvSource:
+    """Where a run's environments come from: the config's ``env_id`` (made with ``env.kwargs``) or a
+    user's callable, then ``wrappers`` in order. Neither the callable nor the wrappers are saved in
+    checkpoints: evaluating such an agent later needs them again (``ppokit.evaluate(agent, env)``)."""
+
+    factory: EnvFactory | None = None
+    wrappers: tuple[Wrapper, ...] = ()
+
+    @property
+    def custom(self) -> bool:
+        """Whether envs come from user code (then every sub-env is made separately)."""
+        return self.factory is not None or bool(self.wrappers)
+
+    def make(self, env_id: str, kwargs: dict, render_mode: str | None = None) -> gym.Env:
+        """One env. A factory's errors pass through as they are (its code is the user's)."""
+        if self.factory is not None:
+            env = self.factory()
+            if not isinstance(env, gym.Env):
+                raise ConfigError(f"the env factory returned {type(env).__name__}, not a gymnasium.Env")
+        else:
+            env = make_env(env_id, kwargs, render_mode=render_mode)
+        for wrapper in self.wrappers:
+            env = wrapper(env)
+        return env
+
+
+FROM_ENV_ID = EnvSource()  # the usual source: gymnasium.make(cfg.env_id, **cfg.env.kwargs)
+
+
+def source_for(env: str | EnvFactory, wrappers: Sequence[Wrapper] = ()) -> tuple[str, EnvSource]:
+    """``(env_id, source)`` for what a user passed to ``ppokit.train``: an env id or a callable.
+
+    A callable's env id is its env's registered id (``env.spec.id``) or else its class name; an
+    env *instance* is refused (every sub-env needs a new one)."""
+    if isinstance(env, (gym.Env, gym.vector.VectorEnv)):
+        raise ConfigError(
+            f"env: got an env instance ({type(env).__name__}); pass its id or a callable that returns a new env, "
+            "e.g. lambda: MyEnv() (ppokit makes one per sub-env)"
+        )
+    if isinstance(env, str):
+        return env, EnvSource(None, tuple(wrappers))
+    if not callable(env):
+        raise ConfigError(
+            f"env: expected an env id or a callable that returns a gymnasium.Env, got {type(env).__name__}"
+        )
+    source = EnvSource(env, tuple(wrappers))
+    probe = source.make("", {})
+    try:
+        env_id = probe.spec.id if probe.spec is not None else type(probe.unwrapped).__name__
+    finally:
+        probe.close()
+    return env_id, source
+
+
+def _sub_env_factory(env_id: str, index: int, kwargs: dict, source: EnvSource) -> EnvFactory:
     parent = os.getpid()
 
     def make() -> gym.Env:
@@ -207,9 +267,7 @@ def _sub_env_factory(env_id: str, index: int, kwargs: dict, render_mode: str | N
             # an interruption into a failure.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # Pass render_mode only when asked: envs without a render_mode argument must still work.
-        extra = {"render_mode": render_mode} if render_mode is not None else {}
-        return ReportErrors(gym.make(env_id, **extra, **kwargs), env_id, index)
+        return ReportErrors(source.make(env_id, kwargs), env_id, index)
 
     return make
 
@@ -220,25 +278,28 @@ def process_seed(seed: int, rank: int) -> int:
 
 
 def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | None = None,
-              seed: int | None = None, render_mode: str | None = None) -> VectorEnvs:
+              seed: int | None = None, source: EnvSource = FROM_ENV_ID) -> VectorEnvs:
     """The vector env of process ``rank``: ``num_envs // world_size`` sub-envs.
 
     Backend: ``env.vector=auto`` uses gymnasium's own vectorized env when the env ships one
     (NEXT_STEP autoreset) and SyncVectorEnv otherwise (SAME_STEP); ``sync``/``async`` force those.
+    Envs from a ``source`` with a factory or wrappers are always made one by one (SAME_STEP).
     """
-    spec = ensure_registered(cfg.env_id)
     n = num_envs if num_envs is not None else cfg.rollout.num_envs // world_size
     kwargs = dict(cfg.env.kwargs)
     mode = cfg.env.vector
     try:
-        if mode == "auto" and spec.vector_entry_point is not None and render_mode is None:
+        spec = None if source.factory is not None else ensure_registered(cfg.env_id)
+        if mode == "auto" and spec is not None and spec.vector_entry_point is not None and not source.custom:
             env = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
         else:
-            factories = [_sub_env_factory(cfg.env_id, i, kwargs, render_mode) for i in range(n)]
+            factories = [_sub_env_factory(cfg.env_id, i, kwargs, source) for i in range(n)]
             if mode == "async":
                 env = gym.vector.AsyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
             else:
                 env = gym.vector.SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001  (missing extra, bad kwargs, a broken env: one line)
         raise creation_error(cfg.env_id, error) from None
     autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)

@@ -23,7 +23,7 @@ from ppokit.agent import Agent
 from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, validate
-from ppokit.envs import ensure_registered, make_envs
+from ppokit.envs import FROM_ENV_ID, EnvSource, ensure_registered, make_envs
 from ppokit.errors import ConfigError, EnvError, TrainingError, quote
 from ppokit.evaluate import evaluate
 from ppokit.loop import Callback, Learner, Progress, run_iterations
@@ -168,20 +168,22 @@ class Checkpoints:
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
-          quiet: bool = False, callbacks: list[Callback] | None = None) -> RunResult:
+          quiet: bool = False, callbacks: list[Callback] | None = None,
+          source: EnvSource = FROM_ENV_ID) -> RunResult:
     """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``).
 
     Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
     save ``checkpoints/latest`` and raise :class:`Interrupted`; a non-finite number or a failing
     env keeps the last good checkpoint and raises :class:`TrainingFailed`. Both write summary.json.
-    ``callbacks`` run after every iteration (see :data:`ppokit.loop.Callback`).
+    ``callbacks`` run after every iteration (see :data:`ppokit.loop.Callback`); ``source`` makes
+    the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers).
     """
     with StopRequest() as stop:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), stop)
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, stop)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
-           callbacks: list[Callback], stop: StopRequest) -> RunResult:
+           callbacks: list[Callback], source: EnvSource, stop: StopRequest) -> RunResult:
     rank, world_size = distributed.init()
     is_main = rank == 0
     saved: tuple[dict, dict] | None = None
@@ -191,7 +193,8 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         run_dir = training_state.run_folder_of(resume, folder)
         saved = (tensors, meta)
     validate(cfg, world_size)
-    ensure_registered(cfg.env_id)
+    if source.factory is None:
+        ensure_registered(cfg.env_id)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
 
     torch.set_num_threads(cfg.torch_threads)
@@ -201,7 +204,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     created_run_dir = prepare_run_dir(run_dir, saved is not None) if is_main else False
     started = time.perf_counter()  # wall time counts env and agent construction too
     try:
-        envs = make_envs(cfg, rank, world_size)
+        envs = make_envs(cfg, rank, world_size, source=source)
     except ConfigError:
         if created_run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -264,7 +267,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     except Exception as error:  # noqa: BLE001  (a crashed async worker can make closing fail)
         log.warning("closing the envs failed: %s", error)
     if status == "completed" and cfg.eval_episodes > 0 and is_main:
-        summary["status"] = status = _final_evaluation(agent, cfg, summary, stop)
+        summary["status"] = status = _final_evaluation(agent, cfg, source, summary, stop)
     if is_main:
         try:
             write_summary(run_dir, summary)
@@ -301,11 +304,13 @@ def _summary(cfg: Config, learner: Learner, progress: Progress, status: str, dev
     return summary
 
 
-def _final_evaluation(agent: Agent, cfg: Config, summary: dict[str, Any], stop: StopRequest) -> str:
+def _final_evaluation(agent: Agent, cfg: Config, source: EnvSource, summary: dict[str, Any],
+                      stop: StopRequest) -> str:
     """Deterministic evaluation on fresh envs into ``summary``; returns the run's status after it."""
     stop.mode = "eval"
     try:
-        result = evaluate(agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000, env_kwargs=cfg.env.kwargs)
+        result = evaluate(agent, source.factory or cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000,
+                          env_kwargs=cfg.env.kwargs, wrappers=source.wrappers)
         summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"])
     except KeyboardInterrupt:
         return "interrupted"  # --resume runs the evaluation again

@@ -122,3 +122,36 @@ def test_train_twice_in_one_script_makes_two_run_folders(tmp_path, monkeypatch):
     for agent in (first, second):
         assert agent.summary["status"] == "completed"
         assert json.loads((agent.run_dir / "summary.json").read_text()) == agent.summary
+
+
+class TimesTenReward(gym.RewardWrapper):
+    def reward(self, reward):
+        return 10.0 * reward
+
+
+def test_train_takes_an_env_factory_and_wrappers(tmp_path):
+    made = []
+
+    def make_counter():
+        made.append(1)
+        return gym.make(COUNTER_ID)
+
+    agent = ppokit.train(make_counter, total_steps=64, run_dir=tmp_path / "run", wrappers=[TimesTenReward],
+                         **{**SMALL, "eval_episodes": 2})
+    assert agent.env_id == COUNTER_ID  # named by the env's registered id
+    assert len(made) >= 1 + SMALL["rollout__num_envs"] + 1  # a probe, one per sub-env, the final evaluation
+    # Counter episodes last 5 steps and return 1+2+3+4+5 = 15; the wrapper makes it 150 in training and evaluation.
+    assert agent.summary["train_return_last20"] == 150.0 and agent.summary["eval_return_mean"] == 150.0
+    assert ppokit.evaluate(agent, episodes=1)["mean"] == 150.0  # the agent remembers its env source
+    assert ppokit.evaluate(agent, COUNTER_ID, episodes=1)["mean"] == 15.0
+    assert ppokit.evaluate(agent, COUNTER_ID, episodes=1, wrappers=[TimesTenReward])["mean"] == 150.0
+
+
+def test_train_with_wrappers_on_an_env_id(tmp_path):
+    agent = ppokit.train(COUNTER_ID, total_steps=64, run_dir=tmp_path / "run", wrappers=[TimesTenReward], **SMALL)
+    assert agent.summary["train_return_last20"] == 150.0
+
+
+def test_an_env_instance_is_refused_with_a_hint():
+    with pytest.raises(ppokit.ConfigError, match="env instance.*callable"):
+        ppokit.train(gym.make("CartPole-v1"), total_steps=64, **SMALL)
