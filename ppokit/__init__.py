@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
-
 from ppokit.agent import Agent
 from ppokit.config import Config, ConfigError
 from ppokit.envs import EnvFactory, Wrapper, source_for
@@ -24,6 +22,7 @@ from ppokit.evaluate import evaluate as _evaluate
 # The training run lives in ppokit.run (ppokit.train is this API function).
 from ppokit.loop import Callback
 from ppokit.run import train as _train
+from ppokit.version import __version__
 
 __all__ = ["Agent", "Config", "ConfigError", "evaluate", "load", "train", "__version__"]
 

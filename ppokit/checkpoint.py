@@ -25,6 +25,7 @@ import torch
 from ppokit.config import Config, from_dict, to_dict, validate
 from ppokit.errors import CheckpointError, ConfigError, quote
 from ppokit.spaces import space_to_json
+from ppokit.version import __version__
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -41,8 +42,6 @@ MAX_HEADER = 100_000_000  # a safetensors JSON header larger than this is not on
 
 
 def versions() -> dict[str, str]:
-    from ppokit import __version__
-
     return {"ppokit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__,
             "python": sys.version.split()[0]}
 
