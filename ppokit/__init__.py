@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ppokit.agent import Agent
 from ppokit.config import Config, ConfigError
 from ppokit.envs import EnvFactory, Wrapper, source_for
@@ -39,6 +41,7 @@ def train(
     quiet: bool = True,
     callbacks: list[Callback] | None = None,
     wrappers: Sequence[Wrapper] = (),
+    networks: dict[str, torch.nn.Module] | None = None,
     **overrides: Any,
 ) -> Agent:
     """Train and return the agent; the run folder is written as by ``ppokit train``.
@@ -48,6 +51,12 @@ def train(
     (callables ``env -> env``) are applied to every sub-env in order, and to the final
     evaluation's env. Neither is saved in checkpoints: evaluate such an agent with
     ``ppokit.evaluate(agent)`` in the same script, or pass the env again.
+
+    ``networks`` replaces parts of the agent with your own ``torch.nn.Module``: ``"encoder"``
+    (``[B, *obs] -> [B, D]``), ``"actor"`` and ``"critic"`` (``[B, D] -> [B, H]``, instead of the
+    MLPs of ``model.actor_hidden_sizes`` / ``model.critic_hidden_sizes``); the heads and the
+    normalizer stay ppokit's, and the update runs on the autograd path. Load such an agent with
+    ``ppokit.load(path, networks=...)`` and the same modules.
     ``overrides`` set config fields by dotted name with ``__`` for the dot, e.g.
     ``ppo__clip_coef=0.1`` or ``rollout__num_envs=16``. Each of ``callbacks`` is called as
     ``fn(row, agent)`` after every iteration with that iteration's metrics row (a dict of the
@@ -61,17 +70,18 @@ def train(
     fields = {"total_steps": total_steps, "seed": seed}
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
-    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source)
+    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source, networks=networks)
     agent = result.agent
     agent.run_dir, agent.summary, agent.env_source = result.run_dir, result.summary, source
     return agent
 
 
-def load(path: str | Path, device: str = "cpu") -> Agent:
-    """Load an agent from a checkpoint folder or a run folder (its latest checkpoint)."""
+def load(path: str | Path, device: str = "cpu", networks: dict[str, torch.nn.Module] | None = None) -> Agent:
+    """Load an agent from a checkpoint folder or a run folder (its latest checkpoint); one trained
+    with custom ``networks`` needs the same modules (their weights are in the checkpoint)."""
     from ppokit.agent import load_agent
 
-    return load_agent(path, device)[0]
+    return load_agent(path, device, networks)[0]
 
 
 def evaluate(agent: Agent, env: str | EnvFactory | None = None, episodes: int = 10, seed: int = 0,

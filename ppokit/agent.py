@@ -6,6 +6,7 @@ agent acts exactly like the trained one with no other file.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from torch import nn
 from ppokit import checkpoint
 from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
-from ppokit.errors import CheckpointError, quote
-from ppokit.networks import FlattenEncoder, encoder_for, layer_init, matmul_into, mlp, sum_rows_into
+from ppokit.errors import CheckpointError, ConfigError, quote
+from ppokit.networks import MLP, FlattenEncoder, encoder_for, layer_init, matmul_into, mlp, sum_rows_into
 from ppokit.normalize import RunningMeanStd
 from ppokit.spaces import check_spaces, is_image_space, space_from_json
 
@@ -36,6 +37,7 @@ class Agent(nn.Module):
         action_space: gym.Space,
         model: ModelConfig | None = None,
         env: EnvConfig | None = None,
+        networks: dict[str, nn.Module] | None = None,
     ):
         super().__init__()
         self.config: Any = None  # the training Config, set by train() and load()
@@ -61,26 +63,31 @@ class Agent(nn.Module):
         )
         self.shared_trunk = model.shared_trunk or image
         self.gaussian = isinstance(self.head, DiagGaussianHead)
-        hidden = list(model.hidden_sizes)
         n_out = self.head.action_dim if self.gaussian else self.head.num_outputs
+        networks = check_networks(networks, self.shared_trunk)
+        self.custom_networks = {name: type(module).__qualname__ for name, module in networks.items()}
 
-        def trunk() -> nn.Sequential:
-            encoder = encoder_for(observation_space)
-            return nn.Sequential(encoder, mlp(encoder.out_dim, hidden, model.activation, model.ortho_init))
+        def trunk(role: str, sizes: list[int] | None) -> nn.Sequential:
+            """``[B, *obs] -> [B, H]``: the encoder, then the configured MLP or the user's module."""
+            encoder = networks.get("encoder") or encoder_for(observation_space)
+            if role == "critic" and "encoder" in networks:
+                encoder = copy.deepcopy(encoder)  # separate networks: the critic gets its own copy
+            encoder_dim = output_size(encoder, sample_observations(observation_space))
+            body = networks.get(role) or mlp(encoder_dim, list(sizes or model.hidden_sizes), model.activation,
+                                              model.ortho_init)
+            return nn.Sequential(encoder, body)
 
-        def head(size: int, std: float) -> nn.Module:
-            linear = nn.Linear(hidden[-1], size)
+        def head(trunk: nn.Sequential, size: int, std: float) -> nn.Module:
+            linear = nn.Linear(output_size(trunk, sample_observations(observation_space)), size)
             return layer_init(linear, std) if model.ortho_init else linear
 
-        # Registration order = order in the flat parameter buffer: actor parameters first, then the
-        # critic's, so that each is one contiguous slice (see flat_parameters).
-        self.actor_trunk = trunk()
-        self.policy_head = head(n_out, 0.01)
+        self.actor_trunk = trunk("actor", model.actor_hidden_sizes)
+        self.policy_head = head(self.actor_trunk, n_out, 0.01)
         self.log_std = (
             nn.Parameter(torch.full((n_out,), float(model.log_std_init))) if self.gaussian else None
         )
-        self.critic_trunk = None if self.shared_trunk else trunk()
-        self.value_head = head(1, 1.0)
+        self.critic_trunk = None if self.shared_trunk else trunk("critic", model.critic_hidden_sizes)
+        self.value_head = head(self.critic_trunk or self.actor_trunk, 1, 1.0)
         self._flat: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ tensors in, tensors out
@@ -138,7 +145,7 @@ class Agent(nn.Module):
     def manual_backward(self) -> bool:
         """True when :meth:`forward_cached`/:meth:`backward_cached` apply (MLP trunks, tanh/ReLU)."""
         trunks = [self.actor_trunk] + ([self.critic_trunk] if self.critic_trunk is not None else [])
-        return all(isinstance(t[0], FlattenEncoder) and t[1].manual_backward for t in trunks)
+        return all(isinstance(t[0], FlattenEncoder) and isinstance(t[1], MLP) and t[1].manual_backward for t in trunks)
 
     @torch.no_grad()
     def forward_cached(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
@@ -225,10 +232,60 @@ class Agent(nn.Module):
         checkpoint.save_agent(path, self, cfg, self.global_step)
 
 
-def load_agent(path: str | Path, device: str | torch.device = "cpu"):
-    """The :class:`~ppokit.agent.Agent` saved at ``path`` (run folder or checkpoint folder)."""
+NETWORK_ROLES = ("encoder", "actor", "critic")
+
+
+def check_networks(networks: dict[str, nn.Module] | None, shared_trunk: bool) -> dict[str, nn.Module]:
+    """The user's custom modules by role, checked: ``encoder`` (``[B, *obs] -> [B, D]``), ``actor``
+    and ``critic`` (``[B, D] -> [B, H]``, replacing the MLP). They train on the autograd path."""
+    networks = dict(networks or {})
+    for name, module in networks.items():
+        if name not in NETWORK_ROLES:
+            raise ConfigError(f"networks: unknown role {quote(name)} (accepted: {', '.join(NETWORK_ROLES)})")
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"networks[{name!r}]: expected a torch.nn.Module, got {type(module).__name__}")
+    if shared_trunk and "critic" in networks:
+        raise ConfigError("networks['critic']: this agent shares one trunk between actor and critic "
+                          "(model.shared_trunk or image observations); give networks['actor'] only")
+    return networks
+
+
+def sample_observations(space: gym.Space) -> torch.Tensor:
+    """Two zero observations ``[2, *obs]`` in the space's dtype (to find a module's output size)."""
+    dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
+    shape = () if isinstance(space, gym.spaces.Discrete) else space.shape
+    return torch.zeros((2, *shape), dtype=torch.int64 if isinstance(space, gym.spaces.Discrete) else dtype)
+
+
+@torch.no_grad()
+def output_size(module: nn.Module, inputs: torch.Tensor) -> int:
+    """The feature size ``H`` of ``module`` on ``inputs`` (its output must be ``[B, H]``)."""
+    out_dim = getattr(module, "out_dim", None)
+    if isinstance(out_dim, int):
+        return out_dim
+    outputs = module(inputs)
+    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        raise ConfigError(f"networks: {type(module).__name__} must return a [batch, features] tensor, got {shape}")
+    return int(outputs.shape[1])
+
+
+def load_agent(path: str | Path, device: str | torch.device = "cpu", networks: dict[str, nn.Module] | None = None):
+    """The :class:`~ppokit.agent.Agent` saved at ``path`` (run folder or checkpoint folder).
+
+    An agent trained with custom ``networks`` needs the same modules again (their weights are in
+    the checkpoint, their code is not)."""
     tensors, meta, folder = checkpoint.read(path)
     cfg = checkpoint.config_of(meta, folder)
+    custom = meta.get("networks") or {}
+    if not isinstance(custom, dict) or set(custom) != set(networks or {}):
+        expected = quote(", ".join(f"{role}={name}(...)" for role, name in custom.items())) if isinstance(
+            custom, dict) else "?"
+        raise CheckpointError(
+            f"checkpoint {quote(folder)} was trained with custom networks ({expected}): pass the same modules, "
+            "e.g. ppokit.load(path, networks={...})" if custom else
+            f"checkpoint {quote(folder)} has no custom networks; load it without networks="
+        )
     try:
         observation_space = space_from_json(meta["observation_space"])
         action_space = space_from_json(meta["action_space"])
@@ -237,7 +294,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu"):
                               f"{error})") from None
     check_spaces(meta["env_id"], observation_space, action_space)
     try:
-        agent = Agent(observation_space, action_space, cfg.model, cfg.env)
+        agent = Agent(observation_space, action_space, cfg.model, cfg.env, networks)
     except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {quote(folder)}: cannot build its agent ({type(error).__name__}: "
                               f"{error})") from None

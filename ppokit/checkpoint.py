@@ -258,6 +258,8 @@ def save_agent(path: str | Path, agent: Any, cfg: Config, global_step: int,
         "action_space": space_to_json(agent.action_space),
         "global_step": int(global_step), "versions": versions(),
     }
+    if agent.custom_networks:  # user modules: code, never saved; loading needs them passed again
+        meta["networks"] = agent.custom_networks
     if training is not None:
         meta["training"] = training
     write(Path(path), tensors, meta)

@@ -55,6 +55,8 @@ class EnvConfig:
 @dataclass
 class ModelConfig:
     hidden_sizes: list = field(default_factory=lambda: [64, 64])
+    actor_hidden_sizes: list | None = None  # the actor's own layers (null: hidden_sizes)
+    critic_hidden_sizes: list | None = None  # the critic's own layers (null: hidden_sizes)
     activation: str = "tanh"  # tanh | relu | elu | gelu
     shared_trunk: bool = False
     ortho_init: bool = True
@@ -292,6 +294,16 @@ def check_device(device: str) -> None:
     )
 
 
+def _check_layer_sizes(sizes: list | None, name: str, *, optional: bool) -> None:
+    if sizes is None and optional:
+        return
+    check(
+        sizes is not None and len(sizes) > 0
+        and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h < INT_LIMIT for h in sizes),
+        f"{name}: expected a non-empty list of positive integers{' or null' if optional else ''}, got {_show(sizes)}",
+    )
+
+
 def validate(cfg: Config, world_size: int = 1) -> Config:
     """Check every field's range; raise :class:`ConfigError` naming the first bad one.
 
@@ -334,10 +346,13 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
           f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
 
     m = cfg.model
+    _check_layer_sizes(m.hidden_sizes, "model.hidden_sizes", optional=False)
+    _check_layer_sizes(m.actor_hidden_sizes, "model.actor_hidden_sizes", optional=True)
+    _check_layer_sizes(m.critic_hidden_sizes, "model.critic_hidden_sizes", optional=True)
     check(
-        len(m.hidden_sizes) > 0
-        and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h < INT_LIMIT for h in m.hidden_sizes),
-        f"model.hidden_sizes: expected a non-empty list of positive integers, got {_show(m.hidden_sizes)}",
+        not (m.shared_trunk and (m.actor_hidden_sizes is not None or m.critic_hidden_sizes is not None)),
+        "model.shared_trunk: a shared trunk has one set of layers (model.hidden_sizes); "
+        "unset model.actor_hidden_sizes and model.critic_hidden_sizes, or use model.shared_trunk=false",
     )
     one_of(m.activation, ACTIVATIONS, "model.activation")
     check(

@@ -169,21 +169,23 @@ class Checkpoints:
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, callbacks: list[Callback] | None = None,
-          source: EnvSource = FROM_ENV_ID) -> RunResult:
+          source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None) -> RunResult:
     """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``).
 
     Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
     save ``checkpoints/latest`` and raise :class:`Interrupted`; a non-finite number or a failing
     env keeps the last good checkpoint and raises :class:`TrainingFailed`. Both write summary.json.
     ``callbacks`` run after every iteration (see :data:`ppokit.loop.Callback`); ``source`` makes
-    the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers).
+    the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers); ``networks`` are
+    custom modules for the agent (see :func:`ppokit.agent.check_networks`).
     """
     with StopRequest() as stop:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, stop)
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
-           callbacks: list[Callback], source: EnvSource, stop: StopRequest) -> RunResult:
+           callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
+           stop: StopRequest) -> RunResult:
     rank, world_size = distributed.init()
     is_main = rank == 0
     saved: tuple[dict, dict] | None = None
@@ -210,7 +212,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     try:
-        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env).to(device)
+        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env, networks).to(device)
         agent.config = cfg
         distributed.broadcast_module(agent)
         algo = ALGOS[cfg.algo].make(agent, cfg, use_compile(cfg, device))

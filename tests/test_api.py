@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ppokit
+import ppokit.cli
 from tests.helpers import COUNTER_ID
 
 SMALL = dict(rollout__num_envs=2, rollout__num_steps=16, ppo__minibatch_size=16, ppo_kl__minibatch_size=16,
@@ -155,3 +156,55 @@ def test_train_with_wrappers_on_an_env_id(tmp_path):
 def test_an_env_instance_is_refused_with_a_hint():
     with pytest.raises(ppokit.ConfigError, match="env instance.*callable"):
         ppokit.train(gym.make("CartPole-v1"), total_steps=64, **SMALL)
+
+
+def test_separate_actor_and_critic_sizes(tmp_path):
+    agent = ppokit.train("CartPole-v1", total_steps=64, run_dir=tmp_path / "run",
+                         **{**SMALL, "model__actor_hidden_sizes": [32], "model__critic_hidden_sizes": [16, 8]})
+    assert agent.policy_head.weight.shape == (2, 32) and agent.value_head.weight.shape == (1, 8)
+    assert [layer.weight.shape[0] for layer in agent.critic_trunk[1].layers] == [16, 8]
+    loaded = ppokit.load(tmp_path / "run")
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    assert np.array_equal(loaded.act(obs), agent.act(obs)) and np.array_equal(loaded.value(obs), agent.value(obs))
+
+
+class TwoLayer(torch.nn.Module):
+    """A user's network: [B, 4] -> [B, 24], with a LayerNorm (not an MLP ppokit knows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 24), torch.nn.LayerNorm(24), torch.nn.SiLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_custom_networks_train_save_and_load(tmp_path, capsys):
+    torch.manual_seed(0)
+    actor, critic = TwoLayer(), TwoLayer()
+    before = actor.net[0].weight.detach().clone()
+    agent = ppokit.train("CartPole-v1", total_steps=96, run_dir=tmp_path / "run",
+                         networks={"actor": actor, "critic": critic}, **SMALL)
+    assert agent.actor_trunk[1] is actor and agent.critic_trunk[1] is critic
+    assert not torch.equal(actor.net[0].weight, before), "the user's module was trained"
+    assert agent.policy_head.weight.shape == (2, 24)
+    with pytest.raises(ppokit.ConfigError, match=r"custom networks.*actor=TwoLayer.*networks="):
+        ppokit.load(tmp_path / "run")
+    loaded = ppokit.load(tmp_path / "run", networks={"actor": TwoLayer(), "critic": TwoLayer()})
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    assert np.array_equal(loaded.act(obs), agent.act(obs)) and np.array_equal(loaded.value(obs), agent.value(obs))
+    assert ppokit.cli.main(["eval", str(tmp_path / "run")]) == 2
+    assert "custom networks" in capsys.readouterr().err
+
+
+def test_custom_encoder_and_bad_networks():
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh())
+    agent = ppokit.Agent(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3),
+                         networks={"encoder": encoder})
+    assert agent.actor_trunk[0] is encoder and agent.critic_trunk[0] is not encoder  # the critic's own copy
+    assert agent.actor_trunk[1].layers[0].weight.shape == (64, 6)
+    with pytest.raises(ppokit.ConfigError, match="unknown role 'policy'"):
+        ppokit.Agent(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3), networks={"policy": encoder})
+    with pytest.raises(ppokit.ConfigError, match=r"\[batch, features\]"):
+        ppokit.Agent(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3),
+                     networks={"actor": torch.nn.Flatten(0)})  # [B, D] -> [B * D]
