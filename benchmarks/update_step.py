@@ -2,9 +2,10 @@
 
     python benchmarks/update_step.py [--minibatch 256] [--repeats 5]
 
-Paths: ``manual`` (ppokit's default: hand-written MLP backward + analytic PPO gradients + flat
-Adam), ``autograd`` (autograd through the module, same loss), ``compile`` (the manual gradient
-under torch.compile; first-call compile time reported separately), and ``torch.optim``
+Paths (the config's ``update_path``): ``fast`` (ppokit's default for MLPs: ppokit.fast's
+hand-written MLP backward + analytic PPO gradients, flat gradient, fused Adam), ``autograd``
+(autograd through the module, same loss), ``compile`` (the fast gradient under torch.compile;
+first-call compile time reported separately), and ``torch.optim``
 (loss.backward + clip_grad_norm_ + torch.optim.Adam(foreach), the plain PyTorch way).
 Prints microseconds per step: median and min over repeats of 300 steps, one torch thread.
 """
@@ -21,21 +22,22 @@ import torch
 from ppokit.agent import Agent
 from ppokit.algos.common import hyperparameters
 from ppokit.algos.ppo import PPO
+from ppokit.batch import Minibatch
 from ppokit.config import Config
 
 
-def make(minibatch: int, compile: bool = False):
+def make(minibatch: int, path: str):
     torch.manual_seed(0)
     cfg = Config()
     env = gym.make("CartPole-v1")
     agent = Agent(env.observation_space, env.action_space, cfg.model, cfg.env)
-    algo = PPO(agent, cfg, compile=compile)
-    batch = {
+    algo = PPO(agent, cfg, path)
+    batch = Minibatch.of({
         "obs": torch.randn(minibatch, 4), "actions": torch.randint(0, 2, (minibatch,)),
         "log_probs": torch.full((minibatch,), -0.69), "values": torch.randn(minibatch),
         "advantages": torch.randn(minibatch), "returns": torch.randn(minibatch),
         "weights": torch.ones(minibatch), "policy_outputs": torch.zeros(minibatch, 2),
-    }
+    })
     return cfg, agent, algo, batch, hyperparameters(lr=1e-3, clip_coef=0.2)
 
 
@@ -58,25 +60,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
-    for path in ("manual", "autograd", "compile", "torch.optim"):
-        cfg, agent, algo, batch, hyper = make(args.minibatch, compile=path == "compile")
+    for path in ("fast", "autograd", "compile", "torch.optim"):
+        cfg, agent, algo, batch, hyper = make(args.minibatch, "eager" if path == "torch.optim" else path)
         gradient_step = algo.gradient_step
-        if path == "autograd":
-            gradient_step._gradients = gradient_step._autograd_grads
         if path == "torch.optim":
             optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3, eps=1e-5, foreach=True)
-            weighted = gradient_step._with_mean_weights(batch)
 
-            def step(agent=agent, algo=algo, weighted=weighted, optimizer=optimizer, cfg=cfg, hyper=hyper) -> None:
-                policy_out, values = agent(weighted["obs"])
-                loss, _ = algo.loss(agent.head, policy_out, values, weighted, hyper)
+            def step(agent=agent, algo=algo, batch=batch, optimizer=optimizer, cfg=cfg, hyper=hyper) -> None:
+                policy_out, values = agent(batch.obs)
+                loss, _ = algo.loss(agent.head, policy_out, values, batch, hyper)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.ppo.max_grad_norm)
                 optimizer.step()
         else:
             def step(gradient_step=gradient_step, batch=batch, hyper=hyper) -> None:
-                gradient_step.step(dict(batch), hyper)
+                gradient_step.step(batch, hyper)
         start = time.perf_counter()
         step()
         first = time.perf_counter() - start

@@ -18,27 +18,28 @@ import torch
 
 from ppokit.advantages import gae
 from ppokit.agent import Agent
-from ppokit.algos.common import approx_kl, clipped_surrogate, explained_variance, importance_ratio
-from ppokit.batch import flatten, minibatches, weighted_mean
+from ppokit.algos.common import clipped_surrogate, explained_variance, importance_ratio
+from ppokit.batch import Minibatch, flatten, minibatches, weighted_mean
 from ppokit.config import Config
+from ppokit.distributions import approx_kl
 from ppokit.envs import make_envs
 from ppokit.metrics import EpisodeWindow
 from ppokit.presets import build_config
 from ppokit.rollout import CollectorState, Rollout, Timings, collect
 
 
-def ppo_loss(agent: Agent, minibatch: dict[str, torch.Tensor], clip_coef: float, cfg: Config):
+def ppo_loss(agent: Agent, minibatch: Minibatch, clip_coef: float, cfg: Config):
     """PPO paper eq. 9: ``-L^CLIP + c1 * L^VF - c2 * H`` on one minibatch (every tensor ``[M, ...]``)."""
-    policy_out, values = agent(minibatch["obs"])
-    weights = minibatch["weights"]  # 0 for the reset transitions of NEXT_STEP autoreset: never learned from
+    policy_out, values = agent(minibatch.obs)
+    weights = minibatch.weights  # 0 for the reset transitions of NEXT_STEP autoreset: never learned from
     log_ratio, ratio = importance_ratio(agent.head, policy_out, minibatch)
-    advantages = minibatch["advantages"]
+    advantages = minibatch.advantages
     if cfg.ppo.norm_adv:  # per minibatch, over its valid samples
         mean = weighted_mean(advantages, weights)
         std = weighted_mean((advantages - mean).square(), weights).sqrt()
         advantages = (advantages - mean) / (std + 1e-8)
     policy_loss = -weighted_mean(clipped_surrogate(ratio, advantages, clip_coef), weights)
-    value_loss = 0.5 * weighted_mean((values - minibatch["returns"]).square(), weights)
+    value_loss = 0.5 * weighted_mean((values - minibatch.returns).square(), weights)
     entropy = weighted_mean(agent.head.entropy(policy_out), weights)
     loss = policy_loss + cfg.ppo.vf_coef * value_loss - cfg.ppo.ent_coef * entropy
     with torch.no_grad():
@@ -81,8 +82,8 @@ def train(cfg: Config) -> list[dict[str, float]]:
         # 3. Learn: epochs of shuffled minibatches, one clipped Adam step each.
         for _ in range(cfg.ppo.update_epochs):
             epoch_stats = []
-            for minibatch in minibatches(batch.as_dict(), cfg.ppo.minibatch_size):
-                loss, stats = ppo_loss(agent, minibatch, clip_coef, cfg)
+            for samples in minibatches(batch.as_dict(), cfg.ppo.minibatch_size):
+                loss, stats = ppo_loss(agent, Minibatch.of(samples), clip_coef, cfg)
                 optimizer.zero_grad()
                 loss.backward()
                 if cfg.ppo.max_grad_norm is not None:

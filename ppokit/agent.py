@@ -19,7 +19,7 @@ from ppokit import checkpoint
 from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
 from ppokit.errors import CheckpointError, ConfigError, quote
-from ppokit.networks import MLP, FlattenEncoder, encoder_for, layer_init, matmul_into, mlp, sum_rows_into
+from ppokit.networks import encoder_for, layer_init, mlp
 from ppokit.normalize import RunningMeanStd
 from ppokit.spaces import check_spaces, is_image_space, space_from_json
 
@@ -88,7 +88,6 @@ class Agent(nn.Module):
         )
         self.critic_trunk = None if self.shared_trunk else trunk("critic", model.critic_hidden_sizes)
         self.value_head = head(self.critic_trunk or self.actor_trunk, 1, 1.0)
-        self._flat: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ tensors in, tensors out
 
@@ -100,100 +99,19 @@ class Agent(nn.Module):
         x = self.preprocess(obs)
         actor_features = self.actor_trunk(x)
         critic_features = actor_features if self.critic_trunk is None else self.critic_trunk(x)
-        return self._policy_out(actor_features), self.value_head(critic_features).squeeze(-1)
+        return self.policy_out(actor_features), self.value_head(critic_features).squeeze(-1)
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor alone: ``obs [B, *obs] -> policy_out [B, P]`` (what acting needs, every step)."""
         encoder, body = self.actor_trunk[0], self.actor_trunk[1]
-        return self._policy_out(body.forward(encoder.forward(self.preprocess(obs))))  # .forward: no hooks
+        return self.policy_out(body.forward(encoder.forward(self.preprocess(obs))))  # .forward: no hooks
 
-    def _policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
+    def policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
         """The policy head on ``[B, H]`` features (with the log-std for Gaussians): ``[B, P]``."""
         policy_out = torch.addmm(self.policy_head.bias, actor_features, self.policy_head.weight.t())
         if self.log_std is not None:
             policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
         return policy_out
-
-    def flat_parameters(self) -> tuple[torch.Tensor, dict[str, tuple[int, int]]]:
-        """One buffer ``[P]`` that every parameter is a view of, and each name's ``(start, end)``.
-
-        Made on first use and again whenever the parameters stopped being views of it (after
-        ``.to(device)`` or a deep copy). Lets clipping and Adam run as a few vector operations.
-        """
-        named = list(self.named_parameters())
-        offsets: dict[str, tuple[int, int]] = {}
-        start = 0
-        for name, p in named:
-            offsets[name] = (start, start + p.numel())
-            start += p.numel()
-        flat = self._flat
-        is_view = flat is not None and flat.device == named[0][1].device and all(
-            p.data_ptr() == flat[offsets[n][0]:].data_ptr() and p.is_contiguous() for n, p in named
-        )
-        if not is_view:
-            flat = torch.cat([p.detach().reshape(-1) for _, p in named])
-            for name, p in named:
-                a, b = offsets[name]
-                p.data = flat[a:b].view_as(p)
-            self._flat = flat
-        assert flat is not None
-        return flat, offsets
-
-    # ------------------------------------------------------------------ hand-written backward
-
-    @property
-    def manual_backward(self) -> bool:
-        """True when :meth:`forward_cached`/:meth:`backward_cached` apply (MLP trunks, tanh/ReLU)."""
-        trunks = [self.actor_trunk] + ([self.critic_trunk] if self.critic_trunk is not None else [])
-        return all(isinstance(t[0], FlattenEncoder) and isinstance(t[1], MLP) and t[1].manual_backward for t in trunks)
-
-    @torch.no_grad()
-    def forward_cached(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """Like ``forward`` (no autograd graph) plus the activations that ``backward_cached`` needs."""
-        x = self.preprocess(obs)
-        actor = self.actor_trunk[1].forward_cached(self.actor_trunk[0](x))
-        critic = actor if self.critic_trunk is None else self.critic_trunk[1].forward_cached(self.critic_trunk[0](x))
-        policy_out = self._policy_out(actor[-1])
-        values = torch.addmm(self.value_head.bias, critic[-1], self.value_head.weight.t()).squeeze(-1)
-        return policy_out, values, (actor, critic)
-
-    @torch.no_grad()
-    def backward_cached(
-        self, cache: tuple, grad_policy_out: torch.Tensor, grad_values: torch.Tensor,
-        out: dict[str, torch.Tensor] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Parameter gradients from ``dLoss/dpolicy_out [B, P]`` and ``dLoss/dvalues [B]``.
-
-        ``out`` maps parameter names to tensors to write their gradients into (views of a
-        flat buffer, which saves gathering them afterwards)."""
-        actor, critic = cache
-        out = out or {}
-        grads: dict[str, torch.Tensor] = {}
-        grad_mean = grad_policy_out
-        if self.log_std is not None:
-            action_dim = self.log_std.shape[0]
-            grad_mean = grad_policy_out[:, :action_dim]
-            grads["log_std"] = sum_rows_into(grad_policy_out[:, action_dim:], out.get("log_std"))
-        grad_values = grad_values.unsqueeze(-1)
-        grads["policy_head.weight"] = matmul_into(grad_mean.t(), actor[-1], out.get("policy_head.weight"))
-        grads["policy_head.bias"] = sum_rows_into(grad_mean, out.get("policy_head.bias"))
-        grads["value_head.weight"] = matmul_into(grad_values.t(), critic[-1], out.get("value_head.weight"))
-        grads["value_head.bias"] = sum_rows_into(grad_values, out.get("value_head.bias"))
-        grad_actor = torch.mm(grad_mean, self.policy_head.weight)
-        grad_critic = torch.mm(grad_values, self.value_head.weight)
-        if self.critic_trunk is None:
-            trunks = [("actor_trunk", self.actor_trunk, actor, grad_actor + grad_critic)]
-        else:
-            trunks = [("actor_trunk", self.actor_trunk, actor, grad_actor),
-                      ("critic_trunk", self.critic_trunk, critic, grad_critic)]
-        for prefix, trunk, outputs, grad in trunks:
-            names = trunk[1].parameter_names(f"{prefix}.1.")
-            grads.update(zip(names, trunk[1].backward(outputs, grad, [out.get(name) for name in names])))
-        return grads
-
-    def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        """The policy at ``obs [B, *obs]`` as a torch Distribution (log_prob/entropy are ``[B]``)."""
-        return self.head.torch_dist(self(obs)[0])
 
     # ------------------------------------------------------------------ numpy API for users
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,6 +45,43 @@ class Batch:
     def as_dict(self) -> dict[str, torch.Tensor]:
         """The tensors by field name (fields that are ``None`` left out)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass
+class Minibatch:
+    """What a loss function sees: M samples of a :class:`Batch` (each field ``[M, ...]``, as in
+    Batch) plus what every loss derives from them, computed once per minibatch.
+
+    mean_weights ``[M]``: ``weights / weights.sum()``, so a mean over the valid samples is one dot
+    product (:func:`ppokit.algos.common.masked_mean`). normalized_advantages ``[M]``: set when the
+    minibatch is the whole batch (then the same every epoch, so computed once). want_stats: False
+    when the step may skip its loss statistics (every epoch but the last, see ``run_epochs``).
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    weights: torch.Tensor
+    policy_outputs: torch.Tensor
+    mean_weights: torch.Tensor
+    normalized_advantages: torch.Tensor | None = None
+    want_stats: bool = True
+
+    @classmethod
+    def of(cls, samples: dict[str, torch.Tensor], want_stats: bool = True) -> Minibatch:
+        """From a ``name -> [M, ...]`` dict of Batch fields (others, e.g. rewards, are ignored)."""
+        weights = samples["weights"]
+        return cls(**{name: samples[name] for name in SAMPLE_FIELDS},
+                   mean_weights=weights / weights.sum().clamp(min=1.0), want_stats=want_stats)
+
+    def with_stats(self, want_stats: bool) -> Minibatch:
+        return self if want_stats == self.want_stats else replace(self, want_stats=want_stats)
+
+
+SAMPLE_FIELDS = ("obs", "actions", "log_probs", "values", "advantages", "returns", "weights", "policy_outputs")
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
@@ -91,3 +129,22 @@ def minibatches(data: dict[str, torch.Tensor], minibatch_size: int) -> list[dict
 def weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean of ``x [B]`` over the samples with weight 1 (0-dim)."""
     return (x * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def masked_mean(x: torch.Tensor, mean_weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x [M]`` over the valid samples, given ``mean_weights [M]`` (weights / their sum,
+    as in every :class:`Minibatch`). One dot product."""
+    return torch.dot(x, mean_weights)
+
+
+def normalize_advantages(
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    mean_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = weighted_mean,
+) -> torch.Tensor:
+    """``(A - mean) / (std + 1e-8)`` over the valid samples of the minibatch, ``[M]``.
+
+    ``mean_fn=ppokit.algos.common.global_weighted_mean`` takes the statistics over every process's batch."""
+    mean = mean_fn(advantages, weights)
+    var = mean_fn((advantages - mean).square(), weights)
+    return (advantages - mean) / (var.sqrt() + 1e-8)

@@ -75,7 +75,7 @@ class BaseConfig:
     preset: str | None = None
     solved_threshold: float | None = None
     torch_threads: int = 1
-    compile: str = "auto"  # auto | on | off: torch.compile of the update step
+    update_path: str = "auto"  # auto | eager | fast | autograd | compile: how gradient steps get gradients
     checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
@@ -188,11 +188,31 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     raise ConfigError(f"{name}: unsupported field type")  # pragma: no cover
 
 
+UPDATE_PATHS = ("auto", "eager", "fast", "autograd", "compile")
+# ppokit 0.1's ``compile: auto | on | off`` (config files, checkpoints, --set), read as update_path.
+LEGACY_COMPILE = {"auto": "auto", "on": "compile", True: "compile", "off": "eager", False: "eager"}
+
+
+def _upgrade_legacy_fields(data: dict) -> dict:
+    """Rename the fields of older config files to today's (the run folder contract stays readable)."""
+    if "compile" not in data:
+        return data
+    data = dict(data)
+    old = data.pop("compile")
+    if not isinstance(old, (str, bool)) or old not in LEGACY_COMPILE:
+        raise ConfigError(f"compile: expected one of auto, on, off (now update_path: {', '.join(UPDATE_PATHS)}), "
+                          f"got {_show(old)}")
+    data.setdefault("update_path", LEGACY_COMPILE[old])
+    return data
+
+
 def from_dict(data: Any, cls: type = Config, prefix: str = "") -> Any:
     """Build a (nested) config dataclass from a dict, rejecting unknown keys with did-you-mean."""
     where = prefix.rstrip(".") or "config"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    if not prefix:
+        data = _upgrade_legacy_fields(data)
     hints = _field_types(cls)
     kwargs = {}
     for key, value in data.items():
@@ -320,7 +340,7 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     positive_int(cfg.total_steps, "total_steps")
     check_device(cfg.device)
     positive_int(cfg.torch_threads, "torch_threads")
-    one_of(cfg.compile, ("auto", "on", "off"), "compile")
+    one_of(cfg.update_path, UPDATE_PATHS, "update_path")
     if cfg.checkpoint_every is not None:
         check(cfg.checkpoint_every >= 1,
               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")

@@ -4,7 +4,8 @@ The policy network emits one tensor ``out [B, P]`` per observation; an :class:`A
 it into log-probabilities, entropies, samples and exact KL divergences. Written with raw tensor
 ops (no ``torch.distributions`` objects on the hot path) so they are cheap in eager mode and
 compile into one graph; ``head.torch_dist(out)`` gives the equivalent torch Distribution, and the
-tests check both agree.
+tests check both agree. Their derivatives by hand, for the fast update path, are in
+:mod:`ppokit.fast.heads`.
 """
 
 from __future__ import annotations
@@ -52,31 +53,6 @@ class ActionHead:
         """Actions as the env accepts them (Box: clipped to the bounds; the sample stays unclipped)."""
         return actions
 
-    # Analytic derivatives, for the fast update path (checked against autograd in the tests).
-
-    def terms(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """``(log_prob [B], entropy [B], cache)`` with what :meth:`terms_grad` needs."""
-        raise NotImplementedError
-
-    def terms_grad(self, cache: tuple, coef_log_prob: torch.Tensor, coef_entropy: torch.Tensor) -> torch.Tensor:
-        """``coef_log_prob * d log_prob / d out + coef_entropy * d entropy / d out``, ``[B, P]``."""
-        raise NotImplementedError
-
-
-def _categorical_terms(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    log_p = torch.log_softmax(logits, dim=-1)
-    p = log_p.exp()
-    entropy = -(p * log_p).sum(-1)
-    index = actions.unsqueeze(-1)
-    return log_p.gather(-1, index).squeeze(-1), entropy, (log_p, p, entropy, index)
-
-
-def _categorical_terms_grad(cache: tuple, coef_log_prob: torch.Tensor, coef_entropy: torch.Tensor) -> torch.Tensor:
-    # d log p_a / d z = onehot(a) - p;  d H / d z = -p * (log p + H)
-    log_p, p, entropy, index = cache
-    grad = p * (-coef_log_prob - coef_entropy * entropy).unsqueeze(-1) - coef_entropy.unsqueeze(-1) * p * log_p
-    return grad.scatter_add_(-1, index, coef_log_prob.unsqueeze(-1))
-
 
 def _categorical_sample(logits: torch.Tensor) -> torch.Tensor:
     # Gumbel-max: argmax(logits + G) with G = -log(E), E ~ Exponential(1), samples softmax(logits).
@@ -122,12 +98,6 @@ class CategoricalHead(ActionHead):
     def to_env(self, actions):
         return actions + self.start if self.start else actions
 
-    def terms(self, out, actions):
-        return _categorical_terms(out, actions)
-
-    def terms_grad(self, cache, coef_log_prob, coef_entropy):
-        return _categorical_terms_grad(cache, coef_log_prob, coef_entropy)
-
 
 class MultiCategoricalHead(ActionHead):
     """MultiDiscrete(nvec): one Categorical per dimension; ``out [B, sum(nvec)]``, actions ``[B, K]``."""
@@ -138,38 +108,31 @@ class MultiCategoricalHead(ActionHead):
         self.start = None if start is None or not np.any(start) else np.asarray(start)
         self.num_outputs = sum(self.nvec)
 
-    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``[B, P]`` -> one ``[B, n_i]`` logits tensor per action dimension."""
         return torch.split(out, self.nvec, dim=-1)
 
     def log_prob(self, out, actions):
         actions = actions.long().reshape(actions.shape[0], -1)
         return sum(
             torch.log_softmax(logits, -1).gather(-1, actions[:, i : i + 1]).squeeze(-1)
-            for i, logits in enumerate(self._split(out))
+            for i, logits in enumerate(self.split(out))
         )
 
     def entropy(self, out):
-        return sum(_categorical_entropy(logits) for logits in self._split(out))
+        return sum(_categorical_entropy(logits) for logits in self.split(out))
 
     def kl(self, old, new):
-        return sum(_categorical_kl(o, n) for o, n in zip(self._split(old), self._split(new)))
+        return sum(_categorical_kl(o, n) for o, n in zip(self.split(old), self.split(new)))
 
     def sample(self, out):
-        return torch.stack([_categorical_sample(logits) for logits in self._split(out)], dim=-1)
+        return torch.stack([_categorical_sample(logits) for logits in self.split(out)], dim=-1)
 
     def mode(self, out):
-        return torch.stack([logits.argmax(-1) for logits in self._split(out)], dim=-1)
+        return torch.stack([logits.argmax(-1) for logits in self.split(out)], dim=-1)
 
     def torch_dist(self, out):
-        return _IndependentCategoricals([D.Categorical(logits=logits) for logits in self._split(out)])
-
-    def terms(self, out, actions):
-        actions = actions.reshape(actions.shape[0], -1)
-        parts = [_categorical_terms(logits, actions[:, i]) for i, logits in enumerate(self._split(out))]
-        return sum(p[0] for p in parts), sum(p[1] for p in parts), tuple(p[2] for p in parts)
-
-    def terms_grad(self, cache, coef_log_prob, coef_entropy):
-        return torch.cat([_categorical_terms_grad(part, coef_log_prob, coef_entropy) for part in cache], dim=-1)
+        return _IndependentCategoricals([D.Categorical(logits=logits) for logits in self.split(out)])
 
     def to_env(self, actions):
         actions = actions.reshape(actions.shape[0], *self.shape)
@@ -206,53 +169,45 @@ class DiagGaussianHead(ActionHead):
         self.low = space.low.reshape(-1).astype(np.float32)
         self.high = space.high.reshape(-1).astype(np.float32)
 
-    def _split(self, out):
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 2A]`` -> ``(mean [B, A], log_std [B, A])``."""
         return out[:, : self.action_dim], out[:, self.action_dim :]
 
     def log_prob(self, out, actions):
-        mean, log_std = self._split(out)
+        mean, log_std = self.split(out)
         z = (actions - mean) * torch.exp(-log_std)
         return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
 
     def entropy(self, out):
-        _, log_std = self._split(out)
+        _, log_std = self.split(out)
         return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
 
     def kl(self, old, new):
-        mean_old, log_std_old = self._split(old)
-        mean_new, log_std_new = self._split(new)
+        mean_old, log_std_old = self.split(old)
+        mean_new, log_std_new = self.split(new)
         var_ratio = torch.exp(2 * (log_std_old - log_std_new))
         mean_term = (mean_old - mean_new).square() * torch.exp(-2 * log_std_new)
         return 0.5 * (var_ratio + mean_term - 1.0 - 2 * (log_std_old - log_std_new)).sum(-1)
 
     def sample(self, out):
-        mean, log_std = self._split(out)
+        mean, log_std = self.split(out)
         return mean + torch.exp(log_std) * torch.randn_like(mean)
 
     def mode(self, out):
-        return self._split(out)[0]
+        return self.split(out)[0]
 
     def torch_dist(self, out):
-        mean, log_std = self._split(out)
+        mean, log_std = self.split(out)
         return D.Independent(D.Normal(mean, log_std.exp()), 1)
-
-    def terms(self, out, actions):
-        mean, log_std = self._split(out)
-        inv_std = torch.exp(-log_std)
-        z = (actions - mean) * inv_std
-        log_prob = (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
-        entropy = (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
-        return log_prob, entropy, (z, inv_std)
-
-    def terms_grad(self, cache, coef_log_prob, coef_entropy):
-        # d log p / d mean = z / std;  d log p / d log_std = z^2 - 1;  d H / d log_std = 1
-        z, inv_std = cache
-        c = coef_log_prob.unsqueeze(-1)
-        return torch.cat([c * z * inv_std, c * (z.square() - 1) + coef_entropy.unsqueeze(-1)], dim=-1)
 
     def to_env(self, actions):
         clipped = np.clip(actions, self.low, self.high)
         return clipped.reshape(actions.shape[0], *self.shape)
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """The k3 estimator of KL(old || new), ``(r - 1) - log r``, per sample (``[M]``)."""
+    return torch.expm1(log_ratio) - log_ratio
 
 
 def head_for(space: gym.Space) -> ActionHead:

@@ -82,9 +82,9 @@ class MetricsWriter:
         self.csv = csv.DictWriter(self.csv_file, fieldnames=self.columns, extrasaction="ignore")
         if new_file:
             self.csv.writeheader()
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.writer import FileWriter
 
-        self.tb = SummaryWriter(str(run_dir))
+        self.tb = FileWriter(str(run_dir))  # SummaryWriter's event-file writer, without its per-value API
         if not quiet:
             from tqdm import tqdm
 
@@ -119,7 +119,7 @@ class MetricsWriter:
 
         values = [Summary.Value(tag=_tb_name(key), simple_value=float(value)) for key, value in row.items()
                   if key != "global_step" and isinstance(value, (int, float)) and math.isfinite(value)]
-        self.tb._get_file_writer().add_summary(Summary(value=values), step)
+        self.tb.add_summary(Summary(value=values), step)
 
     def close(self) -> None:
         if not self.enabled:

@@ -11,7 +11,6 @@ from torch import nn
 
 from ppokit.spaces import is_image_space
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # The same as functions: no module call per layer (that overhead is most of a small forward).
 FUNCTIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": nn.functional.elu, "gelu": nn.functional.gelu}
 
@@ -26,10 +25,7 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
 class MLP(nn.Module):
     """Linear layers with an activation after each: ``[B, in_dim] -> [B, hidden_sizes[-1]]``.
 
-    Besides ``forward`` it has a hand-written backward (:meth:`forward_cached`, :meth:`backward`)
-    for tanh and ReLU: the update of a small actor-critic is dominated by per-operation overhead,
-    and one matrix product per layer and direction is the fewest operations there can be (see
-    docs/performance.md; ``tests/test_fast_update.py`` checks it against autograd).
+    For tanh and ReLU, :mod:`ppokit.fast.network` has its hand-written backward (the fast update path).
     """
 
     def __init__(self, in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True):
@@ -40,60 +36,12 @@ class MLP(nn.Module):
             linear = nn.Linear(in_dim, size)
             self.layers.append(layer_init(linear) if ortho_init else linear)
             in_dim = size
-        self._act = FUNCTIONS[activation]
-
-    @property
-    def manual_backward(self) -> bool:
-        return self.activation in ("tanh", "relu")
-
-    def parameter_names(self, prefix: str) -> list[str]:
-        """Names of the parameters, in the order :meth:`backward` returns their gradients."""
-        if getattr(self, "_names", (None,))[0] != prefix:
-            self._names = (prefix, [prefix + name for name, _ in self.named_parameters()])
-        return self._names[1]
+        self.act = FUNCTIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = self._act(nn.functional.linear(x, layer.weight, layer.bias))
+            x = self.act(nn.functional.linear(x, layer.weight, layer.bias))
         return x
-
-    def forward_cached(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Inputs of every layer plus the output: ``[x, h1, ..., hL]`` (no autograd graph)."""
-        outputs = [x]
-        for layer in self.layers:
-            outputs.append(self._act(torch.addmm(layer.bias, outputs[-1], layer.weight.t())))
-        return outputs
-
-    def backward(
-        self, outputs: list[torch.Tensor], grad: torch.Tensor, out: list[torch.Tensor | None] | None = None
-    ) -> list[torch.Tensor]:
-        """Gradients ``[dW1, db1, ..., dWL, dbL]`` (parameter order) given ``dLoss/dhL [B, H]``.
-
-        ``out``, in the same order, are tensors to write them into (views of a flat buffer)."""
-        out = out or [None] * (2 * len(self.layers))
-        grads: list[torch.Tensor] = [None] * (2 * len(self.layers))  # type: ignore[list-item]
-        for i in range(len(self.layers) - 1, -1, -1):
-            h = outputs[i + 1]
-            # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0] (one fused op each)
-            if self.activation == "tanh":
-                grad = torch.ops.aten.tanh_backward(grad, h)
-            else:
-                grad = torch.ops.aten.threshold_backward(grad, h, 0)
-            grads[2 * i] = matmul_into(grad.t(), outputs[i], out[2 * i])
-            grads[2 * i + 1] = sum_rows_into(grad, out[2 * i + 1])
-            if i > 0:
-                grad = torch.mm(grad, self.layers[i].weight)
-        return grads
-
-
-def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """``a @ b``, written into ``out`` when given."""
-    return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
-
-
-def sum_rows_into(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """``x.sum(0)``, written into ``out`` when given."""
-    return x.sum(0) if out is None else torch.sum(x, 0, out=out)
 
 
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool = True) -> MLP:

@@ -1,44 +1,49 @@
-"""Adam and global-norm gradient clipping on one flat vector of parameters.
+"""Adam and global-norm gradient clipping for parameters whose gradients live in one flat buffer.
 
-The agent's parameters are views into a single buffer (:meth:`Agent.flat_parameters`), so
-clipping and Adam are a handful of operations on one vector, whatever the number of layers
-(on a CPU, ``torch._foreach_*`` ops fall back to one kernel per tensor). The optimizer state is
-plain tensors, saved to safetensors as they are, and the learning rate is a tensor, so an
-annealed rate never recompiles.
+:class:`ppokit.algos.common.GradientStep` writes every gradient into a flat vector ``[P]`` (P =
+number of parameters it updates), so the all-reduce and the clipping are a handful of operations
+on one vector, whatever the number of layers. Adam then updates the agent's own parameter
+tensors with PyTorch's public functional Adam (``torch.optim.adam.adam``), fused into one kernel
+call on CPU and CUDA (the kernel loops over the tensors itself). Its moments are views of two
+flat vectors, saved to safetensors as they are (the checkpoint format of ppokit 0.1).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
+from torch.optim.adam import adam
 
 
-@dataclass
 class AdamState:
-    """First and second moments ``[P]`` (P = number of parameters) and the step count (0-dim)."""
+    """Adam's moments for a list of parameters: flat ``exp_avg``/``exp_avg_sq`` ``[P]`` and, for
+    each parameter, views of them shaped like it, plus one step count per parameter (0-dim
+    float32, as the fused kernel wants; all equal)."""
 
-    exp_avg: torch.Tensor
-    exp_avg_sq: torch.Tensor
-    step: torch.Tensor
-    count: int = 0  # the same step count as a Python int: bias corrections need no tensor ops
-
-    @classmethod
-    def zeros(cls, size: int, device: torch.device) -> AdamState:
-        return cls(torch.zeros(size, device=device), torch.zeros(size, device=device),
-                   torch.zeros((), device=device))
+    def __init__(self, params: list[torch.Tensor]):
+        size = sum(p.numel() for p in params)
+        device = params[0].device
+        self.exp_avg = torch.zeros(size, device=device)
+        self.exp_avg_sq = torch.zeros(size, device=device)
+        self.exp_avg_views = split_like(self.exp_avg, params)
+        self.exp_avg_sq_views = split_like(self.exp_avg_sq, params)
+        self.steps = [torch.zeros((), device=device) for _ in params]
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """Flat ``name -> tensor`` dict for checkpoints."""
-        return {f"{prefix}.step": self.step, f"{prefix}.exp_avg": self.exp_avg, f"{prefix}.exp_avg_sq": self.exp_avg_sq}
+        return {f"{prefix}.step": self.steps[0], f"{prefix}.exp_avg": self.exp_avg,
+                f"{prefix}.exp_avg_sq": self.exp_avg_sq}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
-        """Copy state saved by :meth:`tensors` back in place."""
-        self.step.copy_(tensors[f"{prefix}.step"])
-        self.count = int(self.step.item())
+        """Copy state saved by :meth:`tensors` back in place (the views see it)."""
+        for step in self.steps:
+            step.copy_(tensors[f"{prefix}.step"])
         self.exp_avg.copy_(tensors[f"{prefix}.exp_avg"])
         self.exp_avg_sq.copy_(tensors[f"{prefix}.exp_avg_sq"])
+
+
+def split_like(flat: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of ``flat [P]`` with the shapes of ``tensors`` (P = their total size), in order."""
+    return [view.view_as(t) for view, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def clip_by_global_norm_(grad: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -49,31 +54,18 @@ def clip_by_global_norm_(grad: torch.Tensor, max_norm: float | None) -> torch.Te
     return norm
 
 
+@torch.no_grad()
 def adam_step_(
-    params: torch.Tensor,
-    grad: torch.Tensor,
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
     state: AdamState,
     lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> None:
-    """One Adam step (Kingma & Ba, Algorithm 1) on the flat ``params [P]``, in place.
-
-    Uses PyTorch's fused Adam kernel (one pass over the vector, as ``torch.optim.Adam(fused=True)``)
-    where the build has one, else the same formula as tensor operations."""
-    beta1, beta2 = betas
-    state.count += 1
-    state.step.add_(1)
-    if _FUSED_ADAM is not None and params.device.type in ("cpu", "cuda"):
-        _FUSED_ADAM([params], [grad], [state.exp_avg], [state.exp_avg_sq], [], [state.step], lr=float(lr),
-                    beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-        return
-    state.exp_avg.lerp_(grad, 1 - beta1)
-    state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1 = 1 - beta1**state.count
-    bias_correction2 = 1 - beta2**state.count
-    denom = state.exp_avg_sq.sqrt().div_(math.sqrt(bias_correction2)).add_(eps)
-    params.addcdiv_(state.exp_avg, denom, value=-float(lr) / bias_correction1)
-
-
-_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
+    """One Adam step (Kingma & Ba, Algorithm 1) on ``params`` in place, as ``torch.optim.Adam``
+    takes it (fused on CPU and CUDA, the single-tensor loop elsewhere)."""
+    fused = params[0].device.type in ("cpu", "cuda")
+    adam(params, grads, state.exp_avg_views, state.exp_avg_sq_views, [], state.steps, foreach=False,
+         fused=fused or None, amsgrad=False, beta1=betas[0], beta2=betas[1], lr=float(lr), weight_decay=0.0,
+         eps=eps, maximize=False)

@@ -79,17 +79,18 @@ def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
     )
 
 
-def use_compile(cfg: Config, device: torch.device) -> bool:
-    """Whether to torch.compile the update step (``compile: auto`` decides by workload)."""
-    if cfg.compile != "auto":
-        return cfg.compile == "on"
+def update_path(cfg: Config, device: torch.device) -> str:
+    """The gradient path for this run (:data:`ppokit.algos.common.PATHS`): ``update_path``, with
+    ``auto`` deciding by workload between ``compile`` and ``eager`` (fast path where it applies)."""
+    if cfg.update_path != "auto":
+        return cfg.update_path
     # Compiling costs ~5-10 s once and saves ~0.3 ms per gradient step on a small MLP (see
     # docs/performance.md): worth it only beyond ~50k gradient steps, and only for the
     # minibatch algorithms. On a GPU the eager kernels are already asynchronous.
     per_iteration = gradient_steps_per_iteration(cfg.algo_section(), cfg.batch_size)
     if per_iteration is None or device.type != "cpu":
-        return False
-    return cfg.iterations * per_iteration >= 50_000
+        return "eager"
+    return "compile" if cfg.iterations * per_iteration >= 50_000 else "eager"
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -215,7 +216,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env, networks).to(device)
         agent.config = cfg
         distributed.broadcast_module(agent)
-        algo = ALGOS[cfg.algo].make(agent, cfg, use_compile(cfg, device))
+        algo = ALGOS[cfg.algo].make(agent, cfg, update_path(cfg, device))
         storage = Rollout.allocate(agent, envs, cfg.rollout.num_steps, device)
         learner = Learner(cfg, agent, algo, envs, storage, CollectorState.start(envs.reset()))
         global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
@@ -298,6 +299,7 @@ def _summary(cfg: Config, learner: Learner, progress: Progress, status: str, dev
         "solved_at_time_s": progress.solved_at_time,
         "versions": checkpoint.versions(), "device": str(device), "device_reason": device_reason,
         "compiled_update": bool(getattr(getattr(algo, "gradient_step", None), "compiled", False)),
+        "update_path": getattr(getattr(algo, "gradient_step", None), "mode", None),
         "torch_threads": cfg.torch_threads, **learner.timings.split(wall),
         "checkpoint_step": progress.saved_step,
     }

@@ -92,7 +92,7 @@ def test_normalizer_lives_in_the_agent():
 def test_dist_matches_the_head():
     agent = build()
     obs = torch.randn(7, 3)
-    dist = agent.dist(obs)
+    dist = agent.head.torch_dist(agent(obs)[0])
     actions = dist.sample()
     assert dist.log_prob(actions).shape == (7,) and dist.entropy().shape == (7,)
     assert torch.allclose(dist.log_prob(actions), agent.head.log_prob(agent(obs)[0], actions))

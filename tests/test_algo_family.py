@@ -18,11 +18,11 @@ from torch import distributions as D
 from ppokit import distributed
 from ppokit.agent import Agent
 from ppokit.algos import ALGOS
-from ppokit.algos.common import CRITIC_PREFIXES, mean_kl, normalize_advantages
+from ppokit.algos.common import CRITIC_PREFIXES, mean_kl
 from ppokit.algos.ppo_kl import adapt_beta
 from ppokit.algos.trpo import conjugate_gradient, fisher_vector_product
 from ppokit.algos.vpg import policy_gradient_loss, reward_to_go
-from ppokit.batch import Batch, weighted_mean
+from ppokit.batch import Batch, Minibatch, normalize_advantages, weighted_mean
 from ppokit.config import Config, ConfigError, ModelConfig, validate
 from ppokit.distributions import CategoricalHead, DiagGaussianHead
 
@@ -118,24 +118,24 @@ def test_ppo_without_clipping_optimizes_the_plain_surrogate():
     with torch.no_grad():  # a policy different from the acting one, so that r != 1
         agent.policy_head.bias.add_(torch.tensor([0.3, -0.2, 0.1]))
         policy_out, values = agent(batch.obs)
-    data = batch.as_dict()
+    data = Minibatch.of(batch.as_dict())
     hyper = {"lr": torch.tensor(1e-3), "clip_coef": torch.tensor(0.2)}
     ratio = torch.exp(agent.head.log_prob(policy_out, batch.actions) - batch.log_probs)
     advantages = normalize_advantages(batch.advantages, batch.weights)
     plain = -weighted_mean(ratio * advantages, batch.weights)
     value_term = 0.5 * weighted_mean((values - batch.returns).square(), batch.weights)
 
-    unclipped = ALGOS["ppo"](agent, config("ppo", ppo={"clip_coef": None, "vf_coef": 0.0}), compile=False)
+    unclipped = ALGOS["ppo"](agent, config("ppo", ppo={"clip_coef": None, "vf_coef": 0.0}), path="eager")
     loss, stats = unclipped.loss(agent.head, policy_out, values, data, hyper)
     assert float(loss) == pytest.approx(float(plain), rel=1e-6)
     assert float(stats["policy_loss"]) == pytest.approx(float(plain), rel=1e-6)
-    with_value = ALGOS["ppo"](agent, config("ppo", ppo={"clip_coef": None, "vf_coef": 0.5}), compile=False)
+    with_value = ALGOS["ppo"](agent, config("ppo", ppo={"clip_coef": None, "vf_coef": 0.5}), path="eager")
     loss, _ = with_value.loss(agent.head, policy_out, values, data, hyper)
     assert float(loss) == pytest.approx(float(plain + 0.5 * value_term), rel=1e-6)
-    clipped = ALGOS["ppo"](agent, config("ppo", ppo={"vf_coef": 0.0}), compile=False)
+    clipped = ALGOS["ppo"](agent, config("ppo", ppo={"vf_coef": 0.0}), path="eager")
     assert float(clipped.loss(agent.head, policy_out, values, data, hyper)[0]) > float(plain) + 1e-4
     # The same objective from PPO-KL with a fixed beta of 0.
-    penalty = ALGOS["ppo-kl"](agent, config("ppo_kl", ppo_kl={"vf_coef": 0.0}), compile=False)
+    penalty = ALGOS["ppo-kl"](agent, config("ppo_kl", ppo_kl={"vf_coef": 0.0}), path="eager")
     loss, _ = penalty.loss(agent.head, policy_out, values, data, {**hyper, "beta": torch.tensor(0.0)})
     assert float(loss) == pytest.approx(float(plain), rel=1e-6)
 
@@ -158,8 +158,8 @@ def test_ppo_kl_penalty_is_beta_times_the_exact_kl():
     with torch.no_grad():
         agent.log_std.add_(0.2)
         policy_out, values = agent(batch.obs)
-    algo = ALGOS["ppo-kl"](agent, config("ppo-kl"), compile=False)
-    data = batch.as_dict()
+    algo = ALGOS["ppo-kl"](agent, config("ppo-kl"), path="eager")
+    data = Minibatch.of(batch.as_dict())
     losses = [algo.loss(agent.head, policy_out, values, data, {"lr": torch.tensor(1e-3), "beta": torch.tensor(b)})
               for b in (0.0, 2.0)]
     kl = weighted_mean(D.kl_divergence(agent.head.torch_dist(batch.policy_outputs),
@@ -174,7 +174,7 @@ def test_ppo_kl_update_moves_beta_by_the_kl_after_the_update(adaptive: bool):
     batch = make_batch(agent)
     cfg = config("ppo-kl", ppo_kl={"adaptive": adaptive, "update_epochs": 3, "minibatch_size": 16,
                                    "learning_rate": 3e-3, "beta_init": 0.7})
-    algo = ALGOS["ppo-kl"](agent, cfg, compile=False)
+    algo = ALGOS["ppo-kl"](agent, cfg, path="eager")
     stats = algo.update(batch, progress=0.0)
     with torch.no_grad():
         kl_after = float(mean_kl(agent.head, batch.policy_outputs, agent(batch.obs)[0], batch.weights))
@@ -188,7 +188,7 @@ def test_ppo_kl_update_moves_beta_by_the_kl_after_the_update(adaptive: bool):
 
 def test_ppo_kl_beta_follows_the_kl_averaged_over_processes(monkeypatch):
     agent = make_agent()
-    algo = ALGOS["ppo-kl"](agent, config("ppo-kl", ppo_kl={"update_epochs": 1}), compile=False)
+    algo = ALGOS["ppo-kl"](agent, config("ppo-kl", ppo_kl={"update_epochs": 1}), path="eager")
     monkeypatch.setattr(distributed, "mean_scalar", lambda value: 1.0)  # the other processes moved a lot
     algo.update(make_batch(agent), progress=0.0)
     assert float(algo.beta) == 2.0
@@ -196,10 +196,10 @@ def test_ppo_kl_beta_follows_the_kl_averaged_over_processes(monkeypatch):
 
 def test_ppo_kl_state_round_trip():
     agent = make_agent()
-    algo = ALGOS["ppo-kl"](agent, config("ppo-kl", ppo_kl={"update_epochs": 1}), compile=False)
+    algo = ALGOS["ppo-kl"](agent, config("ppo-kl", ppo_kl={"update_epochs": 1}), path="eager")
     algo.update(make_batch(agent), progress=0.0)
     saved = {k: v.clone() for k, v in algo.state_tensors().items()}
-    fresh = ALGOS["ppo-kl"](make_agent(), config("ppo-kl"), compile=False)
+    fresh = ALGOS["ppo-kl"](make_agent(), config("ppo-kl"), path="eager")
     fresh.load_state_tensors(saved)
     assert same(fresh.state_tensors(), saved)
     assert float(fresh.beta) != 1.0
@@ -224,7 +224,7 @@ def test_conjugate_gradient_golden():
 @pytest.mark.parametrize("space", [DISCRETE, BOX], ids=["categorical", "gaussian"])
 def test_fisher_vector_product_equals_the_hessian_of_the_mean_kl(space):
     agent = make_agent(space)  # float32: the encoder casts observations to float32
-    trpo = ALGOS["trpo"](agent, config("trpo"), compile=False)
+    trpo = ALGOS["trpo"](agent, config("trpo"), path="eager")
     obs = torch.randn(16, 3, generator=torch.Generator().manual_seed(3))
     weights = torch.ones(16)
     theta = trpo.flat_params()
@@ -247,13 +247,13 @@ def test_surrogate_gradient_at_theta_old_is_the_policy_gradient():
     """grad E[r A] = grad E[log pi A] at theta = theta_old (TRPO's surrogate vs VPG's loss)."""
     agent = make_agent(BOX)
     batch = make_batch(agent)
-    data = batch.as_dict()
-    trpo = ALGOS["trpo"](agent, config("trpo"), compile=False)
+    data = Minibatch.of(batch.as_dict())
+    trpo = ALGOS["trpo"](agent, config("trpo"), path="eager")
     theta = trpo.flat_params()
     surrogate_grad = torch.func.grad(lambda t: trpo.surrogate_and_kl(t, data)[0])(theta)
 
     def minus_vpg_loss(t):
-        return -policy_gradient_loss(agent.head, trpo.policy_outputs(t, data["obs"]), None, data, {})[0]
+        return -policy_gradient_loss(agent.head, trpo.policy_outputs(t, data.obs), None, data, {})[0]
 
     assert torch.allclose(surrogate_grad, torch.func.grad(minus_vpg_loss)(theta), rtol=1e-5, atol=1e-7)
     assert float(surrogate_grad.abs().max()) > 1e-3
@@ -265,7 +265,7 @@ def test_trpo_accepted_step_respects_max_kl_and_improves(space):
     batch = make_batch(agent)
     cfg = config("trpo", trpo={"max_kl": 0.02, "norm_adv": False})
     before = critic_state(agent)
-    stats = ALGOS["trpo"](agent, cfg, compile=False).update(batch, progress=0.0)
+    stats = ALGOS["trpo"](agent, cfg, path="eager").update(batch, progress=0.0)
     assert stats["line_search_accepted"] == 1.0
     with torch.no_grad():
         policy_out = agent(batch.obs)[0]
@@ -286,7 +286,7 @@ def test_trpo_rejected_line_search_keeps_the_parameters_bit_identical(monkeypatc
     monkeypatch.setattr(agent.head, "kl", lambda old, new: 1.0 + 0.5 * (new - old).square().sum(-1))
     before = actor_state(agent)
     with caplog.at_level(logging.WARNING, logger="ppokit"):
-        stats = ALGOS["trpo"](agent, config("trpo", trpo={"backtrack_iters": 4}), compile=False).update(batch, 0.0)
+        stats = ALGOS["trpo"](agent, config("trpo", trpo={"backtrack_iters": 4}), path="eager").update(batch, 0.0)
     assert same(actor_state(agent), before)
     assert stats["line_search_accepted"] == 0.0 and stats["line_search_steps"] == 4.0
     assert stats["improvement"] == 0.0
@@ -299,7 +299,7 @@ def test_trpo_without_a_gradient_takes_no_step(caplog):
     batch.advantages.zero_()
     before = actor_state(agent)
     with caplog.at_level(logging.WARNING, logger="ppokit"):
-        stats = ALGOS["trpo"](agent, config("trpo", trpo={"norm_adv": False}), compile=False).update(batch, 0.0)
+        stats = ALGOS["trpo"](agent, config("trpo", trpo={"norm_adv": False}), path="eager").update(batch, 0.0)
     assert same(actor_state(agent), before) and stats["line_search_accepted"] == 0.0
     assert any("no step" in r.getMessage() for r in caplog.records)
 
@@ -311,7 +311,7 @@ def test_separate_critic_required(algo):
     with pytest.raises(ConfigError, match="shared_trunk"):
         validate(cfg)
     with pytest.raises(ConfigError, match="separate actor and critic"):
-        ALGOS[algo](make_agent(shared_trunk=True), Config(algo=algo), compile=False)
+        ALGOS[algo](make_agent(shared_trunk=True), Config(algo=algo), path="eager")
 
 
 # ---------------------------------------------------------------------------- VPG
@@ -339,7 +339,7 @@ def test_batch_without_the_optional_fields_still_indexes():
 def test_vpg_takes_one_policy_step_and_fits_the_value():
     agent = make_agent()
     batch = make_batch(agent)
-    algo = ALGOS["vpg"](agent, config("vpg", vpg={"learning_rate": 1e-2}), compile=False)
+    algo = ALGOS["vpg"](agent, config("vpg", vpg={"learning_rate": 1e-2}), path="eager")
     actor_before, critic_before = actor_state(agent), critic_state(agent)
     stats = algo.update(batch, progress=0.0)
     assert float(algo.state_tensors()["optimizer.step"]) == 1.0
@@ -360,14 +360,14 @@ def test_vpg_without_baseline_is_reinforce_on_the_returns():
     batch.truncated = torch.zeros(T * N, dtype=torch.bool)
     cfg = config("vpg", vpg={"baseline": "none", "norm_adv": False})
     cfg.rollout.num_steps, cfg.rollout.gamma = T, 0.9
-    algo = ALGOS["vpg"](agent, cfg, compile=False)
+    algo = ALGOS["vpg"](agent, cfg, path="eager")
     critic_before = critic_state(agent)
     start = torch.nn.utils.parameters_to_vector(actor_state(agent).values())
     returns = reward_to_go(batch, T, 0.9)
     expected_grad = torch.func.grad(
         lambda params: policy_gradient_loss(
             agent.head, torch.func.functional_call(agent, params, (batch.obs,))[0], None,
-            {**batch.as_dict(), "advantages": returns}, {})[0]
+            Minibatch.of({**batch.as_dict(), "advantages": returns}), {})[0]
     )(actor_state(agent))
     stats = algo.update(batch, progress=0.0)
     assert same(critic_state(agent), critic_before) and "value_loss" not in stats
@@ -384,11 +384,11 @@ def test_changing_beta_never_recompiles_the_step():
     torch._dynamo.reset()
     agent = make_agent()
     batch = make_batch(agent)
-    algo = ALGOS["ppo-kl"](agent, config("ppo-kl"), compile=True)
-    algo.gradient_step.step(batch.as_dict(), {"lr": 1e-3, "beta": 1.0})
+    algo = ALGOS["ppo-kl"](agent, config("ppo-kl"), path="compile")
+    algo.gradient_step.step(Minibatch.of(batch.as_dict()), {"lr": 1e-3, "beta": 1.0})
     after_first = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     for beta in (2.0, 0.5, 0.25):
-        algo.gradient_step.step(batch.as_dict(), {"lr": 1e-3, "beta": beta})
+        algo.gradient_step.step(Minibatch.of(batch.as_dict()), {"lr": 1e-3, "beta": beta})
     assert algo.gradient_step.compiled  # it did compile (no fallback to eager)
     assert after_first >= 1
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == after_first

@@ -11,15 +11,9 @@ import torch
 
 from ppokit.agent import Agent
 from ppokit.algos import ALGOS
-from ppokit.algos.common import (
-    approx_kl,
-    clipped_surrogate,
-    explained_variance,
-    linear_schedule,
-    normalize_advantages,
-    value_loss,
-)
-from ppokit.batch import Batch, weighted_mean
+from ppokit.algos.common import clipped_surrogate, explained_variance, linear_schedule, value_loss
+from ppokit.batch import SAMPLE_FIELDS, Batch, Minibatch, normalize_advantages, weighted_mean
+from ppokit.distributions import approx_kl
 from tests.helpers import small_config
 
 
@@ -40,20 +34,24 @@ def test_approx_kl_k3_golden():
     assert float(approx_kl(torch.zeros(3)).abs().max()) == 0.0
 
 
+def _minibatch(**fields: torch.Tensor) -> Minibatch:
+    """A Minibatch with the given fields and zeros for the others."""
+    size = len(fields["weights"])
+    return Minibatch.of({name: fields.get(name, torch.zeros(size)) for name in SAMPLE_FIELDS})
+
+
 def test_weighted_statistics_ignore_invalid_samples():
     x = torch.tensor([1.0, 2.0, 100.0])
     weights = torch.tensor([1.0, 1.0, 0.0])
     assert float(weighted_mean(x, weights)) == pytest.approx(1.5)
     normalized = normalize_advantages(x, weights / weights.sum())
     assert normalized[:2].tolist() == pytest.approx([-1.0, 1.0], abs=1e-6)
-    minibatch = {"returns": torch.tensor([1.0, 1.0, 50.0]), "weights": weights, "values": torch.zeros(3),
-                 "mean_weights": weights / weights.sum()}
+    minibatch = _minibatch(returns=torch.tensor([1.0, 1.0, 50.0]), weights=weights, values=torch.zeros(3))
     assert float(value_loss(torch.tensor([0.0, 3.0, 0.0]), minibatch, None)) == pytest.approx(0.5 * (1 + 4) / 2)
 
 
 def test_clipped_value_loss():
-    minibatch = {"returns": torch.tensor([2.0]), "weights": torch.ones(1), "values": torch.tensor([0.0]),
-                 "mean_weights": torch.ones(1)}
+    minibatch = _minibatch(returns=torch.tensor([2.0]), weights=torch.ones(1), values=torch.tensor([0.0]))
     # New value 1.0 is clipped to 0.2 around the old 0.0: max((1-2)^2, (0.2-2)^2) = 3.24.
     assert float(value_loss(torch.tensor([1.0]), minibatch, torch.tensor(0.2))) == pytest.approx(0.5 * 3.24)
 
@@ -84,7 +82,7 @@ def test_ppo_update_improves_the_surrogate_and_reports_metrics():
     log_probs = agent.head.log_prob(policy_out, actions)
     advantages = torch.where(actions == 1, 1.0, -1.0)  # action 1 is good everywhere
     batch = Batch(obs, actions, log_probs, values, advantages, values + advantages, torch.ones(64), policy_out)
-    algo = ALGOS["ppo"](agent, cfg, compile=False)
+    algo = ALGOS["ppo"](agent, cfg, path="eager")
     stats = algo.update(batch, progress=0.0)
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "learning_rate"):
         assert key in stats and math.isfinite(stats[key]), key

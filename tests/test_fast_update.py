@@ -1,5 +1,5 @@
-"""The fast update path (hand-written MLP backward, analytic PPO gradients, flat Adam) against
-plain PyTorch references on fixed data."""
+"""The fast update path (ppokit.fast: hand-written MLP backward, analytic PPO gradients) and the
+gradient step's flat gradient + fused Adam, against plain PyTorch references on fixed data."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import pytest
 import torch
 
 from ppokit.agent import Agent
-from ppokit.algos.common import hyperparameters
+from ppokit.algos.common import GradientStep, hyperparameters
 from ppokit.algos.ppo import PPO
-from ppokit.config import Config
+from ppokit.batch import Minibatch
+from ppokit.config import Config, from_dict
+from ppokit.errors import ConfigError
+from ppokit.fast import ppo as fast_ppo
+from ppokit.fast import supports
 
 SPACES = {
     "discrete": (gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3)),
@@ -20,7 +24,7 @@ SPACES = {
 }
 
 
-def _setup(space: str, seed: int = 0, **ppo: object) -> tuple[Agent, PPO, dict, dict, Config]:
+def _setup(space: str, seed: int = 0, path: str = "eager", **ppo: object) -> tuple[Agent, PPO, Minibatch, dict, Config]:
     torch.manual_seed(seed)
     cfg = Config()
     for key, value in ppo.items():
@@ -31,18 +35,18 @@ def _setup(space: str, seed: int = 0, **ppo: object) -> tuple[Agent, PPO, dict, 
             setattr(cfg.ppo, key, value)
     observation_space, action_space = SPACES[space]
     agent = Agent(observation_space, action_space, cfg.model, cfg.env)
-    algo = PPO(agent, cfg, compile=False)
+    algo = PPO(agent, cfg, path)
     m = 48
     obs = torch.randn(m, *observation_space.shape)
     with torch.no_grad():
         policy_out, values = agent(obs)
         actions = agent.head.sample(policy_out)
         log_probs = agent.head.log_prob(policy_out, actions)
-    minibatch = {
+    minibatch = Minibatch.of({
         "obs": obs, "actions": actions, "log_probs": log_probs + 0.4 * torch.randn(m),
         "values": values + 0.5 * torch.randn(m), "advantages": torch.randn(m), "returns": torch.randn(m),
         "weights": (torch.rand(m) > 0.2).float(), "policy_outputs": policy_out,
-    }
+    })
     hyper = hyperparameters(lr=3e-3, clip_coef=0.2)
     return agent, algo, minibatch, hyper, cfg
 
@@ -64,11 +68,10 @@ CASES = [
 def test_fast_gradients_equal_autograd(space: str, options: dict) -> None:
     agent, algo, minibatch, hyper, _ = _setup(space, **options)
     step = algo.gradient_step
-    assert step.mode == "manual"
+    assert step.mode == "fast"
     fast = step.gradients(minibatch, hyper)
     # Reference: autograd through the module and through the readable loss function.
-    minibatch = step._with_mean_weights(minibatch)
-    policy_out, values = agent(minibatch["obs"])
+    policy_out, values = agent(minibatch.obs)
     loss, _ = algo.loss(agent.head, policy_out, values, minibatch, hyper)
     reference = torch.autograd.grad(loss, step.parameters)
     assert len(fast) == len(reference)
@@ -79,11 +82,10 @@ def test_fast_gradients_equal_autograd(space: str, options: dict) -> None:
 @pytest.mark.parametrize("space,options", CASES[:4])
 def test_fast_statistics_equal_loss_function(space: str, options: dict) -> None:
     agent, algo, minibatch, hyper, _ = _setup(space, **options)
-    minibatch = algo.gradient_step._with_mean_weights(minibatch)
     with torch.no_grad():
-        policy_out, values = agent(minibatch["obs"])
+        policy_out, values = agent(minibatch.obs)
         _, reference = algo.loss(agent.head, policy_out, values, minibatch, hyper)
-        _, _, fast = algo.loss_gradients(agent.head, policy_out, values, minibatch, hyper)
+        _, _, fast = fast_ppo.output_gradients(algo.cfg, agent.head, policy_out, values, minibatch, hyper)
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
         torch.testing.assert_close(fast[key], reference[key], atol=1e-6, rtol=1e-5, msg=key)
 
@@ -96,10 +98,9 @@ def test_update_step_equals_torch_optim_reference(space: str) -> None:
     reference_agent.load_state_dict(agent.state_dict())
     optimizer = torch.optim.Adam(reference_agent.parameters(), lr=float(hyper["lr"]), eps=cfg.ppo.adam_eps)
     for _ in range(3):
-        stats = algo.gradient_step.step(dict(minibatch), hyper)
-        weighted = algo.gradient_step._with_mean_weights(minibatch)
-        policy_out, values = reference_agent(weighted["obs"])
-        loss, _ = algo.loss(reference_agent.head, policy_out, values, weighted, hyper)
+        stats = algo.gradient_step.step(minibatch, hyper)
+        policy_out, values = reference_agent(minibatch.obs)
+        loss, _ = algo.loss(reference_agent.head, policy_out, values, minibatch, hyper)
         optimizer.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(reference_agent.parameters(), cfg.ppo.max_grad_norm)
@@ -109,13 +110,49 @@ def test_update_step_equals_torch_optim_reference(space: str) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_parameters_are_views_of_one_buffer_and_survive_load() -> None:
-    agent, algo, minibatch, hyper, cfg = _setup("discrete")
-    flat, offsets = agent.flat_parameters()
-    state = {k: v.clone() for k, v in agent.state_dict().items()}
-    algo.gradient_step.step(dict(minibatch), hyper)
-    agent.load_state_dict(state)  # copies in place: still views
-    assert agent.flat_parameters()[0] is flat
+def test_parameters_keep_their_own_storage() -> None:
+    """The agent stays a plain nn.Module: gradient steps update each parameter in place, in its own
+    allocation, never as a view into a shared buffer. A view at an unaligned offset made a one-row
+    matmul take another kernel than the reloaded agent's, so actions differed in the last bit on
+    some CPUs (issue 8); the bitwise round trip is tests/test_checkpoint.py's."""
+    agent, algo, minibatch, hyper, _ = _setup("box")
+    before = {name: (p.data_ptr(), p.clone()) for name, p in agent.named_parameters()}
+    algo.gradient_step.step(minibatch, hyper)
+    storages = set()
     for name, p in agent.named_parameters():
-        start, end = offsets[name]
-        assert torch.equal(flat[start:end].view_as(p), p)
+        assert p.data_ptr() == before[name][0], f"{name} was replaced, not updated in place"
+        assert not torch.equal(p, before[name][1]), f"{name} did not move"
+        assert p.storage_offset() == 0 and p.untyped_storage().nbytes() == p.numel() * p.element_size(), name
+        storages.add(p.untyped_storage().data_ptr())
+    assert len(storages) == len(before)
+
+
+@pytest.mark.parametrize("path", ["autograd", "compile"])
+def test_other_paths_give_the_fast_gradient(path: str) -> None:
+    agent, algo, minibatch, hyper, _ = _setup("discrete", path=path, ent_coef=0.01)
+    _, fast_algo, _, _, _ = _setup("discrete", ent_coef=0.01)
+    assert algo.gradient_step.mode == ("autograd" if path == "autograd" else "fast")
+    assert algo.gradient_step.compiled == (path == "compile")
+    reference = fast_algo.gradient_step.gradients(minibatch, hyper)
+    for a, b in zip(algo.gradient_step.gradients(minibatch, hyper), reference):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_fast_path_refuses_networks_it_cannot_differentiate() -> None:
+    observation_space, action_space = SPACES["discrete"]
+    agent = Agent(observation_space, action_space, networks={"actor": torch.nn.Sequential(torch.nn.Linear(4, 8))})
+    assert not supports(agent)
+    loss = PPO(agent, Config(), "eager").loss
+    assert GradientStep(agent, loss, max_grad_norm=None, adam_eps=1e-8, path="eager").mode == "autograd"
+    with pytest.raises(ConfigError, match="update_path: fast needs"):
+        GradientStep(agent, loss, max_grad_norm=None, adam_eps=1e-8, path="fast")
+    elu = Config()
+    elu.model.activation = "elu"
+    assert not supports(Agent(observation_space, action_space, elu.model))
+
+
+@pytest.mark.parametrize("old,new", [("on", "compile"), ("off", "eager"), ("auto", "auto"), (True, "compile")])
+def test_compile_key_of_older_configs_is_read_as_update_path(old: object, new: str) -> None:
+    assert from_dict({"compile": old}).update_path == new
+    with pytest.raises(ConfigError, match="compile: expected one of auto, on, off"):
+        from_dict({"compile": "sometimes"})

@@ -32,7 +32,7 @@ def load_example():
 ])
 def test_single_file_example_matches_ppokit_train(tmp_path, capsys, env_id, sets):
     overrides = {"total_steps": 6 * 4 * 64, "rollout.num_envs": 4, "rollout.num_steps": 64, "ppo.update_epochs": 3,
-                 "ppo.minibatch_size": 64, "eval_episodes": 0, "device": "cpu", "compile": "off", **sets}
+                 "ppo.minibatch_size": 64, "eval_episodes": 0, "device": "cpu", "update_path": "eager", **sets}
     cfg = build_config(env_id, algo="ppo", overrides=overrides)
     example_rows = load_example().train(cfg)
     train(cfg, run_dir=tmp_path / "run", quiet=True)

@@ -1,5 +1,6 @@
-"""What the algorithms share: the gradient step (loss -> grad -> clip -> Adam, optionally
-compiled into one graph), the epoch/minibatch loop, and the loss terms they have in common.
+"""What the algorithms share: the gradient step (loss -> grad -> clip -> Adam, by the fast path,
+autograd, or compiled into one graph), the epoch/minibatch loop, and the loss terms they have in
+common.
 
 An algorithm is a loss function plus, at most, its own outer step (TRPO); it never copies the
 rollout, advantage or minibatch code.
@@ -14,35 +15,40 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ppokit import distributed
+from ppokit import distributed, fast
 from ppokit.algos.registry import SectionCheck
-from ppokit.batch import minibatches, weighted_mean
+from ppokit.batch import Minibatch, masked_mean, minibatches, normalize_advantages, weighted_mean
+from ppokit.distributions import ActionHead, approx_kl
 from ppokit.errors import ConfigError
+from ppokit.fast.network import GradientBuffers, backward_cached, forward_cached
+from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_, split_like
 from ppokit.validation import fits_batch, positive, positive_int
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
     from ppokit.batch import Batch
-from ppokit.distributions import ActionHead
-from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_
 
 log = logging.getLogger("ppokit")
 
 # Adam's epsilon for the optimizers that have no config field for it (TRPO's and VPG's).
 ADAM_EPS = 1e-8
 
-# loss_fn(head, policy_out [M, P], values [M], minibatch {name: [M, ...]}, hyper {name: 0-dim})
+# loss_fn(head, policy_out [M, P], values [M], minibatch, hyper {name: float or 0-dim})
 #   -> (loss 0-dim, stats {name: 0-dim})
 LossFn = Callable[
-    [ActionHead, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    [ActionHead, torch.Tensor, torch.Tensor, Minibatch, dict[str, Any]],
     tuple[torch.Tensor, dict[str, torch.Tensor]],
 ]
 # output_gradients(same arguments) -> (dLoss/dpolicy_out [M, P], dLoss/dvalues [M], stats): the
-# same loss differentiated by hand, which skips autograd for the loss (optional, faster).
+# same loss differentiated by hand, which skips autograd for the loss (optional, faster; PPO's
+# is ppokit.fast.ppo.output_gradients).
 OutputGradFn = Callable[
-    [ActionHead, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    [ActionHead, torch.Tensor, torch.Tensor, Minibatch, dict[str, Any]],
     tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
 ]
+
+# GradientStep's ways to the gradient (the config's update_path resolves to one of them).
+PATHS = ("eager", "fast", "autograd", "compile")
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -70,25 +76,6 @@ def require_separate_critic(agent: Agent, algo: str) -> None:
 # ---------------------------------------------------------------------------- loss terms
 
 
-def masked_mean(x: torch.Tensor, mean_weights: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x [M]`` over the valid samples, given ``mean_weights [M]`` (weights / their sum,
-    which :class:`GradientStep` puts in every minibatch as ``"mean_weights"``). One dot product."""
-    return torch.dot(x, mean_weights)
-
-
-def normalize_advantages(
-    advantages: torch.Tensor,
-    weights: torch.Tensor,
-    mean_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = weighted_mean,
-) -> torch.Tensor:
-    """``(A - mean) / (std + 1e-8)`` over the valid samples of the minibatch, ``[M]``.
-
-    ``mean_fn=global_weighted_mean`` takes the statistics over every process's batch."""
-    mean = mean_fn(advantages, weights)
-    var = mean_fn((advantages - mean).square(), weights)
-    return (advantages - mean) / (var.sqrt() + 1e-8)
-
-
 def global_weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """:func:`weighted_mean` over the valid samples of all processes (one all-reduce; 0-dim)."""
     sums = distributed.mean_([torch.stack([(x * weights).sum(), weights.sum()])])[0]
@@ -96,17 +83,20 @@ def global_weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
 
 def importance_ratio(
-    head: ActionHead, policy_out: torch.Tensor, minibatch: dict[str, torch.Tensor]
+    head: ActionHead, policy_out: torch.Tensor, samples: Minibatch | Batch
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log r, r)`` with ``r = pi(a|s) / pi_old(a|s)`` per sample, ``[M]`` each."""
-    log_ratio = head.log_prob(policy_out, minibatch["actions"]) - minibatch["log_probs"]
+    log_ratio = head.log_prob(policy_out, samples.actions) - samples.log_probs
     return log_ratio, torch.exp(log_ratio)
 
 
-def policy_advantages(minibatch: dict[str, torch.Tensor], norm_adv: bool) -> torch.Tensor:
+def policy_advantages(minibatch: Minibatch, norm_adv: bool) -> torch.Tensor:
     """The minibatch's advantages ``[M]``, normalized over its valid samples if ``norm_adv``."""
-    advantages = minibatch["advantages"]
-    return normalize_advantages(advantages, minibatch["weights"]) if norm_adv else advantages
+    if not norm_adv:
+        return minibatch.advantages
+    if minibatch.normalized_advantages is not None:
+        return minibatch.normalized_advantages
+    return normalize_advantages(minibatch.advantages, minibatch.mean_weights, mean_fn=masked_mean)
 
 
 def mean_kl(head: ActionHead, old_out: torch.Tensor, new_out: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -122,24 +112,15 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: 
     return torch.minimum(unclipped, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages)
 
 
-def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
-    """The k3 estimator of KL(old || new), ``(r - 1) - log r``, per sample (``[M]``)."""
-    return torch.expm1(log_ratio) - log_ratio
-
-
-def value_loss(
-    values: torch.Tensor, minibatch: dict[str, torch.Tensor], clip_coef: torch.Tensor | None
-) -> torch.Tensor:
+def value_loss(values: torch.Tensor, minibatch: Minibatch, clip_coef: torch.Tensor | float | None) -> torch.Tensor:
     """``0.5 * (V - R)^2`` averaged over valid samples; clipped around the old values if asked."""
-    returns = minibatch["returns"]
+    returns = minibatch.returns
     squared = (values - returns).square()
     if clip_coef is not None:
-        old = minibatch["values"]
+        old = minibatch.values
         clipped = old + torch.clamp(values - old, -clip_coef, clip_coef)
         squared = torch.maximum(squared, (clipped - returns).square())
-    if "mean_weights" in minibatch:
-        return 0.5 * masked_mean(squared, minibatch["mean_weights"])
-    return 0.5 * weighted_mean(squared, minibatch["weights"])
+    return 0.5 * masked_mean(squared, minibatch.mean_weights)
 
 
 def actor_critic_loss(
@@ -147,7 +128,7 @@ def actor_critic_loss(
     head: ActionHead,
     policy_out: torch.Tensor,
     values: torch.Tensor,
-    minibatch: dict[str, torch.Tensor],
+    minibatch: Minibatch,
     log_ratio: torch.Tensor,
     *,
     vf_coef: float,
@@ -158,7 +139,7 @@ def actor_critic_loss(
     """The joint loss ``policy_loss + c1 * L^VF - c2 * H`` (PPO eq. 9) and its statistics.
 
     ``log_ratio [M]`` gives the approx-KL statistic; ``extra_stats`` are reported as they are."""
-    weights = minibatch["weights"]
+    weights = minibatch.weights
     v_loss = value_loss(values, minibatch, value_clip)
     entropy = weighted_mean(head.entropy(policy_out), weights)
     loss = policy_loss + vf_coef * v_loss - ent_coef * entropy
@@ -177,8 +158,8 @@ def policy_change(agent: Agent, batch: Batch) -> dict[str, float]:
     """How far the agent's policy now is from the acting one, over the valid samples of ``batch``:
     exact mean KL(old || new) (averaged over processes), the k3 approx KL, and the new entropy."""
     policy_out = agent(batch.obs)[0]
-    head, data = agent.head, batch.as_dict()
-    log_ratio, _ = importance_ratio(head, policy_out, data)
+    head = agent.head
+    log_ratio, _ = importance_ratio(head, policy_out, batch)
     return {
         "kl": distributed.mean_scalar(float(mean_kl(head, batch.policy_outputs, policy_out, batch.weights))),
         "approx_kl": float(weighted_mean(approx_kl(log_ratio), batch.weights)),
@@ -201,18 +182,21 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, weights: tor
 class GradientStep:
     """``step(minibatch, hyper)``: loss -> gradient -> all-reduce -> global-norm clip -> Adam.
 
-    Works on the agent's own parameter tensors in place (``only`` selects a subset by name
-    prefix, e.g. the critic). Three ways to get the gradient, same result (tests compare them):
+    Updates the agent's own parameter tensors in place (``only`` selects a subset by name prefix,
+    e.g. the critic). Every gradient lands in one flat buffer ``[P]``, so the all-reduce and the
+    clipping are a couple of vector operations. ``path`` (from the config's ``update_path``) picks
+    how the gradient is computed; all give the same gradient (tests/test_fast_update.py):
 
-    * ``manual`` (default when the agent is an MLP actor-critic with tanh/ReLU): the forward pass
-      keeps its activations without an autograd graph, autograd differentiates only the loss
-      with respect to the network outputs, and :meth:`Agent.backward_cached` does the rest with
-      one matrix product per layer. About 2x cheaper than autograd for small networks, where
-      per-operation overhead, not arithmetic, dominates.
-    * ``autograd``: plain ``torch.autograd.grad`` through the module (CNNs, other activations).
-    * ``compile``: ``torch.func.grad`` of a functional call, the whole step in one
-      ``torch.compile`` graph; pays off only for long runs (compiling takes seconds) and falls
-      back to the eager path, with a warning, if the compiler fails.
+    * ``fast``: :mod:`ppokit.fast`: the forward pass keeps its activations without an autograd
+      graph, the loss is differentiated by hand with respect to the network outputs (autograd on
+      the outputs alone when the algorithm has no ``output_gradients``), and one matrix product
+      per layer gives the parameter gradients. About 2x cheaper than autograd for small networks,
+      where per-operation overhead, not arithmetic, dominates. MLP trunks with tanh/ReLU only.
+    * ``autograd``: plain ``torch.autograd.grad`` through the module (any network).
+    * ``eager``: ``fast`` where the agent allows it, else ``autograd``.
+    * ``compile``: the eager choice traced into one ``torch.compile`` graph (``torch.func.grad``
+      of a functional call on the autograd path); pays off only for long runs (compiling takes
+      seconds) and falls back to eager, with a warning, if the compiler fails.
     """
 
     def __init__(
@@ -222,45 +206,49 @@ class GradientStep:
         *,
         max_grad_norm: float | None,
         adam_eps: float,
-        compile: bool,
+        path: str = "eager",
         only: tuple[str, ...] | None = None,
         output_gradients: OutputGradFn | None = None,
     ):
+        if path not in PATHS:
+            raise ValueError(f"update path {path!r} is not one of {PATHS}")
         self.agent = agent
         self.loss_fn = loss_fn
         self.output_gradients = output_gradients
         self.max_grad_norm = max_grad_norm
         self.adam_eps = adam_eps
-        flat, offsets = agent.flat_parameters()
         named = [(n, p) for n, p in agent.named_parameters() if only is None or n.startswith(only)]
         self.names = [n for n, _ in named]
         self.parameters = [p for _, p in named]
-        self.params = [p.detach() for _, p in named]  # share storage with the module
-        spans = [offsets[n] for n in self.names]
-        contiguous = all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-        # The parameters this step updates, as one flat view when they are adjacent in the buffer.
-        self.flat = flat[spans[0][0] : spans[-1][1]] if contiguous else None
-        self.adam = AdamState.zeros(sum(p.numel() for p in self.params), flat.device)
-        # The hand-written backward writes each gradient straight into its view of this buffer.
-        self.grad = torch.zeros(sum(p.numel() for p in self.params), device=flat.device)
-        sizes = [p.numel() for p in self.params]
-        self.grad_views = {name: view.view_as(p) for name, view, p in
-                           zip(self.names, self.grad.split(sizes), self.params)}
-        self.mode = "manual" if agent.manual_backward else "autograd"
+        self.params = [p.detach() for p in self.parameters]  # the agent's tensors, without autograd
+        self.adam = AdamState(self.params)
+        # Each step's gradient, flat; the fast path writes each parameter's part through its view.
+        self.grad = torch.zeros(sum(p.numel() for p in self.params), device=self.params[0].device)
+        self.grad_views = split_like(self.grad, self.params)
+        if path == "fast" and not fast.supports(agent):
+            raise ConfigError(
+                "update_path: fast needs ppokit's own MLP trunks with tanh or relu on vector observations; "
+                "use update_path=auto (autograd for other networks)"
+            )
+        self.mode = "fast" if path == "fast" or (path != "autograd" and fast.supports(agent)) else "autograd"
+        if self.mode == "fast":
+            self.grad_buffers = GradientBuffers(agent, dict(zip(self.names, self.grad_views)))
         # Collectives cannot live inside the compiled graph: compile only on one process.
-        self.compiled = compile and not distributed.active()
+        self.compiled = path == "compile" and not distributed.active()
         self._gradients = self._eager_gradients()
         if self.compiled:
             # autograd.grad does not trace: the compiled autograd path uses torch.func.grad instead.
-            # The manual path traces into one graph only with a hand-derived loss gradient.
-            manual = self.mode == "manual" and self.output_gradients is not None
-            traced = self._manual_grads if manual else self._functional_grads
+            # The fast path traces into one graph only with a hand-derived loss gradient.
+            traced = self._fast_grads if self._traceable_fast() else self._functional_grads
             self._gradients = torch.compile(traced, dynamic=False)
 
-    def _eager_gradients(self):
-        return self._manual_grads if self.mode == "manual" else self._autograd_grads
+    def _traceable_fast(self) -> bool:
+        return self.mode == "fast" and self.output_gradients is not None
 
-    # -- the ways to a gradient: each returns (gradients in self.names order, stats) ----------
+    def _eager_gradients(self) -> Callable:
+        return self._fast_grads if self.mode == "fast" else self._autograd_grads
+
+    # -- the ways to a gradient: each returns (the flat gradient [P] or one per parameter, stats) --
 
     def _grad_of_outputs(self, policy_out, values, minibatch, hyper):
         """``(dLoss/dpolicy_out, dLoss/dvalues, stats)``: by hand when the algorithm can, else autograd."""
@@ -277,25 +265,24 @@ class GradientStep:
         grad_values = torch.zeros_like(values) if grad_values is None else grad_values
         return grad_policy, grad_values, stats
 
-    def _manual_grads(self, minibatch, hyper):
-        agent = self.agent
-        policy_out, values, cache = agent.forward_cached(minibatch["obs"])
+    def _fast_grads(self, minibatch: Minibatch, hyper: dict[str, Any]):
+        policy_out, values, cache = forward_cached(self.agent, minibatch.obs)
         grad_policy, grad_values, stats = self._grad_of_outputs(policy_out, values, minibatch, hyper)
-        agent.backward_cached(cache, grad_policy, grad_values, out=self.grad_views)
+        backward_cached(self.agent, cache, grad_policy, grad_values, self.grad_buffers)
         return self.grad, stats
 
-    def _autograd_grads(self, minibatch, hyper):
-        policy_out, values = self.agent(minibatch["obs"])
+    def _autograd_grads(self, minibatch: Minibatch, hyper: dict[str, Any]):
+        policy_out, values = self.agent(minibatch.obs)
         grad_policy, grad_values, stats = self._grad_of_outputs(policy_out, values, minibatch, hyper)
         grads = torch.autograd.grad([policy_out, values], self.parameters, [grad_policy, grad_values],
                                     allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)], stats
 
-    def _functional_grads(self, minibatch, hyper):
+    def _functional_grads(self, minibatch: Minibatch, hyper: dict[str, Any]):
         agent = self.agent
 
         def loss(params: tuple[torch.Tensor, ...]):
-            policy_out, values = torch.func.functional_call(agent, dict(zip(self.names, params)), (minibatch["obs"],))
+            policy_out, values = torch.func.functional_call(agent, dict(zip(self.names, params)), (minibatch.obs,))
             return self.loss_fn(agent.head, policy_out, values, minibatch, hyper)
 
         grads, stats = torch.func.grad(loss, has_aux=True)(tuple(self.params))
@@ -303,31 +290,20 @@ class GradientStep:
 
     @torch.no_grad()
     def _apply(self, grads: torch.Tensor | list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
-        grad = grads if isinstance(grads, torch.Tensor) else torch.cat([g.reshape(-1) for g in grads])
-        distributed.mean_([grad])
-        grad_norm = clip_by_global_norm_(grad, self.max_grad_norm)
-        if self.flat is not None:
-            adam_step_(self.flat, grad, self.adam, hyper["lr"], eps=self.adam_eps)
-        else:  # parameters not adjacent in the agent's buffer: step a flat copy, then write back
-            flat = torch.cat([p.reshape(-1) for p in self.params])
-            adam_step_(flat, grad, self.adam, hyper["lr"], eps=self.adam_eps)
-            torch._foreach_copy_(self.params, [f.view_as(p) for f, p in
-                                               zip(flat.split([p.numel() for p in self.params]), self.params)])
-        stats["grad_norm"] = grad_norm
-        return stats
+        if not isinstance(grads, torch.Tensor):
+            torch.cat([g.reshape(-1) for g in grads], out=self.grad)
+        elif grads is not self.grad:  # a compiled graph returns its own tensor
+            self.grad.copy_(grads)
+        distributed.mean_([self.grad])
+        grad_norm = clip_by_global_norm_(self.grad, self.max_grad_norm)
+        adam_step_(self.params, self.grad_views, self.adam, hyper["lr"], eps=self.adam_eps)
+        return {**stats, "grad_norm": grad_norm}
 
-    @staticmethod
-    def _with_mean_weights(minibatch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if "mean_weights" in minibatch:
-            return minibatch
-        weights = minibatch["weights"]
-        return {**minibatch, "mean_weights": weights / weights.sum().clamp(min=1.0)}
-
-    def gradients(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, float]) -> list[torch.Tensor]:
+    def gradients(self, minibatch: Minibatch, hyper: dict[str, float]) -> list[torch.Tensor]:
         """The loss gradient for this step's parameters, by the current path, without updating."""
-        grads = self._gradients(self._with_mean_weights(minibatch), self._hyper(hyper))[0]
+        grads = self._gradients(minibatch, self._hyper(hyper))[0]
         if isinstance(grads, torch.Tensor):
-            return [g.view_as(p).clone() for g, p in zip(grads.split([p.numel() for p in self.params]), self.params)]
+            return [g.clone() for g in split_like(grads, self.params)]
         return [g.reshape(p.shape) for g, p in zip(grads, self.params)]
 
     def _hyper(self, hyper: dict[str, float]) -> dict:
@@ -337,13 +313,8 @@ class GradientStep:
             return hyper
         return {k: torch.as_tensor(float(v), dtype=torch.float32, device=self.grad.device) for k, v in hyper.items()}
 
-    def step(self, minibatch: dict[str, torch.Tensor], hyper: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One optimizer step on a minibatch; returns the loss statistics as 0-dim tensors.
-
-        The loss functions see ``minibatch["mean_weights"]`` (``weights / weights.sum()``, for
-        :func:`masked_mean`).
-        """
-        minibatch = self._with_mean_weights(minibatch)
+    def step(self, minibatch: Minibatch, hyper: dict[str, float]) -> dict[str, torch.Tensor]:
+        """One optimizer step on a minibatch; returns the loss statistics as 0-dim tensors."""
         try:
             grads, stats = self._gradients(minibatch, self._hyper(hyper))
         except Exception as error:  # noqa: BLE001  (any compiler failure -> eager)
@@ -366,8 +337,8 @@ def _critic_loss(
     head: ActionHead,
     policy_out: torch.Tensor,
     values: torch.Tensor,
-    minibatch: dict[str, torch.Tensor],
-    hyper: dict[str, torch.Tensor],
+    minibatch: Minibatch,
+    hyper: dict[str, Any],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``0.5 * E[(V - R)^2]`` alone (a :data:`LossFn` for the critic's own optimizer)."""
     loss = value_loss(values, minibatch, None)
@@ -390,12 +361,12 @@ class CriticFit:
     Adam rather than L-BFGS: see docs/algorithms.md (its state is a few tensors that checkpoint
     exactly, minibatches need no full-batch closure, and it reuses :class:`GradientStep`)."""
 
-    def __init__(self, agent: Agent, learning_rate: float, epochs: int, minibatch_size: int, *, compile: bool):
+    def __init__(self, agent: Agent, learning_rate: float, epochs: int, minibatch_size: int, *, path: str):
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.minibatch_size = minibatch_size
         self.gradient_step = GradientStep(agent, _critic_loss, max_grad_norm=None, adam_eps=ADAM_EPS,
-                                          compile=compile, only=CRITIC_PREFIXES)
+                                          path=path, only=CRITIC_PREFIXES)
 
     def fit(self, batch: Batch) -> dict[str, float]:
         """Fit on ``batch.returns``; returns the mean ``value_loss`` and ``value_grad_steps``."""
@@ -417,16 +388,12 @@ def hyperparameters(**values: float) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
 
 
-# Minibatch key: False when the step may skip its loss statistics (see run_epochs).
-STATS_KEY = "want_stats"
-
-
 def run_epochs(
     step: GradientStep,
     batch: Batch,
     epochs: int,
     minibatch_size: int,
-    hyper: dict[str, torch.Tensor],
+    hyper: dict[str, float],
     target_kl: float | None = None,
 ) -> dict[str, float]:
     """``epochs`` passes over shuffled minibatches; stop early once an epoch's mean approx KL,
@@ -437,23 +404,24 @@ def run_epochs(
     Minibatches come from :func:`ppokit.batch.minibatches` (one gather per epoch, views).
     """
     data = batch.as_dict()
-    size = len(batch)
     history: list[dict[str, torch.Tensor]] = []
     epochs_run = 0
     stopped = False
-    if minibatch_size >= size:
+    whole = None
+    if minibatch_size >= len(batch):
         # One minibatch is the whole batch: its weights and advantage statistics are the same
         # every epoch, so compute them once.
-        data["mean_weights"] = data["weights"] / data["weights"].sum().clamp(min=1.0)
-        data["normalized_advantages"] = normalize_advantages(data["advantages"], data["mean_weights"],
-                                                             mean_fn=masked_mean)
+        whole = Minibatch.of(data)
+        whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights, mean_fn=masked_mean)
     for _ in range(epochs):
         first = len(history)
         # Loss statistics are reported for the last epoch (and every epoch when target_kl needs
         # the approx KL): computing them costs a tenth of a minibatch step.
         want_stats = target_kl is not None or epochs_run == epochs - 1
-        for minibatch in minibatches(data, minibatch_size):
-            history.append(step.step({**minibatch, STATS_KEY: want_stats}, hyper))
+        parts = [whole.with_stats(want_stats)] if whole is not None else [
+            Minibatch.of(samples, want_stats) for samples in minibatches(data, minibatch_size)]
+        for minibatch in parts:
+            history.append(step.step(minibatch, hyper))
         epochs_run += 1
         if target_kl is not None and "approx_kl" in history[-1]:
             epoch_kl = torch.stack([h["approx_kl"] for h in history[first:]]).mean()

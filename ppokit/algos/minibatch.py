@@ -19,7 +19,7 @@ from ppokit.validation import check, fits_batch, non_negative, positive, positiv
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
-    from ppokit.batch import Batch
+    from ppokit.batch import Batch, Minibatch
 
 
 @dataclass
@@ -72,16 +72,16 @@ class MinibatchActorCritic:
 
     target_kl: float | None = None  # stop the epochs once the mean approx KL exceeds it (PPO)
 
-    def __init__(self, agent: Agent, section: MinibatchConfig, compile: bool,
+    def __init__(self, agent: Agent, section: MinibatchConfig, path: str,
                  loss_gradients: OutputGradFn | None = None):
         self.agent = agent
         self.cfg = section
         loss: LossFn = self.loss
         self.gradient_step = GradientStep(agent, loss, max_grad_norm=section.max_grad_norm,
-                                          adam_eps=section.adam_eps, compile=compile, output_gradients=loss_gradients)
+                                          adam_eps=section.adam_eps, path=path, output_gradients=loss_gradients)
 
-    def loss(self, head: Any, policy_out: torch.Tensor, values: torch.Tensor, minibatch: dict[str, torch.Tensor],
-             hyper: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, head: Any, policy_out: torch.Tensor, values: torch.Tensor, minibatch: Minibatch,
+             hyper: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def hyperparameters(self, progress: float) -> dict[str, float]:

@@ -22,7 +22,7 @@ from ppokit.validation import positive
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
-    from ppokit.batch import Batch
+    from ppokit.batch import Batch, Minibatch
 
 
 def adapt_beta(beta: float, kl: float, kl_target: float) -> float:
@@ -53,8 +53,8 @@ class PPOKL(MinibatchActorCritic):
 
     cfg: PPOKLConfig
 
-    def __init__(self, agent: Agent, cfg: Any, compile: bool):
-        super().__init__(agent, cfg.ppo_kl, compile)
+    def __init__(self, agent: Agent, cfg: Any, path: str = "eager"):
+        super().__init__(agent, cfg.ppo_kl, path)
         # Algorithm state, saved in checkpoints. float64 so that halving and doubling stay exact.
         self.beta = torch.tensor(self.cfg.beta_init, dtype=torch.float64)
 
@@ -63,16 +63,16 @@ class PPOKL(MinibatchActorCritic):
         head: ActionHead,
         policy_out: torch.Tensor,
         values: torch.Tensor,
-        minibatch: dict[str, torch.Tensor],
-        hyper: dict[str, torch.Tensor],
+        minibatch: Minibatch,
+        hyper: dict[str, Any],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Penalized loss on one minibatch: ``policy_out [M, P]``, ``values [M]`` from the current
-        agent; ``minibatch["policy_outputs"] [M, P]`` is the acting policy; ``hyper["beta"]`` is a
+        agent; ``minibatch.policy_outputs [M, P]`` is the acting policy; ``hyper["beta"]`` is a
         float (a 0-dim tensor when compiled)."""
-        weights = minibatch["weights"]
+        weights = minibatch.weights
         log_ratio, ratio = importance_ratio(head, policy_out, minibatch)
         advantages = policy_advantages(minibatch, self.cfg.norm_adv)
-        kl = mean_kl(head, minibatch["policy_outputs"], policy_out, weights)
+        kl = mean_kl(head, minibatch.policy_outputs, policy_out, weights)
         policy_loss = -weighted_mean(ratio * advantages, weights) + hyper["beta"] * kl
         return actor_critic_loss(
             policy_loss, head, policy_out, values, minibatch, log_ratio,

@@ -56,11 +56,12 @@ class AlgoSpec:
     name: str  # the --algo value, e.g. "ppo-kl"
     section: str  # its config section (a YAML key), e.g. "ppo_kl"
     config: type  # the section's dataclass (defaults = the algorithm's defaults)
-    make: Callable[[Agent, Any, bool], Algorithm]  # (agent, full Config, compile) -> the algorithm
+    make: Callable[[Agent, Any, str], Algorithm]  # (agent, full Config, update path) -> the algorithm
     check: Callable[[Any, SectionCheck], None]  # ConfigError naming the first bad field of the section
     metrics: tuple[str, ...] = ()  # metrics.csv columns it reports beyond the contract's, in order
     separate_critic: bool = False  # fits the value function apart from the policy (no shared trunk)
 
-    def __call__(self, agent: Agent, cfg: Any, compile: bool = False) -> Algorithm:
-        """Build the algorithm for ``agent`` from the run's config."""
-        return self.make(agent, cfg, compile)
+    def __call__(self, agent: Agent, cfg: Any, path: str = "eager") -> Algorithm:
+        """Build the algorithm for ``agent`` from the run's config; ``path``: how its gradient
+        steps compute gradients (``ppokit.algos.common.PATHS``)."""
+        return self.make(agent, cfg, path)

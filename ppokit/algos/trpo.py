@@ -27,12 +27,11 @@ from ppokit.algos.common import (
     global_weighted_mean,
     importance_ratio,
     mean_kl,
-    normalize_advantages,
     policy_change,
     require_separate_critic,
 )
 from ppokit.algos.registry import AlgoSpec, SectionCheck
-from ppokit.batch import weighted_mean
+from ppokit.batch import Minibatch, normalize_advantages, weighted_mean
 from ppokit.validation import in_unit_interval, non_negative, positive, positive_int
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ def check_section(section: TRPOConfig, where: SectionCheck) -> None:
 class TRPO:
     """Natural-gradient policy step with a KL line search, plus a separately fitted critic."""
 
-    def __init__(self, agent: Agent, cfg: Any, compile: bool):
+    def __init__(self, agent: Agent, cfg: Any, path: str = "eager"):
         require_separate_critic(agent, "trpo")
         self.agent = agent
         self.cfg = cfg.trpo
@@ -120,7 +119,7 @@ class TRPO:
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
         self.critic = CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size,
-                                compile=compile)
+                                path=path)
 
     # ------------------------------------------------------------------ the policy as a function of theta
 
@@ -134,13 +133,13 @@ class TRPO:
         params = {name: chunk.view_as(p) for name, chunk, p in zip(self.names, chunks, self.params)}
         return torch.func.functional_call(self.agent, params, (obs,))[0]
 
-    def surrogate_and_kl(self, theta: torch.Tensor, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def surrogate_and_kl(self, theta: torch.Tensor, data: Minibatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(E[r * A], E[KL(pi_old || pi_theta)])`` over this process's valid samples (0-dim each)."""
-        policy_out = self.policy_outputs(theta, data["obs"])
+        policy_out = self.policy_outputs(theta, data.obs)
         _, ratio = importance_ratio(self.agent.head, policy_out, data)
-        weights = data["weights"]
-        surrogate = weighted_mean(ratio * data["advantages"], weights)
-        return surrogate, mean_kl(self.agent.head, data["policy_outputs"], policy_out, weights)
+        weights = data.weights
+        surrogate = weighted_mean(ratio * data.advantages, weights)
+        return surrogate, mean_kl(self.agent.head, data.policy_outputs, policy_out, weights)
 
     def _set_params(self, theta: torch.Tensor) -> None:
         with torch.no_grad():
@@ -149,7 +148,7 @@ class TRPO:
 
     # ------------------------------------------------------------------ the update
 
-    def policy_step(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
+    def policy_step(self, data: Minibatch) -> dict[str, float]:
         """The natural-gradient step with line search; writes the policy only when a step is accepted."""
         c = self.cfg
         theta_old = self.flat_params()
@@ -158,7 +157,7 @@ class TRPO:
         (gradient,) = torch.autograd.grad(surrogate, theta)
         distributed.mean_([gradient])
         surrogate_old = distributed.mean_scalar(float(surrogate.detach()))
-        head, old_out, obs, weights = self.agent.head, data["policy_outputs"], data["obs"], data["weights"]
+        head, old_out, obs, weights = self.agent.head, data.policy_outputs, data.obs, data.weights
         fvp = fisher_vector_product(lambda t: mean_kl(head, old_out, self.policy_outputs(t, obs), weights),
                                     theta_old, c.damping)
         direction = conjugate_gradient(fvp, gradient, c.cg_iters)
@@ -186,10 +185,10 @@ class TRPO:
 
     def update(self, batch: Batch, progress: float) -> dict[str, float]:
         """One TRPO iteration on this process's batch: the policy step, then the value fit."""
-        data = batch.as_dict()
+        data = Minibatch.of(batch.as_dict())
         if self.cfg.norm_adv:  # statistics over every process's batch: they all take one step
             with torch.no_grad():
-                data["advantages"] = normalize_advantages(data["advantages"], data["weights"], global_weighted_mean)
+                data.advantages = normalize_advantages(data.advantages, data.weights, global_weighted_mean)
         stats = self.policy_step(data)  # policy_loss: -E[r A] at the policy it leaves
         stats.update(policy_change(self.agent, batch))
         stats.update(self.critic.fit(batch))

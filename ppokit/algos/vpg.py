@@ -27,12 +27,11 @@ from ppokit.algos.common import (
     global_weighted_mean,
     hyperparameters,
     linear_schedule,
-    normalize_advantages,
     policy_change,
     require_separate_critic,
 )
 from ppokit.algos.registry import AlgoSpec, SectionCheck
-from ppokit.batch import time_major, weighted_mean
+from ppokit.batch import Minibatch, normalize_advantages, time_major, weighted_mean
 from ppokit.distributions import ActionHead
 from ppokit.validation import one_of, positive
 
@@ -57,14 +56,13 @@ def policy_gradient_loss(
     head: ActionHead,
     policy_out: torch.Tensor,
     values: torch.Tensor,
-    minibatch: dict[str, torch.Tensor],
-    hyper: dict[str, torch.Tensor],
+    minibatch: Minibatch,
+    hyper: dict[str, Any],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``-E[log pi(a|s) * A]`` over the valid samples: its gradient is the policy gradient
     (the advantages are constants). ``policy_out [B, P]``; ``values`` unused."""
-    weights = minibatch["weights"]
-    log_probs = head.log_prob(policy_out, minibatch["actions"])
-    loss = -weighted_mean(log_probs * minibatch["advantages"], weights)
+    log_probs = head.log_prob(policy_out, minibatch.actions)
+    loss = -weighted_mean(log_probs * minibatch.advantages, minibatch.weights)
     return loss, {"policy_loss": loss.detach()}
 
 
@@ -90,16 +88,16 @@ def check_section(section: VPGConfig, where: SectionCheck) -> None:
 class VPG:
     """One policy-gradient Adam step per iteration, then the value fit (unless ``baseline: none``)."""
 
-    def __init__(self, agent: Agent, cfg: Any, compile: bool):
+    def __init__(self, agent: Agent, cfg: Any, path: str = "eager"):
         require_separate_critic(agent, "vpg")
         self.agent = agent
         self.cfg = cfg.vpg
         self.gamma = cfg.rollout.gamma
         self.num_steps = cfg.rollout.num_steps
         self.policy_step = GradientStep(agent, policy_gradient_loss, max_grad_norm=self.cfg.max_grad_norm,
-                                        adam_eps=ADAM_EPS, compile=compile, only=actor_prefixes(agent))
+                                        adam_eps=ADAM_EPS, path=path, only=actor_prefixes(agent))
         self.critic = (
-            CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size, compile=compile)
+            CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size, path=path)
             if self.cfg.baseline == "value" else None
         )
 
@@ -112,7 +110,7 @@ class VPG:
             data["advantages"] = normalize_advantages(data["advantages"], data["weights"], global_weighted_mean)
         lr = linear_schedule(self.cfg.learning_rate, progress, self.cfg.anneal_lr)
         hyper = hyperparameters(lr=lr)
-        stats = {key: float(value) for key, value in self.policy_step.step(data, hyper).items()}
+        stats = {key: float(value) for key, value in self.policy_step.step(Minibatch.of(data), hyper).items()}
         stats.update(policy_change(self.agent, batch))
         if self.critic is not None:  # baseline none: no value_loss at all (the column stays empty)
             stats.update(self.critic.fit(batch))
