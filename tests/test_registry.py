@@ -36,13 +36,13 @@ def check_section(section, where):
 
 
 class PlainPG(MinibatchActorCritic):
-    def __init__(self, agent, cfg, compile):
-        super().__init__(agent, cfg.plain_pg, compile)
+    def __init__(self, agent, cfg, path):
+        super().__init__(agent, cfg.plain_pg, path)
 
     def loss(self, head, policy_out, values, minibatch, hyper):
-        log_probs = head.log_prob(policy_out, minibatch["actions"])
+        log_probs = head.log_prob(policy_out, minibatch.actions)
         advantages = policy_advantages(minibatch, self.cfg.norm_adv)
-        policy_loss = -self.cfg.scale * weighted_mean(log_probs * advantages, minibatch["weights"])
+        policy_loss = -self.cfg.scale * weighted_mean(log_probs * advantages, minibatch.weights)
         return policy_loss + value_loss(values, minibatch, None), {"policy_loss": policy_loss.detach()}
 
 
