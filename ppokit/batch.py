@@ -13,16 +13,10 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Batch:
-    """A rollout flattened over time and envs, with advantages and returns.
-
-    obs ``[B, *obs]``; actions ``[B]`` or ``[B, A]``; log_probs, values, advantages, returns,
-    weights ``[B]`` float32 (weights is 1 for a learnable step, 0 for a NEXT_STEP reset
-    transition); policy_outputs ``[B, P]``. Optional (``None`` when a batch is built by hand):
-    rewards ``[B]`` float32 (as learned from, i.e. scaled if reward scaling is on), terminated,
-    truncated ``[B]`` bool, for algorithms that compute their own returns (REINFORCE). Sample
-    ``i`` is step ``i // N`` of env ``i % N``: :func:`time_major` undoes the flattening.
-    """
+class Samples:
+    """The fields every loss reads, one row per sample: obs ``[B, *obs]``; actions ``[B]`` or
+    ``[B, A]``; log_probs, values, advantages, returns, weights ``[B]`` float32 (weights is 1 for a
+    learnable step, 0 for a NEXT_STEP reset transition); policy_outputs ``[B, P]`` (the acting policy's)."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -32,6 +26,17 @@ class Batch:
     returns: torch.Tensor
     weights: torch.Tensor
     policy_outputs: torch.Tensor
+
+
+@dataclass
+class Batch(Samples):
+    """A rollout flattened over time and envs, with advantages and returns: the fields of
+    :class:`Samples` over B = T * N samples. Optional (``None`` when a batch is built by hand):
+    rewards ``[B]`` float32 (as learned from, i.e. scaled if reward scaling is on), terminated,
+    truncated ``[B]`` bool, for algorithms that compute their own returns (REINFORCE). Sample
+    ``i`` is step ``i // N`` of env ``i % N``: :func:`time_major` undoes the flattening.
+    """
+
     rewards: torch.Tensor | None = None
     terminated: torch.Tensor | None = None
     truncated: torch.Tensor | None = None
@@ -48,24 +53,16 @@ class Batch:
 
 
 @dataclass
-class Minibatch:
-    """What a loss function sees: M samples of a :class:`Batch` (each field ``[M, ...]``, as in
-    Batch) plus what every loss derives from them, computed once per minibatch.
+class Minibatch(Samples):
+    """What a loss function sees: the :class:`Samples` fields of M samples of a Batch (``[M, ...]``)
+    plus what every loss derives from them, computed once per minibatch.
 
     mean_weights ``[M]``: ``weights / weights.sum()``, so a mean over the valid samples is one dot
-    product (:func:`ppokit.algos.common.masked_mean`). normalized_advantages ``[M]``: set when the
+    product (:func:`masked_mean`). normalized_advantages ``[M]``: set when the
     minibatch is the whole batch (then the same every epoch, so computed once). want_stats: False
     when the step may skip its loss statistics (every epoch but the last, see ``run_epochs``).
     """
 
-    obs: torch.Tensor
-    actions: torch.Tensor
-    log_probs: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    weights: torch.Tensor
-    policy_outputs: torch.Tensor
     mean_weights: torch.Tensor
     normalized_advantages: torch.Tensor | None = None
     want_stats: bool = True
@@ -81,7 +78,7 @@ class Minibatch:
         return self if want_stats == self.want_stats else replace(self, want_stats=want_stats)
 
 
-SAMPLE_FIELDS = ("obs", "actions", "log_probs", "values", "advantages", "returns", "weights", "policy_outputs")
+SAMPLE_FIELDS = tuple(f.name for f in fields(Samples))
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
