@@ -51,41 +51,58 @@ _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 def build_parser() -> argparse.ArgumentParser:
     from ppokit.algos import ALGOS
+    from ppokit.version import __version__
 
     parser = _Parser(prog="ppokit", description="PPO-family reinforcement learning on Gymnasium environments.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"ppokit {__version__}",
+                        help="print ppokit's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                help="the command; ppokit COMMAND --help describes its options")
 
     train = sub.add_parser("train", help="train an agent; writes a run folder")
-    train.add_argument("env_id", metavar="ENV_ID", help="a registered Gymnasium id, e.g. CartPole-v1")
-    train.add_argument("--algo", choices=list(ALGOS), default=None)
+    train.add_argument("env_id", metavar="ENV_ID", nargs="?", default=None,
+                       help="a registered Gymnasium id, e.g. CartPole-v1 (optional with --resume: the run's env)")
+    train.add_argument("--algo", choices=list(ALGOS), default=None,
+                       help="the algorithm: %(choices)s (default: the --config file's or the preset's, else ppo)")
     train.add_argument("--preset", default=None, help="a shipped preset (see: ppokit presets)")
     train.add_argument("--config", default=None, metavar="FILE.yaml", help="a config file (e.g. a run's config.yaml)")
-    train.add_argument("--total-steps", type=_positive_int, default=None)
-    train.add_argument("--seed", type=_non_negative_int, default=None)
-    train.add_argument("--num-envs", type=_positive_int, default=None)
+    train.add_argument("--total-steps", type=_positive_int, default=None, metavar="N",
+                       help="environment steps to train for (sets total_steps)")
+    train.add_argument("--seed", type=_non_negative_int, default=None, metavar="S",
+                       help="random seed, a non-negative integer (sets seed)")
+    train.add_argument("--num-envs", type=_positive_int, default=None, metavar="N",
+                       help="parallel environments (sets rollout.num_envs)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
-    train.add_argument("--run-dir", default=None, metavar="DIR")
+    train.add_argument("--run-dir", default=None, metavar="DIR",
+                       help="the run folder to write (default: runs/{env}__{algo}__{seed}__{timestamp})")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set ppo.clip_coef=0.1 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/latest")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluate a run's or a checkpoint's agent")
-    ev.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    ev.add_argument("--episodes", type=_positive_int, default=10)
+    ev.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                    help="a run folder (its checkpoints/latest) or a checkpoint folder")
+    ev.add_argument("--episodes", type=_positive_int, default=10, metavar="N",
+                    help="episodes to run (default: %(default)s)")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
-    ev.add_argument("--seed", type=_non_negative_int, default=0)
+    ev.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                    help="seed of the evaluation envs (default: %(default)s)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rec = sub.add_parser("record", help="record episodes of the agent to a GIF or MP4")
-    rec.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    rec.add_argument("--out", required=True, metavar="FILE.gif|FILE.mp4")
-    rec.add_argument("--episodes", type=_positive_int, default=1)
-    rec.add_argument("--seed", type=_non_negative_int, default=0)
+    rec.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                     help="a run folder (its checkpoints/latest) or a checkpoint folder")
+    rec.add_argument("--out", required=True, metavar="FILE.gif|FILE.mp4",
+                     help="the video to write (.mp4 needs ppokit[video])")
+    rec.add_argument("--episodes", type=_positive_int, default=1, metavar="N",
+                     help="episodes to record (default: %(default)s)")
+    rec.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                     help="seed of the recorded env (default: %(default)s)")
 
     plot = sub.add_parser("plot", help="plot learning curves of one or more runs")
-    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    plot.add_argument("--out", required=True, metavar="FILE.png")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders (with metrics.csv)")
+    plot.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write (.png, .pdf or .svg)")
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -96,7 +113,12 @@ def _train(args: argparse.Namespace) -> int:
     from ppokit.presets import build_config
     from ppokit.run import Interrupted, TrainingFailed, train
 
-    _find_env_modules_in_cwd(args.env_id)
+    if args.env_id is None and args.resume is None:
+        raise UsageError("ppokit train: the following arguments are required: ENV_ID (a registered Gymnasium id, "
+                         "e.g. CartPole-v1; it may be left out only with --resume RUN_DIR, which continues "
+                         "that run's env) (see ppokit train --help)")
+    if args.env_id is not None:
+        _find_env_modules_in_cwd(args.env_id)
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
     if args.resume is not None:
@@ -144,7 +166,9 @@ def _find_env_modules_in_cwd(env_id: str) -> None:
 
 
 def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:
-    """The saved run's config with --set and the shorthands applied (train() checks what may change)."""
+    """The saved run's config with --set and the shorthands applied (train() checks what may change).
+
+    Without ENV_ID the run's own env id is kept; with one that differs, train() refuses it."""
     from ppokit.checkpoint import config_of, read
     from ppokit.config import from_dict, merge, parse_override, to_dict
 
@@ -155,7 +179,8 @@ def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:
     for key, value in shorthands.items():
         if value is not None:
             data = merge(data, parse_override(f"{key}={value}"))
-    data["env_id"] = args.env_id
+    if args.env_id is not None:
+        data["env_id"] = args.env_id
     if args.algo is not None:
         data["algo"] = args.algo
     return from_dict(data)
@@ -216,13 +241,49 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (not the one at construction: tests and callers swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_to_stderr():
+    """Print the ``ppokit`` logger's records as ``ppokit: message`` on stderr, and only those:
+    other libraries' records keep their own handling (the root logger is left alone).
+
+    Returns a function that puts the ``ppokit`` logger back as it was (main() may run in a process
+    that uses ppokit as a library too, e.g. the tests)."""
+    logger = logging.getLogger("ppokit")
+    before = (list(logger.handlers), logger.propagate, logger.level)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("ppokit: %(message)s"))
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    def restore() -> None:
+        logger.handlers, logger.propagate = before[0], before[1]
+        logger.setLevel(before[2])
+
+    return restore
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     from ppokit.errors import ConfigError, EnvError, TrainingError
 
-    logging.basicConfig(level=logging.INFO, format="ppokit: %(message)s", stream=sys.stderr)
+    restore_logging = _log_to_stderr()
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version: printed, nothing else to do
+            return done.code if isinstance(done.code, int) else 0
         return COMMANDS[args.command](args)
     except UsageError as error:
         print(_one_line(str(error)), file=sys.stderr)
@@ -240,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ppokit import distributed
 
         distributed.shutdown()  # leave the torchrun process group (a no-op in one process)
+        restore_logging()
 
 
 def run() -> None:

@@ -40,9 +40,16 @@ def read_curve(run_dir: Path) -> tuple[list[float], list[float]]:
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> None:
-    """Plot mean training return (last 20 episodes) against environment steps, one line per run."""
+    """Plot mean training return (last 20 episodes) against environment steps, one line per run.
+
+    ConfigError, before anything is drawn, for a bad ``out`` or a run that cannot be read or has
+    no finished episode."""
     out = check_output_file(out, (".png", ".pdf", ".svg"))
     curves = [(run_dir, *read_curve(run_dir)) for run_dir in run_dirs]
+    for run_dir, steps, _ in curves:
+        if not steps:  # nothing to draw: refuse rather than write empty axes
+            raise ConfigError(f"run {quote(run_dir)} has no finished episode yet (its metrics.csv has no "
+                              "episodic_return_mean); plot needs runs with at least one (train longer)")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import importlib.metadata
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ppokit.cli import main
+import ppokit.cli
+from ppokit.cli import build_parser, main
+from ppokit.version import __version__
+from tests.errors_support import TOY
 from tests.helpers import COUNTER_ID
 
 SMALL = ["--set", "rollout.num_envs=2", "--set", "rollout.num_steps=16", "--set", "ppo.minibatch_size=16",
@@ -106,6 +113,8 @@ def test_record_and_plot(run_dir, tmp_path, capsys):
     (["record", "/nonexistent/run", "--out", "x.avi"], [".gif or .mp4"]),
     (["plot", "/nonexistent/run", "--out", "x.png"], ["/nonexistent/run", "does not exist"]),
     (["frobnicate"], ["frobnicate"]),
+    (["train"], ["arguments are required: ENV_ID", "CartPole-v1", "--resume RUN_DIR"]),
+    (["train", "--quiet", "--seed", "1"], ["arguments are required: ENV_ID"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
     assert main(argv) == 2
@@ -168,3 +177,60 @@ def test_console_script_finds_an_env_module_in_the_current_folder(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_id"] == "my_cwd_envs:MyCwdCartPole-v0"
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ppokit {__version__}\n"
+    assert importlib.metadata.version("ppokit") == __version__  # pyproject reads ppokit.version
+
+
+def test_resume_without_env_id_continues_the_runs_env(run_dir, tmp_path, capsys):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    assert json.loads((run / "summary.json").read_text())["total_steps"] == 64
+    assert main(["train", "--resume", str(run), "--total-steps", "128", "--quiet"]) == 0
+    assert "CartPole-v1 ppo: 128 steps" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env_id"] == "CartPole-v1" and summary["total_steps"] == 128
+    with open(run / "metrics.csv", newline="") as handle:
+        assert [int(float(row["global_step"])) for row in csv.DictReader(handle)] == [32, 64, 96, 128]
+
+
+def test_plot_of_a_run_without_a_finished_episode_is_bad_input(tmp_path, capsys):
+    run = tmp_path / "run"  # one iteration of 2 x 16 steps in 1000-step episodes: no episode ends
+    assert main(["train", TOY, "--run-dir", str(run), "--total-steps", "32", *SMALL,
+                 "--set", "env.kwargs={length: 1000}", "--set", "eval_episodes=0"]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(run), "--out", str(tmp_path / "p.png")]) == 2
+    one_error_line(capsys, str(run), "no finished episode")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_other_libraries_log_records_are_not_prefixed(monkeypatch, capsys):
+    """Only the ppokit logger prints as ``ppokit: ...``; e.g. gymnasium's or torch's records keep their format."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a plain process (pytest adds its own)
+
+    def command(args):
+        logging.getLogger("someotherlib").warning("a warning of another library")
+        logging.getLogger("ppokit").info("a message of ppokit")
+        return 0
+
+    monkeypatch.setitem(ppokit.cli.COMMANDS, "presets", command)
+    assert main(["presets"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "ppokit: a message of ppokit" in err
+    assert "a warning of another library" in err and "ppokit: a warning of another library" not in err
+    assert logging.getLogger().handlers == []  # the root logger is left alone
+    assert logging.getLogger("ppokit").propagate  # and the ppokit logger is put back after main()
+
+
+def test_every_argument_has_help():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == set(ppokit.cli.COMMANDS)
+    for name, command in [("ppokit", parser), *commands.choices.items()]:
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert isinstance(action.help, str) and action.help.strip() and action.help != argparse.SUPPRESS, \
+                (name, action.option_strings or action.dest)

@@ -77,3 +77,16 @@ def test_plot_reads_the_metrics(counter_run, tmp_path):
     (tmp_path / "metrics.csv").write_text("global_step,episodic_return_mean\nabc,1.0\n")
     with pytest.raises(ConfigError, match="not a number"):
         read_curve(tmp_path)
+
+
+def test_plot_refuses_a_run_without_a_finished_episode(counter_run, tmp_path):
+    from tests.errors_support import TOY
+
+    cfg = small_config(TOY, env={"kwargs": {"length": 1000}})  # 1000-step episodes
+    cfg.total_steps = 32  # one iteration of 2 x 16 steps: no episode ends
+    run = train(cfg, run_dir=tmp_path / "run", quiet=True).run_dir
+    assert read_curve(run) == ([], [])
+    out = tmp_path / "curve.png"
+    with pytest.raises(ConfigError, match="has no finished episode yet"):
+        plot_runs([counter_run, run], out)
+    assert not out.exists()  # no empty axes
