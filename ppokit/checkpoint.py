@@ -82,7 +82,7 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o755)
     try:
-        # clone: parameters are views of one buffer, and safetensors refuses shared storage
+        # copy to the CPU: safetensors refuses tensors that share storage (views of one buffer)
         contiguous = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
         safetensors.torch.save_file(contiguous, str(tmp / MODEL_FILE))
         with open(tmp / MODEL_FILE, "rb") as handle:
