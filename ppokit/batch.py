@@ -145,3 +145,13 @@ def normalize_advantages(
     mean = mean_fn(advantages, weights)
     var = mean_fn((advantages - mean).square(), weights)
     return (advantages - mean) / (var.sqrt() + 1e-8)
+
+
+def policy_advantages(minibatch: Minibatch, norm_adv: bool) -> torch.Tensor:
+    """The minibatch's advantages ``[M]``, normalized over its valid samples if ``norm_adv``
+    (computed once per update when the minibatch is the whole batch)."""
+    if not norm_adv:
+        return minibatch.advantages
+    if minibatch.normalized_advantages is not None:
+        return minibatch.normalized_advantages
+    return normalize_advantages(minibatch.advantages, minibatch.mean_weights, mean_fn=masked_mean)

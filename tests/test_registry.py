@@ -18,10 +18,10 @@ NEW_ALGORITHM = '''
 """A toy algorithm: PPO's machinery with the plain policy-gradient loss, in one file."""
 from dataclasses import dataclass
 
-from ppokit.algos.common import policy_advantages, value_loss
+from ppokit.algos.common import value_loss
 from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section
 from ppokit.algos.registry import AlgoSpec
-from ppokit.batch import weighted_mean
+from ppokit.batch import policy_advantages, weighted_mean
 from ppokit.validation import positive
 
 

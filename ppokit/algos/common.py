@@ -90,15 +90,6 @@ def importance_ratio(
     return log_ratio, torch.exp(log_ratio)
 
 
-def policy_advantages(minibatch: Minibatch, norm_adv: bool) -> torch.Tensor:
-    """The minibatch's advantages ``[M]``, normalized over its valid samples if ``norm_adv``."""
-    if not norm_adv:
-        return minibatch.advantages
-    if minibatch.normalized_advantages is not None:
-        return minibatch.normalized_advantages
-    return normalize_advantages(minibatch.advantages, minibatch.mean_weights, mean_fn=masked_mean)
-
-
 def mean_kl(head: ActionHead, old_out: torch.Tensor, new_out: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Exact ``E[KL(pi_old || pi)]`` over the valid samples (0-dim); outputs ``[M, P]``."""
     return weighted_mean(head.kl(old_out, new_out), weights)

@@ -17,11 +17,10 @@ from ppokit.algos.common import (
     clipped_surrogate,
     importance_ratio,
     linear_schedule,
-    policy_advantages,
 )
 from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section
 from ppokit.algos.registry import AlgoSpec, SectionCheck
-from ppokit.batch import weighted_mean
+from ppokit.batch import policy_advantages, weighted_mean
 from ppokit.distributions import ActionHead
 from ppokit.fast import ppo as fast_ppo
 from ppokit.validation import positive

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ppokit.algos.common import actor_critic_loss, importance_ratio, mean_kl, policy_advantages, policy_change
+from ppokit.algos.common import actor_critic_loss, importance_ratio, mean_kl, policy_change
 from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section
 from ppokit.algos.registry import AlgoSpec, SectionCheck
-from ppokit.batch import weighted_mean
+from ppokit.batch import policy_advantages, weighted_mean
 from ppokit.distributions import ActionHead
 from ppokit.validation import positive
 

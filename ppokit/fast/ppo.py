@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ppokit.batch import masked_mean, normalize_advantages
+from ppokit.batch import masked_mean, policy_advantages
 from ppokit.distributions import ActionHead, approx_kl
 from ppokit.fast.heads import terms, terms_grad
 
@@ -36,12 +36,7 @@ def output_gradients(
     log_prob, entropy, cache = terms(head, policy_out, minibatch.actions)
     log_ratio = log_prob - minibatch.log_probs
     ratio = torch.exp(log_ratio)
-    if not cfg.norm_adv:
-        advantages = minibatch.advantages
-    elif minibatch.normalized_advantages is not None:  # precomputed when the minibatch is the batch
-        advantages = minibatch.normalized_advantages
-    else:
-        advantages = normalize_advantages(minibatch.advantages, mean_weights, mean_fn=masked_mean)
+    advantages = policy_advantages(minibatch, cfg.norm_adv)
     unclipped = ratio * advantages
     coef_log_prob = -mean_weights * unclipped
     if cfg.clip_coef is not None:
