@@ -216,12 +216,13 @@ class GradientStep:
         # Each step's gradient, flat; the fast path writes each parameter's part through its view.
         self.grad = torch.zeros(sum(p.numel() for p in self.params), device=self.params[0].device)
         self.grad_views = split_like(self.grad, self.params)
-        if path == "fast" and not fast.supports(agent):
+        supported = fast.supports(agent)
+        if path == "fast" and not supported:
             raise ConfigError(
                 "update_path: fast needs ppokit's own MLP trunks with tanh or relu on vector observations; "
                 "use update_path=auto (autograd for other networks)"
             )
-        self.mode = "fast" if path == "fast" or (path != "autograd" and fast.supports(agent)) else "autograd"
+        self.mode = "fast" if supported and path != "autograd" else "autograd"
         if self.mode == "fast":
             self.grad_buffers = GradientBuffers(agent, dict(zip(self.names, self.grad_views)))
         # Collectives cannot live inside the compiled graph: compile only on one process.
@@ -230,11 +231,9 @@ class GradientStep:
         if self.compiled:
             # autograd.grad does not trace: the compiled autograd path uses torch.func.grad instead.
             # The fast path traces into one graph only with a hand-derived loss gradient.
-            traced = self._fast_grads if self._traceable_fast() else self._functional_grads
+            fast_traces = self.mode == "fast" and output_gradients is not None
+            traced = self._fast_grads if fast_traces else self._functional_grads
             self._gradients = torch.compile(traced, dynamic=False)
-
-    def _traceable_fast(self) -> bool:
-        return self.mode == "fast" and self.output_gradients is not None
 
     def _eager_gradients(self) -> Callable:
         return self._fast_grads if self.mode == "fast" else self._autograd_grads
