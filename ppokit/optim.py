@@ -1,53 +1,94 @@
-"""Adam and global-norm gradient clipping for parameters whose gradients live in one flat buffer.
+"""The parameters a gradient step updates, kept in one flat buffer; Adam and global-norm
+gradient clipping on that buffer.
 
-:class:`ppokit.algos.common.GradientStep` writes every gradient into a flat vector ``[P]`` (P =
-number of parameters it updates), so the all-reduce and the clipping are a handful of operations
-on one vector, whatever the number of layers. Adam then updates the agent's own parameter
-tensors with PyTorch's public functional Adam (``torch.optim.adam.adam``), fused into one kernel
-call on CPU and CUDA (the kernel loops over the tensors itself). Its moments are views of two
-flat vectors, saved to safetensors as they are (the checkpoint format of ppokit 0.1).
+:class:`ppokit.algos.common.GradientStep` moves the parameters it updates into one flat vector
+``[S]`` and writes every gradient into a second one of the same layout, so the all-reduce, the
+clipping and Adam are each a single operation on one vector, whatever the number of layers
+(Adam is PyTorch's public functional ``torch.optim.adam.adam``, fused on CPU and CUDA).
+
+Each tensor starts at a multiple of 64 bytes in its buffer (:class:`FlatLayout`), the alignment
+PyTorch's CPU allocator gives a tensor of its own: a matrix product then takes the same kernel
+path on a trained agent's parameters as on the separate tensors of the same agent loaded from a
+checkpoint, so the two act bit for bit alike on every CPU (tests/test_checkpoint.py). The
+padding between tensors holds zeros and its gradient is zero, so Adam leaves it at zero.
+
+Checkpoints store Adam's moments without the padding, as one ``[P]`` vector each (P = number of
+parameters): the format of ppokit 0.1.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim.adam import adam
 
+ALIGNMENT_BYTES = 64
+
+
+class FlatLayout:
+    """Where each of a list of tensors lives in a flat buffer ``[S]``: at offsets that are
+    multiples of :data:`ALIGNMENT_BYTES`, in order (S >= P, the tensors' total size)."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        self.shapes = [t.shape for t in tensors]
+        self.numels = [t.numel() for t in tensors]
+        self.device = tensors[0].device
+        self.dtype = tensors[0].dtype
+        self.unit = ALIGNMENT_BYTES // tensors[0].element_size()  # elements per alignment step
+        self.offsets = []
+        size = 0
+        for numel in self.numels:
+            self.offsets.append(size)
+            size += math.ceil(numel / self.unit) * self.unit
+        self.size = size
+
+    def zeros(self) -> torch.Tensor:
+        """A zero buffer ``[S]`` whose first element is 64-byte aligned."""
+        spare = torch.zeros(self.size + self.unit, device=self.device, dtype=self.dtype)
+        skip = (-spare.data_ptr() % ALIGNMENT_BYTES) // spare.element_size()
+        return spare[skip:skip + self.size]
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of ``flat [S]`` with the tensors' shapes."""
+        return [flat[o:o + n].view(shape) for o, n, shape in zip(self.offsets, self.numels, self.shapes)]
+
+    def pack(self, flat: torch.Tensor) -> torch.Tensor:
+        """The tensors' values without the padding, ``[P]`` (a copy)."""
+        return torch.cat([view.reshape(-1) for view in self.views(flat)])
+
+    def unpack_(self, flat: torch.Tensor, packed: torch.Tensor) -> None:
+        """Write ``packed [P]`` (as :meth:`pack` gives it) into ``flat [S]``."""
+        if packed.shape != (sum(self.numels),):
+            raise ValueError(f"expected a vector of {sum(self.numels)} values, got shape {tuple(packed.shape)}")
+        for view, chunk in zip(self.views(flat), packed.split(self.numels)):
+            view.copy_(chunk.view_as(view))
+
 
 class AdamState:
-    """Adam's moments for a list of parameters: flat ``exp_avg``/``exp_avg_sq`` ``[P]`` and, for
-    each parameter, views of them shaped like it, plus one step count per parameter (0-dim
-    float32, as the fused kernel wants; all equal)."""
+    """Adam's moments ``exp_avg``/``exp_avg_sq`` (flat ``[S]``, laid out as the parameters) and
+    its step count (0-dim float32, as the fused kernel wants)."""
 
-    def __init__(self, params: list[torch.Tensor]):
-        size = sum(p.numel() for p in params)
-        device = params[0].device
-        self.exp_avg = torch.zeros(size, device=device)
-        self.exp_avg_sq = torch.zeros(size, device=device)
-        self.exp_avg_views = split_like(self.exp_avg, params)
-        self.exp_avg_sq_views = split_like(self.exp_avg_sq, params)
-        self.steps = [torch.zeros((), device=device) for _ in params]
+    def __init__(self, layout: FlatLayout):
+        self.layout = layout
+        self.exp_avg = layout.zeros()
+        self.exp_avg_sq = layout.zeros()
+        self.step = torch.zeros((), device=layout.device)
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """Flat ``name -> tensor`` dict for checkpoints."""
-        return {f"{prefix}.step": self.steps[0], f"{prefix}.exp_avg": self.exp_avg,
-                f"{prefix}.exp_avg_sq": self.exp_avg_sq}
+        """Flat ``name -> tensor`` dict for checkpoints (moments ``[P]``, without padding)."""
+        return {f"{prefix}.step": self.step, f"{prefix}.exp_avg": self.layout.pack(self.exp_avg),
+                f"{prefix}.exp_avg_sq": self.layout.pack(self.exp_avg_sq)}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
-        """Copy state saved by :meth:`tensors` back in place (the views see it)."""
-        for step in self.steps:
-            step.copy_(tensors[f"{prefix}.step"])
-        self.exp_avg.copy_(tensors[f"{prefix}.exp_avg"])
-        self.exp_avg_sq.copy_(tensors[f"{prefix}.exp_avg_sq"])
-
-
-def split_like(flat: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Views of ``flat [P]`` with the shapes of ``tensors`` (P = their total size), in order."""
-    return [view.view_as(t) for view, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+        """Copy state saved by :meth:`tensors` back in place."""
+        self.step.copy_(tensors[f"{prefix}.step"])
+        self.layout.unpack_(self.exp_avg, tensors[f"{prefix}.exp_avg"])
+        self.layout.unpack_(self.exp_avg_sq, tensors[f"{prefix}.exp_avg_sq"])
 
 
 def clip_by_global_norm_(grad: torch.Tensor, max_norm: float | None) -> torch.Tensor:
-    """Scale the flat gradient ``[P]`` in place by ``min(1, max_norm / ||g||)``; return ``||g||``."""
+    """Scale the flat gradient ``[S]`` in place by ``min(1, max_norm / ||g||)``; return ``||g||``."""
     norm = torch.linalg.vector_norm(grad)
     if max_norm is not None:
         grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
@@ -56,16 +97,16 @@ def clip_by_global_norm_(grad: torch.Tensor, max_norm: float | None) -> torch.Te
 
 @torch.no_grad()
 def adam_step_(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
+    params: torch.Tensor,
+    grad: torch.Tensor,
     state: AdamState,
     lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> None:
-    """One Adam step (Kingma & Ba, Algorithm 1) on ``params`` in place, as ``torch.optim.Adam``
-    takes it (fused on CPU and CUDA, the single-tensor loop elsewhere)."""
-    fused = params[0].device.type in ("cpu", "cuda")
-    adam(params, grads, state.exp_avg_views, state.exp_avg_sq_views, [], state.steps, foreach=False,
+    """One Adam step (Kingma & Ba, Algorithm 1) on the flat ``params [S]`` in place, as
+    ``torch.optim.Adam`` takes it (fused on CPU and CUDA, the single-tensor loop elsewhere)."""
+    fused = params.device.type in ("cpu", "cuda")
+    adam([params], [grad], [state.exp_avg], [state.exp_avg_sq], [], [state.step], foreach=False,
          fused=fused or None, amsgrad=False, beta1=betas[0], beta2=betas[1], lr=float(lr), weight_decay=0.0,
          eps=eps, maximize=False)

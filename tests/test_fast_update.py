@@ -16,6 +16,7 @@ from ppokit.config import Config, from_dict
 from ppokit.errors import ConfigError
 from ppokit.fast import ppo as fast_ppo
 from ppokit.fast import supports
+from ppokit.optim import ALIGNMENT_BYTES
 
 SPACES = {
     "discrete": (gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3)),
@@ -110,21 +111,40 @@ def test_update_step_equals_torch_optim_reference(space: str) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_parameters_keep_their_own_storage() -> None:
-    """The agent stays a plain nn.Module: gradient steps update each parameter in place, in its own
-    allocation, never as a view into a shared buffer. A view at an unaligned offset made a one-row
-    matmul take another kernel than the reloaded agent's, so actions differed in the last bit on
-    some CPUs (issue 8); the bitwise round trip is tests/test_checkpoint.py's."""
+def test_parameters_are_aligned_views_updated_in_place() -> None:
+    """Gradient steps update each parameter in place, as a view of the step's flat buffer that
+    starts on a 64-byte boundary, like a tensor of its own. A view at an unaligned offset made a
+    one-row matmul take another kernel than the reloaded agent's, so actions differed in the last
+    bit on some CPUs (issue 8); the bitwise round trip is tests/test_checkpoint.py's."""
     agent, algo, minibatch, hyper, _ = _setup("box")
     before = {name: (p.data_ptr(), p.clone()) for name, p in agent.named_parameters()}
     algo.gradient_step.step(minibatch, hyper)
-    storages = set()
     for name, p in agent.named_parameters():
         assert p.data_ptr() == before[name][0], f"{name} was replaced, not updated in place"
         assert not torch.equal(p, before[name][1]), f"{name} did not move"
-        assert p.storage_offset() == 0 and p.untyped_storage().nbytes() == p.numel() * p.element_size(), name
-        storages.add(p.untyped_storage().data_ptr())
-    assert len(storages) == len(before)
+        assert p.data_ptr() % ALIGNMENT_BYTES == 0 and p.is_contiguous(), name
+    # The padding between parameters stays zero through Adam.
+    step = algo.gradient_step
+    padding = torch.ones_like(step.flat_params, dtype=torch.bool)
+    for offset, numel in zip(step.layout.offsets, step.layout.numels):
+        padding[offset:offset + numel] = False
+    assert padding.any() and not step.flat_params[padding].any() and not step.adam.exp_avg_sq[padding].any()
+
+
+def test_optimizer_state_saves_without_padding() -> None:
+    """Adam's moments go to checkpoints as one [P] vector each (the 0.1 format) and come back."""
+    agent, algo, minibatch, hyper, _ = _setup("box")
+    algo.gradient_step.step(minibatch, hyper)
+    saved = {k: v.clone() for k, v in algo.state_tensors().items()}
+    total = sum(p.numel() for p in agent.parameters())
+    assert saved["optimizer.exp_avg"].shape == (total,) and saved["optimizer.step"].item() == 1
+    torch.testing.assert_close(saved["optimizer.exp_avg"],
+                               torch.cat([v.reshape(-1) for v in algo.gradient_step.layout.views(
+                                   algo.gradient_step.adam.exp_avg)]), rtol=0, atol=0)
+    algo.gradient_step.step(minibatch, hyper)
+    algo.load_state_tensors(saved)
+    for key, value in algo.state_tensors().items():
+        assert torch.equal(value, saved[key]), key
 
 
 @pytest.mark.parametrize("path", ["autograd", "compile"])

@@ -21,7 +21,7 @@ from ppokit.batch import Minibatch, masked_mean, minibatches, normalize_advantag
 from ppokit.distributions import ActionHead, approx_kl
 from ppokit.errors import ConfigError
 from ppokit.fast.network import GradientBuffers, backward_cached, forward_cached
-from ppokit.optim import AdamState, adam_step_, clip_by_global_norm_, split_like
+from ppokit.optim import AdamState, FlatLayout, adam_step_, clip_by_global_norm_
 from ppokit.validation import fits_batch, positive, positive_int
 
 if TYPE_CHECKING:
@@ -173,10 +173,12 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, weights: tor
 class GradientStep:
     """``step(minibatch, hyper)``: loss -> gradient -> all-reduce -> global-norm clip -> Adam.
 
-    Updates the agent's own parameter tensors in place (``only`` selects a subset by name prefix,
-    e.g. the critic). Every gradient lands in one flat buffer ``[P]``, so the all-reduce and the
-    clipping are a couple of vector operations. ``path`` (from the config's ``update_path``) picks
-    how the gradient is computed; all give the same gradient (tests/test_fast_update.py):
+    Updates the agent's parameters in place (``only`` selects a subset by name prefix, e.g. the
+    critic); they move into one flat buffer that this step owns (:class:`ppokit.optim.FlatLayout`:
+    each stays an ``nn.Parameter`` of its own shape, now a 64-byte-aligned view of the buffer), and
+    every gradient lands in a second buffer of the same layout, so the all-reduce, the clipping and
+    Adam are one operation each. A parameter belongs to at most one GradientStep. ``path`` (from
+    the config's ``update_path``) picks how the gradient is computed; all give the same gradient (tests/test_fast_update.py):
 
     * ``fast``: :mod:`ppokit.fast`: the forward pass keeps its activations without an autograd
       graph, the loss is differentiated by hand with respect to the network outputs (autograd on
@@ -211,11 +213,20 @@ class GradientStep:
         named = [(n, p) for n, p in agent.named_parameters() if only is None or n.startswith(only)]
         self.names = [n for n, _ in named]
         self.parameters = [p for _, p in named]
+        # The parameters move into one flat, aligned buffer (ppokit.optim): the agent's
+        # parameters become views of it, so Adam is one operation on one vector.
+        self.layout = FlatLayout(self.parameters)
+        self.flat_params = self.layout.zeros()
+        with torch.no_grad():
+            for parameter, view in zip(self.parameters, self.layout.views(self.flat_params)):
+                view.copy_(parameter)
+                parameter.data = view
         self.params = [p.detach() for p in self.parameters]  # the agent's tensors, without autograd
-        self.adam = AdamState(self.params)
-        # Each step's gradient, flat; the fast path writes each parameter's part through its view.
-        self.grad = torch.zeros(sum(p.numel() for p in self.params), device=self.params[0].device)
-        self.grad_views = split_like(self.grad, self.params)
+        self.adam = AdamState(self.layout)
+        # Each step's gradient, laid out as the parameters; the fast path writes each
+        # parameter's part through its view.
+        self.grad = self.layout.zeros()
+        self.grad_views = self.layout.views(self.grad)
         supported = fast.supports(agent)
         if path == "fast" and not supported:
             raise ConfigError(
@@ -281,19 +292,20 @@ class GradientStep:
     @torch.no_grad()
     def _apply(self, grads: torch.Tensor | list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
         if not isinstance(grads, torch.Tensor):
-            torch.cat([g.reshape(-1) for g in grads], out=self.grad)
+            for view, grad in zip(self.grad_views, grads):
+                view.copy_(grad)
         elif grads is not self.grad:  # a compiled graph returns its own tensor
             self.grad.copy_(grads)
         distributed.mean_([self.grad])
         grad_norm = clip_by_global_norm_(self.grad, self.max_grad_norm)
-        adam_step_(self.params, self.grad_views, self.adam, hyper["lr"], eps=self.adam_eps)
+        adam_step_(self.flat_params, self.grad, self.adam, hyper["lr"], eps=self.adam_eps)
         return {**stats, "grad_norm": grad_norm}
 
     def gradients(self, minibatch: Minibatch, hyper: dict[str, float]) -> list[torch.Tensor]:
         """The loss gradient for this step's parameters, by the current path, without updating."""
         grads = self._gradients(minibatch, self._hyper(hyper))[0]
         if isinstance(grads, torch.Tensor):
-            return [g.clone() for g in split_like(grads, self.params)]
+            return [g.clone() for g in self.layout.views(grads)]
         return [g.reshape(p.shape) for g, p in zip(grads, self.params)]
 
     def _hyper(self, hyper: dict[str, float]) -> dict:
