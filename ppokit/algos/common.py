@@ -178,7 +178,8 @@ class GradientStep:
     each stays an ``nn.Parameter`` of its own shape, now a 64-byte-aligned view of the buffer), and
     every gradient lands in a second buffer of the same layout, so the all-reduce, the clipping and
     Adam are one operation each. A parameter belongs to at most one GradientStep. ``path`` (from
-    the config's ``update_path``) picks how the gradient is computed; all give the same gradient (tests/test_fast_update.py):
+    the config's ``update_path``) picks how the gradient is computed; all give the same gradient
+    (tests/test_fast_update.py):
 
     * ``fast``: :mod:`ppokit.fast`: the forward pass keeps its activations without an autograd
       graph, the loss is differentiated by hand with respect to the network outputs (autograd on
