@@ -112,6 +112,27 @@ def test_random_policy_return_and_its_cache(tmp_path, monkeypatch):
     assert json.loads(cache.read_text())[CONSTANT_ID]["episodes"] == 4
 
 
+def test_run_states_and_commands(tmp_path):
+    """Finished runs are skipped, failed ones left alone, saved ones resumed, the rest started."""
+    run = runs.plan(tmp_path, ["Pendulum-v1"], [SETTINGS["no-clip"]], 1)[0]
+    assert run.folder == tmp_path / "runs" / "Pendulum-v1" / "no-clip" / "seed0"
+    assert runs.state(run) == "fresh"
+    start = runs.command(run, 5000, ["eval_episodes=0"])
+    assert start[-12:] == ["--set", "ppo.clip_coef=null", "--set", "eval_episodes=0", "--seed", "0",
+                           "--total-steps", "5000", "--run-dir", str(run.folder), "--quiet"]
+    assert start[start.index("--preset") + 1] == "ppo-paper" and start[start.index("--algo") + 1] == "ppo"
+    (run.folder / "checkpoints" / "latest").mkdir(parents=True)
+    (run.folder / "checkpoints" / "latest" / "meta.json").write_text("{}")
+    (run.folder / "summary.json").write_text('{"status": "interrupted"}')
+    assert runs.state(run) == "resume"
+    assert runs.command(run, 5000, [])[-3:] == ["--resume", str(run.folder), "--quiet"]
+    (run.folder / "summary.json").write_text('{"status": "failed"}')
+    assert runs.state(run) == "failed"
+    (run.folder / "summary.json").write_text('{"status": "completed"}')
+    assert runs.state(run) == "done"
+    assert runs.execute([run], 5000, [], jobs=1, say=pytest.fail) == []  # nothing to run
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -81,12 +81,15 @@ def execute(runs: list[Run], steps: int, sets: list[str], jobs: int, say=print) 
     """Start or resume every run that is not finished, ``jobs`` at a time; returns their outcomes.
 
     A run that left a folder without a checkpoint (stopped in its first seconds) starts again from
-    nothing. Ctrl-C: every running ``ppokit train`` gets SIGINT, saves its checkpoint and stops;
-    then KeyboardInterrupt propagates (the next call resumes them)."""
+    nothing. Ctrl-C or SIGTERM: every running ``ppokit train`` gets one SIGINT, saves its
+    checkpoint and stops; then KeyboardInterrupt propagates (the next call resumes them). The runs
+    are in sessions of their own, so a Ctrl-C in the terminal reaches them only this way, once (a
+    second SIGINT would make them stop without finishing the iteration)."""
     todo = [run for run in runs if state(run) in ("fresh", "resume")]
     running: list[tuple[Run, subprocess.Popen, float]] = []
     outcomes: list[Outcome] = []
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per run; --jobs decides how many
+    previous = _sigterm_interrupts()
     try:
         while todo or running:
             while todo and len(running) < jobs:
@@ -97,7 +100,7 @@ def execute(runs: list[Run], steps: int, sets: list[str], jobs: int, say=print) 
                 run.folder.parent.mkdir(parents=True, exist_ok=True)
                 with open(run.log, "a") as log:
                     process = subprocess.Popen(command(run, steps, sets), stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, env=environment)
+                                               stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
                 running.append((run, process, time.monotonic()))
                 say(f"{'resumed' if resuming else 'started'} {run.name}")
             for entry in list(running):
@@ -117,4 +120,20 @@ def execute(runs: list[Run], steps: int, sets: list[str], jobs: int, say=print) 
         for _, process, _ in running:
             process.wait()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return outcomes
+
+
+def _sigterm_interrupts() -> object | None:
+    """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does; returns the previous handler (None when
+    not on the main thread, where signals cannot be handled)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
