@@ -118,7 +118,7 @@ def test_run_states_and_commands(tmp_path):
     assert run.folder == tmp_path / "runs" / "Pendulum-v1" / "no-clip" / "seed0"
     assert runs.state(run) == "fresh"
     start = runs.command(run, 5000, ["eval_episodes=0"])
-    assert start[-12:] == ["--set", "ppo.clip_coef=null", "--set", "eval_episodes=0", "--seed", "0",
+    assert start[-11:] == ["--set", "ppo.clip_coef=null", "--set", "eval_episodes=0", "--seed", "0",
                            "--total-steps", "5000", "--run-dir", str(run.folder), "--quiet"]
     assert start[start.index("--preset") + 1] == "ppo-paper" and start[start.index("--algo") + 1] == "ppo"
     (run.folder / "checkpoints" / "latest").mkdir(parents=True)
