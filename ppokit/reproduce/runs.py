@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ppokit.reproduce.table1 import PRESET, Setting
 
@@ -126,11 +127,11 @@ def execute(runs: list[Run], steps: int, sets: list[str], jobs: int, say=print) 
     return outcomes
 
 
-def _sigterm_interrupts() -> object | None:
+def _sigterm_interrupts() -> Any:
     """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does; returns the previous handler (None when
     not on the main thread, where signals cannot be handled)."""
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     try:
