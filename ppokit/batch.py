@@ -68,11 +68,15 @@ class Minibatch(Samples):
     want_stats: bool = True
 
     @classmethod
-    def of(cls, samples: dict[str, torch.Tensor], want_stats: bool = True) -> Minibatch:
-        """From a ``name -> [M, ...]`` dict of Batch fields (others, e.g. rewards, are ignored)."""
+    def of(cls, samples: dict[str, torch.Tensor], want_stats: bool = True,
+           advantages_normalized: bool = False) -> Minibatch:
+        """From a ``name -> [M, ...]`` dict of Batch fields (others, e.g. rewards, are ignored).
+        ``advantages_normalized``: the advantages were normalized already (over the whole batch),
+        so they are also the minibatch's ``normalized_advantages``."""
         weights = samples["weights"]
         return cls(**{name: samples[name] for name in SAMPLE_FIELDS},
-                   mean_weights=weights / weights.sum().clamp(min=1.0), want_stats=want_stats)
+                   mean_weights=weights / weights.sum().clamp(min=1.0), want_stats=want_stats,
+                   normalized_advantages=samples["advantages"] if advantages_normalized else None)
 
     def with_stats(self, want_stats: bool) -> Minibatch:
         return self if want_stats == self.want_stats else replace(self, want_stats=want_stats)

@@ -1,4 +1,6 @@
-"""Command line: ``ppokit train | eval | record | plot | presets`` (usage in README.md, errors in docs/errors.md).
+"""Command line: ``ppokit train | eval | record | plot | presets | reproduce``.
+
+Usage in README.md, errors in docs/errors.md.
 
 Bad input -> one line on stderr and exit code 2; a failure during training -> exit code 1
 after saving what can be saved; Ctrl-C / SIGTERM -> checkpoint, summary "interrupted", 130.
@@ -105,6 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write (.png, .pdf or .svg)")
 
     sub.add_parser("presets", help="list the shipped presets")
+
+    from ppokit.reproduce import EXPERIMENTS, table1
+
+    repro = sub.add_parser("reproduce", help="reproduce a paper's results (runs, table, plots); resumable")
+    repro.add_argument("experiment", choices=list(EXPERIMENTS), help="what to reproduce: %(choices)s")
+    repro.add_argument("--envs", default=None, metavar="ENV,...",
+                       help=f"comma-separated env ids (default: the paper's: {', '.join(table1.ENVS)})")
+    repro.add_argument("--settings", default=None, metavar="NAME,...",
+                       help=f"comma-separated settings (default: all: {', '.join(table1.SETTINGS)})")
+    repro.add_argument("--seeds", type=_positive_int, default=table1.DEFAULT_SEEDS, metavar="N",
+                       help="seeds 0..N-1 per env and setting (default: %(default)s)")
+    repro.add_argument("--steps", type=_positive_int, default=table1.DEFAULT_STEPS, metavar="N",
+                       help="environment steps per run (default: %(default)s)")
+    repro.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+                       help="runs at the same time, one core each (default: the cores, %(default)s)")
+    repro.add_argument("--out", default=None, metavar="DIR",
+                       help="the reproduction folder: run folders, table.md, results.json, curves.png "
+                            "(default: reproductions/EXPERIMENT)")
+    repro.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field of every run, e.g. --set update_path=eager (repeatable)")
+    repro.add_argument("--random-episodes", type=_positive_int, default=table1.DEFAULT_RANDOM_EPISODES, metavar="N",
+                       help="episodes of the random policy that scores 0 (default: %(default)s)")
     return parser
 
 
@@ -224,16 +248,41 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from ppokit.presets import available, preset_env
+    from ppokit.presets import available, is_generic, preset_env
 
     for name, data in available().items():
-        env = preset_env(name)
+        env = "any" if is_generic(name) else preset_env(name)
         print(f"{name:32s} env {env:24s} algo {data.get('algo', 'ppo'):7s} "
               f"solved at {data.get('solved_threshold')}")
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets}
+def _reproduce(args: argparse.Namespace) -> int:
+    from ppokit.reproduce import table1
+    from ppokit.reproduce.experiment import reproduce_table1
+
+    out = Path(args.out) if args.out is not None else Path("reproductions") / args.experiment
+    command = "ppokit reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else [args.experiment])
+    try:
+        results, outcomes = reproduce_table1(
+            out, table1.parse_envs(args.envs), table1.parse_settings(args.settings), args.seeds, args.steps,
+            args.jobs, args.set, args.random_episodes, command_line=command)
+    except KeyboardInterrupt:
+        print(f"ppokit: interrupted; the runs saved checkpoints: run the same command again to resume ({out})",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print((out / "table.md").read_text(), end="")
+    print(f"wrote {out / 'table.md'}, {out / 'results.json'} and {out / 'curves.png'}")
+    failed = [o.run.name for o in outcomes if o.status != "done"]
+    if failed:
+        print(f"ppokit: {len(failed)} runs did not finish ({', '.join(failed)}); see their .log files in "
+              f"{out / 'runs'}; a failed run is not retried until its folder is removed", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets,
+            "reproduce": _reproduce}
 
 
 def _one_line(text: str) -> str:

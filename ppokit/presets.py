@@ -7,6 +7,9 @@ A preset is ``presets/NAME.yaml``. ``ENV`` (with ``/`` written as ``-``) is the 
 preset; ``ENV__ALGO`` is the preset for another algorithm on that env. With no ``--preset``,
 the one matching the env and algorithm is used when it ships.
 
+A preset whose name is not an env id (``ppo-paper``: the PPO paper's MuJoCo hyperparameters) is
+made for any env of the right kind and has no ``solved_threshold``; name it with ``--preset``.
+
 A ``solved_threshold`` belongs to its env: a preset or ``--config`` file made for another env
 than the run's gives its hyperparameters but not its threshold (``--set solved_threshold=...``
 sets one for any env).
@@ -14,6 +17,7 @@ sets one for any env).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +101,11 @@ def build_config(
 def preset_env(name: str) -> str:
     """The env a preset was made for, as spelled in its file name (``ENV`` or ``ENV__ALGO``)."""
     return name.split("__")[0]
+
+
+def is_generic(name: str) -> bool:
+    """Whether a preset is made for any env (its name is not a versioned env id like ``Hopper-v5``)."""
+    return re.search(r"-v\d+$", preset_env(name)) is None
 
 
 def _threshold_only_if(data: dict[str, Any], same_env: bool) -> dict[str, Any]:

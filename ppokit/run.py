@@ -294,6 +294,7 @@ def _summary(cfg: Config, learner: Learner, progress: Progress, status: str, dev
         "status": status, "env_id": cfg.env_id, "algo": cfg.algo, "seed": cfg.seed,
         "total_steps": progress.step, "wall_time_s": wall, "sps": progress.step / wall if wall > 0 else None,
         "train_return_last20": progress.episodes.mean_return(20),
+        "train_return_last100": progress.episodes.mean_return(100),  # the PPO paper's score (Table 1)
         "eval_return_mean": None, "eval_return_std": None, "eval_episodes": 0,
         "solved_threshold": cfg.solved_threshold, "solved_at_step": progress.solved_at_step,
         "solved_at_time_s": progress.solved_at_time,

@@ -392,3 +392,33 @@ def test_changing_beta_never_recompiles_the_step():
     assert algo.gradient_step.compiled  # it did compile (no fallback to eager)
     assert after_first >= 1
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == after_first
+
+
+# ---------------------------------------------------------------------------- advantage statistics over the batch
+
+
+@pytest.mark.parametrize("algo, section, path", [("ppo", "ppo", "eager"), ("ppo", "ppo", "fast"),
+                                                 ("ppo-kl", "ppo_kl", "eager")])
+def test_norm_adv_scope_batch_normalizes_once_over_the_whole_batch(algo, section, path):
+    """``norm_adv_scope: batch`` (the PPO paper's code) steps exactly as unnormalized advantages that
+    were normalized over the whole batch beforehand; per-minibatch statistics step differently."""
+    base = {"minibatch_size": 16, "update_epochs": 2, "max_grad_norm": None}
+
+    def updated(batch: Batch, **fields) -> dict[str, torch.Tensor]:
+        agent = make_agent(BOX)
+        torch.manual_seed(7)  # the same minibatch order in every variant
+        ALGOS[algo](agent, config(algo, **{section: {**base, **fields}}), path=path).update(batch, progress=0.0)
+        return actor_state(agent)
+
+    batch = make_batch(make_agent(BOX))
+    by_hand = Batch(**{**batch.as_dict(), "advantages": normalize_advantages(batch.advantages, batch.weights)})
+    over_batch = updated(batch, norm_adv=True, norm_adv_scope="batch")
+    expected = updated(by_hand, norm_adv=False)
+    assert all(torch.allclose(over_batch[k], expected[k], atol=1e-6) for k in expected)
+    per_minibatch = updated(batch, norm_adv=True, norm_adv_scope="minibatch")
+    assert not all(torch.allclose(per_minibatch[k], expected[k], atol=1e-6) for k in expected)
+
+
+def test_norm_adv_scope_is_checked():
+    with pytest.raises(ConfigError, match="ppo.norm_adv_scope: expected one of minibatch, batch"):
+        validate(config("ppo", ppo={"norm_adv_scope": "epoch"}))

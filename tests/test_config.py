@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ppokit.config import Config, ConfigError, from_dict, load_yaml, parse_override, save_yaml, to_dict, validate
-from ppokit.presets import available, build_config, default_preset
+from ppokit.presets import available, build_config, default_preset, is_generic
 
 
 def test_yaml_round_trip(tmp_path):
@@ -92,10 +92,26 @@ def test_presets_load_and_validate():
     presets = available()
     assert {"CartPole-v1", "Pendulum-v1"} <= set(presets)
     for name, data in presets.items():
-        env_id = name.split("__")[0]
+        env_id = "Pendulum-v1" if is_generic(name) else name.split("__")[0]
         cfg = validate(build_config(env_id, preset=name))
         assert cfg.preset == name and cfg.algo == data.get("algo", "ppo")
-        assert cfg.solved_threshold is not None
+        assert (cfg.solved_threshold is None) == is_generic(name)
+
+
+def test_ppo_paper_preset_holds_the_papers_mujoco_hyperparameters():
+    """Table 3 of the PPO paper, and what its code (baselines ppo1) chose where the paper is silent."""
+    for algo, section in (("ppo", "ppo"), ("ppo-kl", "ppo_kl")):
+        cfg = validate(build_config("Pendulum-v1", algo=algo, preset="ppo-paper"))
+        hyper = getattr(cfg, section)
+        assert (cfg.rollout.num_envs, cfg.rollout.num_steps, cfg.rollout.gamma, cfg.rollout.gae_lambda) == (
+            1, 2048, 0.99, 0.95)
+        assert (hyper.learning_rate, hyper.update_epochs, hyper.minibatch_size, hyper.ent_coef) == (3e-4, 10, 64, 0.0)
+        assert not hyper.anneal_lr and hyper.max_grad_norm is None and hyper.norm_adv_scope == "batch"
+        assert cfg.model.hidden_sizes == [64, 64] and cfg.model.activation == "tanh" and not cfg.model.shared_trunk
+        assert cfg.env.normalize_obs and cfg.env.clip_obs == 5.0 and not cfg.env.normalize_reward
+        assert cfg.total_steps == 1_000_000 and cfg.solved_threshold is None
+    assert not build_config("Pendulum-v1", preset="ppo-paper").ppo.clip_vloss
+    assert is_generic("ppo-paper") and not is_generic("Pendulum-v1__trpo")
 
 
 def test_preset_order_later_wins(tmp_path):

@@ -116,6 +116,7 @@ def test_run_folder_contents(tmp_path):
     assert summary["solved_at_step"] == 4 * 32
     assert [int(r["episodes"]) for r in rows] == [6, 6, 6, 6, 8, 6]
     assert summary["train_return_last20"] == 15.0 and rows[-1]["episodic_length_mean"] == "5.0"
+    assert summary["train_return_last100"] == 15.0  # 38 episodes so far: all of them
     assert set(summary["versions"]) >= {"ppokit", "torch", "gymnasium", "python"}
     with pytest.raises(ConfigError, match="already holds a run"):
         train(cfg, run_dir=run, quiet=True)

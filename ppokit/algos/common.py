@@ -398,6 +398,7 @@ def run_epochs(
     minibatch_size: int,
     hyper: dict[str, float],
     target_kl: float | None = None,
+    advantages_normalized: bool = False,
 ) -> dict[str, float]:
     """``epochs`` passes over shuffled minibatches; stop early once an epoch's mean approx KL,
     averaged over processes, exceeds ``target_kl``. Returns mean statistics over all steps,
@@ -405,6 +406,8 @@ def run_epochs(
     means over the last epoch's steps (over every step when ``target_kl`` is set).
 
     Minibatches come from :func:`ppokit.batch.minibatches` (one gather per epoch, views).
+    ``advantages_normalized``: ``batch.advantages`` are already normalized (over the whole batch),
+    so a loss takes them as they are instead of normalizing each minibatch again.
     """
     data = batch.as_dict()
     history: list[dict[str, torch.Tensor]] = []
@@ -414,15 +417,17 @@ def run_epochs(
     if minibatch_size >= len(batch):
         # One minibatch is the whole batch: its weights and advantage statistics are the same
         # every epoch, so compute them once.
-        whole = Minibatch.of(data)
-        whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights, mean_fn=masked_mean)
+        whole = Minibatch.of(data, advantages_normalized=advantages_normalized)
+        if whole.normalized_advantages is None:
+            whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights,
+                                                               mean_fn=masked_mean)
     for _ in range(epochs):
         first = len(history)
         # Loss statistics are reported for the last epoch (and every epoch when target_kl needs
         # the approx KL): computing them costs a tenth of a minibatch step.
         want_stats = target_kl is not None or epochs_run == epochs - 1
         parts = [whole.with_stats(want_stats)] if whole is not None else [
-            Minibatch.of(samples, want_stats) for samples in minibatches(data, minibatch_size)]
+            Minibatch.of(samples, want_stats, advantages_normalized) for samples in minibatches(data, minibatch_size)]
         for minibatch in parts:
             history.append(step.step(minibatch, hyper))
         epochs_run += 1

@@ -7,15 +7,23 @@ that, e.g., the minibatch size is split over processes in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ppokit import distributed
-from ppokit.algos.common import GradientStep, LossFn, OutputGradFn, linear_schedule, run_epochs
+from ppokit.algos.common import (
+    GradientStep,
+    LossFn,
+    OutputGradFn,
+    global_weighted_mean,
+    linear_schedule,
+    run_epochs,
+)
 from ppokit.algos.registry import SectionCheck
-from ppokit.validation import check, fits_batch, non_negative, positive, positive_int
+from ppokit.batch import normalize_advantages
+from ppokit.validation import check, fits_batch, non_negative, one_of, positive, positive_int
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -34,7 +42,13 @@ class MinibatchConfig:
     vf_coef: float = 0.5
     max_grad_norm: float | None = 0.5
     norm_adv: bool = True
+    # Where the advantage statistics come from: each minibatch (CleanRL, SB3) or the whole batch
+    # of every process, once per iteration (the PPO paper's code, baselines ppo1).
+    norm_adv_scope: str = "minibatch"  # minibatch | batch
     adam_eps: float = 1e-5
+
+
+NORM_ADV_SCOPES = ("minibatch", "batch")
 
 
 def check_minibatch_section(section: MinibatchConfig, where: SectionCheck) -> None:
@@ -53,6 +67,7 @@ def check_minibatch_section(section: MinibatchConfig, where: SectionCheck) -> No
     non_negative(section.vf_coef, f"{name}.vf_coef")
     positive(section.max_grad_norm, f"{name}.max_grad_norm", optional=True)
     positive(section.adam_eps, f"{name}.adam_eps")
+    one_of(section.norm_adv_scope, NORM_ADV_SCOPES, f"{name}.norm_adv_scope")
 
 
 def gradient_steps_per_iteration(section: Any, batch_size: int) -> int | None:
@@ -95,7 +110,12 @@ class MinibatchActorCritic:
         """One iteration: the epochs over this process's batch, then :meth:`after_epochs`."""
         hyper = self.hyperparameters(progress)
         minibatch_size = self.cfg.minibatch_size // distributed.world_size()  # global size, split over processes
-        stats = run_epochs(self.gradient_step, batch, self.cfg.update_epochs, minibatch_size, hyper, self.target_kl)
+        normalized = self.cfg.norm_adv and self.cfg.norm_adv_scope == "batch"
+        if normalized:  # once, over every process's batch; the minibatches then use these as they are
+            batch = replace(batch, advantages=normalize_advantages(batch.advantages, batch.weights,
+                                                                   mean_fn=global_weighted_mean))
+        stats = run_epochs(self.gradient_step, batch, self.cfg.update_epochs, minibatch_size, hyper, self.target_kl,
+                           advantages_normalized=normalized)
         stats["learning_rate"] = hyper["lr"]
         self.after_epochs(batch, hyper, stats)
         return stats
