@@ -1,6 +1,6 @@
 """Cost of one PPO minibatch step (64x64 tanh actor + critic, CartPole spaces) by gradient path.
 
-    python benchmarks/update_step.py [--minibatch 256] [--repeats 5]
+    python benchmarks/update_step.py [--minibatch 256] [--repeats 5] [--clock wall|cpu]
 
 Paths (the config's ``update_path``): ``fast`` (ppokit's default for MLPs: ppokit.fast's
 hand-written MLP backward + analytic PPO gradients, flat gradient, fused Adam), ``autograd``
@@ -41,15 +41,15 @@ def make(minibatch: int, path: str):
     return cfg, agent, algo, batch, hyperparameters(lr=1e-3, clip_coef=0.2)
 
 
-def measure(step, repeats: int, n: int = 300) -> tuple[float, float]:
+def measure(step, repeats: int, clock=time.perf_counter, n: int = 300) -> tuple[float, float]:
     for _ in range(30):
         step()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(n):
             step()
-        times.append((time.perf_counter() - start) / n * 1e6)
+        times.append((clock() - start) / n * 1e6)
     return statistics.median(times), min(times)
 
 
@@ -57,7 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minibatch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or this process's CPU time (steadier on a loaded machine)")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     rows = []
     for path in ("fast", "autograd", "compile", "torch.optim"):
@@ -79,7 +82,7 @@ def main() -> None:
         start = time.perf_counter()
         step()
         first = time.perf_counter() - start
-        median, best = measure(step, args.repeats)
+        median, best = measure(step, args.repeats, clock)
         rows.append((path, median, best, first))
     print(f"| path | us/step median | min | first call (s) |  minibatch {args.minibatch}")
     print("| --- | --- | --- | --- |")
