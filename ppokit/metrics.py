@@ -21,7 +21,8 @@ CSV_COLUMNS = [
     "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance", "learning_rate",
 ]
 # Columns every run adds after the contract's; then the algorithm's own (AlgoSpec.metrics).
-RUN_COLUMNS = ["iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s"]
+RUN_COLUMNS = ["iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s",
+               "eval_return_mean", "eval_return_std"]  # eval_*: only in rows with an evaluation during training
 
 
 def columns_for(spec: AlgoSpec) -> list[str]:
@@ -132,6 +133,8 @@ class MetricsWriter:
 
 
 def _tb_name(key: str) -> str:
+    if key.startswith("eval_"):
+        return f"eval/{key[len('eval_'):]}"
     if key.startswith("time_") or key in ("sps", "wall_time_s"):
         return f"time/{key}"
     if key.startswith("episod"):
