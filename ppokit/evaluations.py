@@ -9,15 +9,17 @@ step for all of them, which is what keeps the cost small (docs/evaluation.md has
 Results go to ``evaluations.csv`` in the run folder, to the iteration's metrics row (so to
 metrics.csv and TensorBoard), and to :class:`ppokit.run.Checkpoints`, which keeps the best
 agent by them in ``checkpoints/best``. Evaluation draws no random number from the training
-streams (a stochastic one runs on a forked torch generator), so it never changes training.
+streams (the global generators are put back afterwards), so it never changes training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,9 +111,7 @@ class PeriodicEvaluation:
         start = time.perf_counter()
         if not self.envs:
             self.envs = [self.make_env() for _ in self.seeds]
-        device = next(agent.parameters()).device
-        # Sampling draws from torch's global generator: fork it, so that training's stream is untouched.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with global_rngs_kept(next(agent.parameters()).device):
             returns, lengths = play_episodes(agent, self.envs, self.seeds, self.settings.deterministic)
         result = Evaluation(step, wall_time_s, returns, lengths, time.perf_counter() - start)
         if self.path is not None:
@@ -122,6 +122,19 @@ class PeriodicEvaluation:
         for env in self.envs:
             env.close()
         self.envs = []
+
+
+@contextlib.contextmanager
+def global_rngs_kept(device: torch.device) -> Iterator[None]:
+    """Put torch's, numpy's and Python's global generators back as they were afterwards: sampled
+    actions draw from torch's, and some envs draw from numpy's or ``random``'s (training's streams)."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
