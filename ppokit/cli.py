@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set ppo.clip_coef=0.1 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/latest")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar: a plain line every --log-every iterations instead (as when stdout "
+                            "is not a terminal)")
+    train.add_argument("--log-every", type=_non_negative_int, default=10, metavar="N",
+                       help="without a progress bar, print the run's state every N iterations; 0: never "
+                            "(default: %(default)s)")
 
     ev = sub.add_parser("eval", help="evaluate a run's or a checkpoint's agent")
     ev.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -131,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = build_config(args.env_id, algo=args.algo, preset=args.preset, config_file=args.config,
                            sets=args.set, overrides=shorthands)
     try:
-        result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
+        result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet, log_every=args.log_every)
     except Interrupted as stop:
         saved = stop.result.summary.get("checkpoint_step")
         run_dir = stop.result.run_dir

@@ -213,7 +213,8 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
 
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, callbacks: list[Callback] | None = None,
-          source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None) -> RunResult:
+          source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None,
+          log_every: int = 0) -> RunResult:
     """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``).
 
     Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
@@ -221,15 +222,17 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     env keeps the last good checkpoint and raises :class:`TrainingFailed`. Both write summary.json.
     ``callbacks`` run after every iteration (see :data:`ppokit.loop.Callback`); ``source`` makes
     the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers); ``networks`` are
-    custom modules for the agent (see :func:`ppokit.agent.check_networks`).
+    custom modules for the agent (see :func:`ppokit.agent.check_networks`). Progress shows as a
+    bar on a terminal unless ``quiet``; otherwise as a plain line every ``log_every`` iterations
+    (0: nothing; see :mod:`ppokit.progress`).
     """
     with StopRequest() as stop:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop)
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, log_every)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
            callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
-           stop: StopRequest) -> RunResult:
+           stop: StopRequest, log_every: int = 0) -> RunResult:
     rank, world_size = distributed.init()
     is_main = rank == 0
     saved: tuple[dict, dict] | None = None
@@ -278,7 +281,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         if not quiet:
             log.info("device %s (%s)", device, device_reason)
     writer = MetricsWriter(run_dir, columns_for(ALGOS[cfg.algo]), progress.total_iterations * global_batch,
-                           progress.step, enabled=is_main, quiet=quiet)
+                           progress.step, enabled=is_main, quiet=quiet, log_every=log_every)
     checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main, by_evaluation=cfg.eval.every_steps > 0)
     evaluation, close_evaluation = evaluation_hook(cfg, source, agent, run_dir, checkpoints, is_main)
     status, error_message, unexpected = "completed", None, None
