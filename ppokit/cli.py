@@ -1,4 +1,5 @@
-"""Command line: ``ppokit train | eval | record | plot | presets`` (usage in README.md, errors in docs/errors.md).
+"""Command line: ``ppokit train | eval | record | plot | export | presets``
+(usage in README.md, errors in docs/errors.md).
 
 Bad input -> one line on stderr and exit code 2; a failure during training -> exit code 1
 after saving what can be saved; Ctrl-C / SIGTERM -> checkpoint, summary "interrupted", 130.
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="plot learning curves of one or more runs")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders (with metrics.csv)")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write (.png, .pdf or .svg)")
+
+    exp = sub.add_parser("export", help="write the agent's deterministic policy, normalization included, as ONNX "
+                                        "or a torch.export program (raw observations in, env actions out)")
+    exp.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                     help="a run folder (its checkpoints/best) or a checkpoint folder")
+    exp.add_argument("--format", choices=("onnx", "pt2"), default="onnx",
+                     help="onnx (needs ppokit[export]) or pt2 (torch.export; torch.export.load) (default: %(default)s)")
+    exp.add_argument("--out", default=None, metavar="FILE",
+                     help="the file to write (default: RUN_DIR/policy.onnx, or CHECKPOINT.onnx beside a checkpoint)")
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -228,6 +238,19 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from ppokit.agent import load_agent
+    from ppokit.export import default_out, export
+
+    path = Path(args.path)
+    best = path / "checkpoints" / "best"
+    agent, _, meta = load_agent(best if best.is_dir() else path)
+    out = export(agent, args.out or default_out(path, args.format), args.format)
+    print(f"wrote {out} ({meta['env_id']}, step {agent.global_step:,}): input 'observation' "
+          f"{list(agent.observation_space.shape or ())} per row, output 'action'")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from ppokit.presets import available, preset_env
 
@@ -238,7 +261,8 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets}
+COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets,
+            "export": _export}
 
 
 def _one_line(text: str) -> str:

@@ -156,7 +156,9 @@ def read_evaluations(run_dir: Path) -> list[dict[str, float]]:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             try:
-                rows.append({key: float(value) for key, value in row.items() if key in COLUMNS and value not in ("", None)})
+                rows.append({key: float(value) for key, value in row.items()
+                             if key in COLUMNS and value not in ("", None)})
             except ValueError:
                 continue  # a row cut short by a kill
-    return [row for row in rows if "global_step" in row and math.isfinite(row.get("eval_return_mean", math.nan))]
+    return [row for row in rows
+            if "global_step" in row and math.isfinite(row.get("eval_return_mean", math.nan))]

@@ -11,9 +11,9 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +197,10 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
     rank 0), and the function that closes its envs. Each result is logged and offered as ``best``."""
     if not enabled or cfg.eval.every_steps <= 0:
         return None, lambda: None
-    periodic = PeriodicEvaluation(cfg.eval, lambda: ReportErrors(source.make(cfg.env_id, cfg.env.kwargs), cfg.env_id, None), cfg.seed,
-                                  run_dir / EVALUATIONS_FILE)
+    def make_env() -> Any:
+        return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs), cfg.env_id, None)
+
+    periodic = PeriodicEvaluation(cfg.eval, make_env, cfg.seed, run_dir / EVALUATIONS_FILE)
 
     def evaluate_if_due(progress: Progress) -> dict[str, Any]:
         last = progress.iteration >= progress.total_iterations
@@ -282,7 +284,8 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
             log.info("device %s (%s)", device, device_reason)
     writer = MetricsWriter(run_dir, columns_for(ALGOS[cfg.algo]), progress.total_iterations * global_batch,
                            progress.step, enabled=is_main, quiet=quiet, log_every=log_every)
-    checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main, by_evaluation=cfg.eval.every_steps > 0)
+    checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main,
+                              by_evaluation=cfg.eval.every_steps > 0)
     evaluation, close_evaluation = evaluation_hook(cfg, source, agent, run_dir, checkpoints, is_main)
     status, error_message, unexpected = "completed", None, None
     try:

@@ -102,7 +102,8 @@ def test_without_evaluation_best_is_the_best_training_return_at_any_iteration(tm
     cfg.checkpoint_interval_s = 1e9  # latest only at the end
     run = train(cfg, run_dir=tmp_path / "run", quiet=True).run_dir
     assert not (run / "evaluations.csv").exists()
-    rows = [(int(r["global_step"]), float(r["episodic_return_mean"])) for r in _metrics(run) if r["episodic_return_mean"]]
+    rows = [(int(r["global_step"]), float(r["episodic_return_mean"]))
+            for r in _metrics(run) if r["episodic_return_mean"]]
     best = max(value for _, value in rows)
     assert _best_step(run) == next(step for step, value in rows if value == best)
     assert _best_step(run) != rows[-1][0] or rows[-1][1] == best  # the test can tell "best" from "latest"
@@ -119,7 +120,8 @@ def test_evaluation_does_not_change_training(tmp_path, deterministic):
     with_eval, without = run("with", 1), run("without", 0)
     assert len(read_evaluations(with_eval)) == 6
     columns = ("policy_loss", "value_loss", "approx_kl", "episodic_return_mean")
-    assert [[r[c] for c in columns] for r in _metrics(with_eval)] == [[r[c] for c in columns] for r in _metrics(without)]
+    assert [[r[c] for c in columns] for r in _metrics(with_eval)] == \
+        [[r[c] for c in columns] for r in _metrics(without)]
 
 
 def test_bad_eval_settings_are_one_line_errors(tmp_path, capsys):
