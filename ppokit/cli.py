@@ -1,4 +1,4 @@
-"""Command line: ``ppokit train | eval | record | plot | export | presets``
+"""Command line: ``ppokit train | eval | record | plot | export | info | watch | presets``
 (usage in README.md, errors in docs/errors.md).
 
 Bad input -> one line on stderr and exit code 2; a failure during training -> exit code 1
@@ -118,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="onnx (needs ppokit[export]) or pt2 (torch.export; torch.export.load) (default: %(default)s)")
     exp.add_argument("--out", default=None, metavar="FILE",
                      help="the file to write (default: RUN_DIR/policy.onnx, or CHECKPOINT.onnx beside a checkpoint)")
+
+    info = sub.add_parser("info", help="what a run's or a checkpoint's agent is: env, spaces, layers, statistics")
+    info.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                      help="a run folder (its checkpoints/latest) or a checkpoint folder")
+    info.add_argument("--json", action="store_true", help="print it as JSON")
+
+    watch = sub.add_parser("watch", help="watch the agent play in a window (needs a display; else see record)")
+    watch.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                       help="a run folder (its checkpoints/latest) or a checkpoint folder")
+    watch.add_argument("--episodes", type=_positive_int, default=1, metavar="N",
+                       help="episodes to play (default: %(default)s)")
+    watch.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                       help="seed of the env (default: %(default)s)")
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -251,6 +264,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    from ppokit.info import describe, format_info
+
+    info = describe(args.path)
+    print(json.dumps(info) if args.json else format_info(info))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from ppokit.info import watch
+
+    for episode, total in enumerate(watch(args.path, args.episodes, args.seed)):
+        print(f"episode {episode + 1}: return {total:.1f}")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from ppokit.presets import available, preset_env
 
@@ -262,7 +291,7 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets,
-            "export": _export}
+            "export": _export, "info": _info, "watch": _watch}
 
 
 def _one_line(text: str) -> str:
