@@ -106,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                      help="seed of the recorded env (default: %(default)s)")
 
-    plot = sub.add_parser("plot", help="plot learning curves of one or more runs")
+    plot = sub.add_parser("plot", help="plot learning curves of one or more runs; runs of one setting (equal "
+                                       "configs but for the seed) as their mean with a 95%% band")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders (with metrics.csv)")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write (.png, .pdf or .svg)")
+    plot.add_argument("--x", choices=("steps", "time"), default="steps",
+                      help="the x axis: environment steps or wall-clock seconds (default: %(default)s)")
 
     exp = sub.add_parser("export", help="write the agent's deterministic policy, normalization included, as ONNX "
                                         "or a torch.export program (raw observations in, env actions out)")
@@ -246,8 +249,9 @@ def _record(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from ppokit.plot import plot_runs
 
-    plot_runs([Path(p) for p in args.run_dirs], Path(args.out))
-    print(f"wrote {args.out}")
+    drawn = plot_runs([Path(p) for p in args.run_dirs], Path(args.out), x=args.x)
+    settings = len({line["label"] for line in drawn["lines"]})
+    print(f"wrote {args.out} ({len(args.run_dirs)} runs, {settings} setting{'s' if settings > 1 else ''})")
     return 0
 
 
