@@ -1,4 +1,4 @@
-"""Command line: ``ppokit train | eval | record | plot | export | info | watch | presets``
+"""Command line: ``ppokit train | eval | record | plot | export | info | watch | tune | presets``
 (usage in README.md, errors in docs/errors.md).
 
 Bad input -> one line on stderr and exit code 2; a failure during training -> exit code 1
@@ -134,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="episodes to play (default: %(default)s)")
     watch.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                        help="seed of the env (default: %(default)s)")
+
+    tune = sub.add_parser("tune", help="search PPO hyperparameters with Optuna (ppokit[tune]); writes OUT/best.yaml")
+    tune.add_argument("env_id", metavar="ENV_ID", help="a registered Gymnasium id, e.g. CartPole-v1")
+    tune.add_argument("--trials", type=_positive_int, required=True, metavar="N",
+                      help="trials in the study in all; running again with the same --out continues it")
+    tune.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                      help="env steps per trial (default: the preset's total_steps)")
+    tune.add_argument("--jobs", type=_positive_int, default=1, metavar="K",
+                      help="worker processes sharing the study (default: %(default)s)")
+    tune.add_argument("--out", default=None, metavar="DIR",
+                      help="the study folder: study.db, trials/, best.yaml (default: runs/tune__ENV_ID)")
+    tune.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                      help="seed of the sampler and of every trial (default: %(default)s)")
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -284,6 +297,21 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from ppokit.presets import build_config
+    from ppokit.tune import TuneSettings, require_optuna, tune
+
+    require_optuna()
+    _find_env_modules_in_cwd(args.env_id)
+    steps = args.steps or build_config(args.env_id, algo="ppo").total_steps
+    out = Path(args.out) if args.out else Path("runs") / f"tune__{args.env_id.replace('/', '-')}"
+    result = tune(TuneSettings(args.env_id, args.trials, out, steps, args.jobs, args.seed))
+    print(f"{result['trials']} trials ({result['new_trials']} new) of {steps:,} steps; best: trial "
+          f"{result['best_trial']}, mean evaluation {result['best_value']:.1f}")
+    print(f"best config: {result['best_config']} (ppokit train {args.env_id} --config {result['best_config']})")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from ppokit.presets import available, preset_env
 
@@ -295,7 +323,7 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets,
-            "export": _export, "info": _info, "watch": _watch}
+            "export": _export, "info": _info, "watch": _watch, "tune": _tune}
 
 
 def _one_line(text: str) -> str:
