@@ -183,7 +183,7 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
     cfg = trial_config(settings, fields)
     path = settings.out / "best.yaml"
     data = to_dict(cfg)
-    for key in ("seed", "device"):
+    for key in ("seed", "device", "eval_episodes", "eval"):  # the trials' settings, not the tuned ones
         data.pop(key)
     header = (f"# ppokit tune {settings.env_id}: the best of {_finished(study)} trials of {settings.steps:,} steps "
               f"(trial {best.number}, mean evaluation {best.value:.1f}).\n"
