@@ -37,6 +37,10 @@ class DeployedPolicy(nn.Module):
     """``forward(obs [B, *obs]) -> actions [B, *action]``, what ``agent.act(obs, deterministic=True)``
     returns for a batch: int64 for discrete spaces, float32 clipped to the bounds for Box."""
 
+    low: torch.Tensor  # [A] Box bounds, flattened
+    high: torch.Tensor
+    start: torch.Tensor  # [1] or [K]: the discrete spaces' first action
+
     def __init__(self, agent: Agent):
         super().__init__()
         self.agent = agent

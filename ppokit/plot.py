@@ -141,8 +141,8 @@ def mean_band(curves: list[tuple[list[float], list[float]]], points: int = 200
 
 
 def _threshold(settings: list[Setting]) -> float | None:
-    values = {s.config.get("solved_threshold") for s in settings} - {None}
-    return float(values.pop()) if len(values) == 1 else None
+    values = {float(v) for s in settings if (v := s.config.get("solved_threshold")) is not None}
+    return values.pop() if len(values) == 1 else None
 
 
 def _title(settings: list[Setting]) -> str:
