@@ -42,6 +42,7 @@ def train(
     callbacks: list[Callback] | None = None,
     wrappers: Sequence[Wrapper] = (),
     networks: dict[str, torch.nn.Module] | None = None,
+    log_every: int | None = None,
     **overrides: Any,
 ) -> Agent:
     """Train and return the agent; the run folder is written as by ``ppokit train``.
@@ -62,7 +63,8 @@ def train(
     ``fn(row, agent)`` after every iteration with that iteration's metrics row (a dict of the
     metrics.csv columns); returning False stops the run cleanly: it is saved and its summary says
     ``"completed"`` with a ``stop_reason``. The returned agent's ``run_dir`` and ``summary`` are
-    the run folder and summary.json of this run.
+    the run folder and summary.json of this run. With ``quiet=False`` progress shows as a bar on
+    a terminal, else as a line every ``log_every`` iterations (default: 10 unless quiet, when 0).
     """
     from ppokit.presets import build_config
 
@@ -70,7 +72,9 @@ def train(
     fields = {"total_steps": total_steps, "seed": seed}
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
-    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source, networks=networks)
+    log_every = log_every if log_every is not None else (0 if quiet else 10)
+    result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source, networks=networks,
+                    log_every=log_every)
     agent = result.agent
     agent.run_dir, agent.summary, agent.env_source = result.run_dir, result.summary, source
     return agent

@@ -128,7 +128,7 @@ class Agent(nn.Module):
     def act(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Action(s) for one observation or a batch, ready for ``env.step`` (Box actions clipped)."""
         batch, single = self._as_batch(obs)
-        policy_out, _ = self(batch)
+        policy_out = self.policy(batch)  # the actor alone: acting needs no value
         actions = self.head.mode(policy_out) if deterministic else self.head.sample(policy_out)
         env_actions = self.head.to_env(actions.cpu().numpy())
         return env_actions[0] if single else env_actions

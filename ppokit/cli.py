@@ -1,6 +1,5 @@
-"""Command line: ``ppokit train | eval | record | plot | presets | reproduce``.
-
-Usage in README.md, errors in docs/errors.md.
+"""Command line: ``ppokit train | eval | record | plot | export | info | watch | tune | presets |
+reproduce`` (usage in README.md, errors in docs/errors.md).
 
 Bad input -> one line on stderr and exit code 2; a failure during training -> exit code 1
 after saving what can be saved; Ctrl-C / SIGTERM -> checkpoint, summary "interrupted", 130.
@@ -80,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set ppo.clip_coef=0.1 (repeatable)")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/latest")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar: a plain line every --log-every iterations instead (as when stdout "
+                            "is not a terminal)")
+    train.add_argument("--log-every", type=_non_negative_int, default=10, metavar="N",
+                       help="without a progress bar, print the run's state every N iterations; 0: never "
+                            "(default: %(default)s)")
 
     ev = sub.add_parser("eval", help="evaluate a run's or a checkpoint's agent")
     ev.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -102,9 +106,47 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                      help="seed of the recorded env (default: %(default)s)")
 
-    plot = sub.add_parser("plot", help="plot learning curves of one or more runs")
+    plot = sub.add_parser("plot", help="plot learning curves of one or more runs; runs of one setting (equal "
+                                       "configs but for the seed) as their mean with a 95%% band")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders (with metrics.csv)")
     plot.add_argument("--out", required=True, metavar="FILE.png", help="the figure to write (.png, .pdf or .svg)")
+    plot.add_argument("--x", choices=("steps", "time"), default="steps",
+                      help="the x axis: environment steps or wall-clock seconds (default: %(default)s)")
+
+    exp = sub.add_parser("export", help="write the agent's deterministic policy, normalization included, as ONNX "
+                                        "or a torch.export program (raw observations in, env actions out)")
+    exp.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                     help="a run folder (its checkpoints/best) or a checkpoint folder")
+    exp.add_argument("--format", choices=("onnx", "pt2"), default="onnx",
+                     help="onnx (needs ppokit[export]) or pt2 (torch.export; torch.export.load) (default: %(default)s)")
+    exp.add_argument("--out", default=None, metavar="FILE",
+                     help="the file to write (default: RUN_DIR/policy.onnx, or CHECKPOINT.onnx beside a checkpoint)")
+
+    info = sub.add_parser("info", help="what a run's or a checkpoint's agent is: env, spaces, layers, statistics")
+    info.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                      help="a run folder (its checkpoints/latest) or a checkpoint folder")
+    info.add_argument("--json", action="store_true", help="print it as JSON")
+
+    watch = sub.add_parser("watch", help="watch the agent play in a window (needs a display; else see record)")
+    watch.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
+                       help="a run folder (its checkpoints/latest) or a checkpoint folder")
+    watch.add_argument("--episodes", type=_positive_int, default=1, metavar="N",
+                       help="episodes to play (default: %(default)s)")
+    watch.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                       help="seed of the env (default: %(default)s)")
+
+    tune = sub.add_parser("tune", help="search PPO hyperparameters with Optuna (ppokit[tune]); writes OUT/best.yaml")
+    tune.add_argument("env_id", metavar="ENV_ID", help="a registered Gymnasium id, e.g. CartPole-v1")
+    tune.add_argument("--trials", type=_positive_int, required=True, metavar="N",
+                      help="trials in the study in all; running again with the same --out continues it")
+    tune.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                      help="env steps per trial (default: the preset's total_steps)")
+    tune.add_argument("--jobs", type=_positive_int, default=1, metavar="K",
+                      help="worker processes sharing the study (default: %(default)s)")
+    tune.add_argument("--out", default=None, metavar="DIR",
+                      help="the study folder: study.db, trials/, best.yaml (default: runs/tune__ENV_ID)")
+    tune.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                      help="seed of the sampler and of every trial (default: %(default)s)")
 
     sub.add_parser("presets", help="list the shipped presets")
 
@@ -155,7 +197,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = build_config(args.env_id, algo=args.algo, preset=args.preset, config_file=args.config,
                            sets=args.set, overrides=shorthands)
     try:
-        result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
+        result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet, log_every=args.log_every)
     except Interrupted as stop:
         saved = stop.result.summary.get("checkpoint_step")
         run_dir = stop.result.run_dir
@@ -242,8 +284,53 @@ def _record(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from ppokit.plot import plot_runs
 
-    plot_runs([Path(p) for p in args.run_dirs], Path(args.out))
-    print(f"wrote {args.out}")
+    drawn = plot_runs([Path(p) for p in args.run_dirs], Path(args.out), x=args.x)
+    settings = len({line["label"] for line in drawn["lines"]})
+    print(f"wrote {args.out} ({len(args.run_dirs)} runs, {settings} setting{'s' if settings > 1 else ''})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ppokit.agent import load_agent
+    from ppokit.export import default_out, export
+
+    path = Path(args.path)
+    best = path / "checkpoints" / "best"
+    agent, _, meta = load_agent(best if best.is_dir() else path)
+    out = export(agent, args.out or default_out(path, args.format), args.format)
+    print(f"wrote {out} ({meta['env_id']}, step {agent.global_step:,}): input 'observation' "
+          f"{list(agent.observation_space.shape or ())} per row, output 'action'")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ppokit.info import describe, format_info
+
+    info = describe(args.path)
+    print(json.dumps(info) if args.json else format_info(info))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from ppokit.info import watch
+
+    for episode, total in enumerate(watch(args.path, args.episodes, args.seed)):
+        print(f"episode {episode + 1}: return {total:.1f}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ppokit.presets import build_config
+    from ppokit.tune import TuneSettings, require_optuna, tune
+
+    require_optuna()
+    _find_env_modules_in_cwd(args.env_id)
+    steps = args.steps or build_config(args.env_id, algo="ppo").total_steps
+    out = Path(args.out) if args.out else Path("runs") / f"tune__{args.env_id.replace('/', '-')}"
+    result = tune(TuneSettings(args.env_id, args.trials, out, steps, args.jobs, args.seed))
+    print(f"{result['trials']} trials ({result['new_trials']} new) of {steps:,} steps; best: trial "
+          f"{result['best_trial']}, mean evaluation {result['best_value']:.1f}")
+    print(f"best config: {result['best_config']} (ppokit train {args.env_id} --config {result['best_config']})")
     return 0
 
 
@@ -282,7 +369,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "record": _record, "plot": _plot, "presets": _presets,
-            "reproduce": _reproduce}
+            "export": _export, "info": _info, "watch": _watch, "tune": _tune, "reproduce": _reproduce}
 
 
 def _one_line(text: str) -> str:

@@ -64,6 +64,15 @@ class ModelConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation during training (:mod:`ppokit.evaluations`); ``eval_episodes`` is the one after it."""
+
+    every_steps: int = 20_000  # evaluate every this many env steps and at the end; 0: never
+    episodes: int = 5  # episodes per evaluation, on separate envs, the same seeds every time
+    deterministic: bool = True  # act with the policy's mode (false: sample)
+
+
+@dataclass
 class BaseConfig:
     """The fields every run has; :data:`Config` adds one section per registered algorithm."""
 
@@ -79,6 +88,7 @@ class BaseConfig:
     checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
+    eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation during training; picks checkpoints/best
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -346,6 +356,9 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
     non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
     check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
+    check(cfg.eval.every_steps >= 0,
+          f"eval.every_steps: expected an integer >= 0 (0: no evaluation during training), got {cfg.eval.every_steps}")
+    positive_int(cfg.eval.episodes, "eval.episodes")
 
     r = cfg.rollout
     positive_int(r.num_envs, "rollout.num_envs")

@@ -132,10 +132,13 @@ class Progress:
 
 
 def run_iterations(learner: Learner, progress: Progress, writer: MetricsWriter, callbacks: list[Callback],
-                   after_iteration: Callable[[], None], should_stop: Callable[[], bool]) -> None:
+                   after_iteration: Callable[[], None], should_stop: Callable[[], bool],
+                   evaluation: Callable[[Progress], dict[str, Any]] | None = None) -> None:
     """Iterate until ``progress.total_iterations``, ``should_stop()`` or a callback returning False.
 
-    ``after_iteration`` runs after each iteration's row is logged (periodic checkpoints).
+    ``evaluation(progress)`` runs after each iteration and returns the fields it adds to the row
+    (``{}`` when it was not due; see :mod:`ppokit.evaluations`); ``after_iteration`` runs after
+    each iteration's row is logged (periodic checkpoints).
     """
     while progress.iteration < progress.total_iterations:
         progress.in_iteration = True
@@ -145,6 +148,8 @@ def run_iterations(learner: Learner, progress: Progress, writer: MetricsWriter, 
         progress.in_iteration = False
 
         row = progress.record(gathered, stats, learner.timings)  # type: ignore[arg-type]
+        if evaluation is not None:
+            row.update(evaluation(progress))
         writer.log(row)
         stopped_by = [fn for fn in callbacks if fn(row, learner.agent) is False]
         if distributed.any_true(bool(stopped_by)):

@@ -1,4 +1,4 @@
-"""Run outputs: metrics.csv, TensorBoard events, the progress bar and summary.json.
+"""Run outputs: metrics.csv, TensorBoard events, the progress display and summary.json.
 
 Only rank 0 writes; every method is a no-op on other ranks (``enabled=False``).
 """
@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ppokit.progress import ProgressDisplay
+
 if TYPE_CHECKING:
     from ppokit.algos.registry import AlgoSpec
 
@@ -21,7 +23,8 @@ CSV_COLUMNS = [
     "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance", "learning_rate",
 ]
 # Columns every run adds after the contract's; then the algorithm's own (AlgoSpec.metrics).
-RUN_COLUMNS = ["iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s"]
+RUN_COLUMNS = ["iteration", "time_env_s", "time_inference_s", "time_update_s", "time_other_s",
+               "eval_return_mean", "eval_return_std"]  # eval_*: only in rows with an evaluation during training
 
 
 def columns_for(spec: AlgoSpec) -> list[str]:
@@ -60,13 +63,13 @@ class EpisodeWindow:
 
 
 class MetricsWriter:
-    """Appends one row per iteration to metrics.csv and TensorBoard; shows a progress bar."""
+    """Appends one row per iteration to metrics.csv and TensorBoard; shows progress (:mod:`ppokit.progress`)."""
 
     def __init__(self, run_dir: Path, columns: list[str], total_steps: int, start_step: int, *, enabled: bool,
-                 quiet: bool):
+                 quiet: bool, log_every: int = 0):
         self.enabled = enabled
         self.run_dir = run_dir
-        self.bar = None
+        self.display: ProgressDisplay | None = None
         self.tb = None
         if not enabled:
             return
@@ -85,12 +88,7 @@ class MetricsWriter:
         from torch.utils.tensorboard.writer import FileWriter
 
         self.tb = FileWriter(str(run_dir))  # SummaryWriter's event-file writer, without its per-value API
-        if not quiet:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True,
-                            dynamic_ncols=True, smoothing=0.1)
-        self.last_step = start_step
+        self.display = ProgressDisplay(ProgressDisplay.choose(quiet, log_every), total_steps, start_step, log_every)
 
     def log(self, row: dict[str, Any]) -> None:
         """Write one iteration's row (keys: CSV columns; missing ones stay empty)."""
@@ -100,18 +98,8 @@ class MetricsWriter:
         self.csv_file.flush()
         step = int(row["global_step"])
         self._write_tensorboard(row, step)
-        if self.bar is not None:
-            self.bar.update(step - self.last_step)
-            ret = row.get("episodic_return_mean")
-            total = row["wall_time_s"] or 1.0
-            split = "/".join(
-                f"{100 * row.get(k, 0.0) / total:.0f}" for k in ("time_env_s", "time_inference_s", "time_update_s")
-            )
-            self.bar.set_postfix_str(
-                f"sps {row['sps']:,.0f} | return {ret if ret is None else f'{ret:.1f}'} | env/act/update % {split}",
-                refresh=False,
-            )
-        self.last_step = step
+        if self.display is not None:
+            self.display.update(row)
 
     def _write_tensorboard(self, row: dict[str, Any], step: int) -> None:
         """All of a row's scalars as one TensorBoard event (``add_scalar`` per value costs ~25x more)."""
@@ -124,14 +112,16 @@ class MetricsWriter:
     def close(self) -> None:
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.close()
+        if self.display is not None:
+            self.display.close()
         self.csv_file.close()
         if self.tb is not None:
             self.tb.close()
 
 
 def _tb_name(key: str) -> str:
+    if key.startswith("eval_"):
+        return f"eval/{key[len('eval_'):]}"
     if key.startswith("time_") or key in ("sps", "wall_time_s"):
         return f"time/{key}"
     if key.startswith("episod"):

@@ -8,8 +8,10 @@ saved and writes the summary. The run folder is described in README.md.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +25,11 @@ from ppokit.agent import Agent
 from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, validate
-from ppokit.envs import FROM_ENV_ID, EnvSource, ensure_registered, make_envs
+from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
 from ppokit.errors import ConfigError, EnvError, TrainingError, quote
 from ppokit.evaluate import evaluate
+from ppokit.evaluations import FILE as EVALUATIONS_FILE
+from ppokit.evaluations import PeriodicEvaluation
 from ppokit.loop import Callback, Learner, Progress, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for, write_summary
 from ppokit.rollout import CollectorState, Rollout
@@ -129,11 +133,18 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> bool:
 
 
 class Checkpoints:
-    """When to write ``checkpoints/latest`` and ``checkpoints/best`` (only rank 0 writes)."""
+    """When to write ``checkpoints/latest`` and ``checkpoints/best`` (only rank 0 writes).
 
-    def __init__(self, run_dir: Path, learner: Learner, progress: Progress, enabled: bool):
+    ``best`` is the agent with the highest score so far: the mean return of an evaluation during
+    training when those run (``by_evaluation``, see :meth:`after_evaluation`), else the mean of
+    the last 20 training returns, considered after every iteration. Either way it is saved as soon
+    as the score improves, not only when ``latest`` is due."""
+
+    def __init__(self, run_dir: Path, learner: Learner, progress: Progress, enabled: bool,
+                 by_evaluation: bool = False):
         self.folder = run_dir / "checkpoints"
         self.learner, self.progress, self.enabled = learner, progress, enabled
+        self.by_evaluation = by_evaluation
         self.last_time = time.perf_counter()
 
     def save(self, name: str) -> None:
@@ -143,34 +154,69 @@ class Checkpoints:
         if name == "latest":
             self.progress.saved_step = self.progress.step
 
-    def save_latest_and_best(self) -> None:
-        """``latest``, and ``best`` when the recent training return beat the best so far."""
+    def consider_best(self, score: float | None) -> bool:
+        """Save ``best`` if ``score`` beats the best so far (ties keep the earlier agent)."""
+        if score is None or not math.isfinite(score) or score <= self.progress.best_return:
+            return False
+        self.progress.best_return = score
+        self.save("best")
+        return True
+
+    def after_evaluation(self, score: float) -> None:
+        """An evaluation during training scored ``score`` (its mean return)."""
+        self.consider_best(score)
+
+    def save_latest(self) -> None:
         self.save("latest")
-        recent = self.progress.episodes.mean_return()
-        if recent is not None and recent > self.progress.best_return:
-            self.progress.best_return = recent
-            self.save("best")
         self.last_time = time.perf_counter()
 
     def after_iteration(self) -> None:
-        """Every ``checkpoint_every`` iterations and at least every ``checkpoint_interval_s`` seconds
-        (not after the last iteration: the end of the run saves that one)."""
+        """``best`` by training return (without evaluations); ``latest`` every ``checkpoint_every``
+        iterations and at least every ``checkpoint_interval_s`` seconds (not after the last
+        iteration: the end of the run saves that one)."""
         cfg, progress = self.learner.cfg, self.progress
+        if not self.by_evaluation:
+            self.consider_best(progress.episodes.mean_return())
         due = cfg.checkpoint_every is not None and progress.iteration % cfg.checkpoint_every == 0
         due = due or time.perf_counter() - self.last_time > cfg.checkpoint_interval_s
         if due and progress.iteration < progress.total_iterations:
-            self.save_latest_and_best()
+            self.save_latest()
 
     def at_end(self) -> None:
         """The final ``latest``; ``best`` too if it improved or was never written."""
-        self.save_latest_and_best()
+        self.save_latest()
+        if not self.by_evaluation:
+            self.consider_best(self.progress.episodes.mean_return())
         if not (self.folder / "best").exists():
             self.save("best")
 
 
+def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path, checkpoints: Checkpoints,
+                    enabled: bool) -> tuple[Callable[[Progress], dict[str, Any]] | None, Callable[[], None]]:
+    """The evaluation during training for :func:`ppokit.loop.run_iterations` (None when off or not
+    rank 0), and the function that closes its envs. Each result is logged and offered as ``best``."""
+    if not enabled or cfg.eval.every_steps <= 0:
+        return None, lambda: None
+    def make_env() -> Any:
+        return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs), cfg.env_id, None)
+
+    periodic = PeriodicEvaluation(cfg.eval, make_env, cfg.seed, run_dir / EVALUATIONS_FILE)
+
+    def evaluate_if_due(progress: Progress) -> dict[str, Any]:
+        last = progress.iteration >= progress.total_iterations
+        if not periodic.due(progress.step - progress.global_batch, progress.step, last):
+            return {}
+        result = periodic.run(agent, progress.step, progress.elapsed())
+        checkpoints.after_evaluation(result.mean)
+        return {key: value for key, value in result.row().items() if key.startswith("eval_")}
+
+    return evaluate_if_due, periodic.close
+
+
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, callbacks: list[Callback] | None = None,
-          source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None) -> RunResult:
+          source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None,
+          log_every: int = 0) -> RunResult:
     """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``).
 
     Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
@@ -178,15 +224,17 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     env keeps the last good checkpoint and raises :class:`TrainingFailed`. Both write summary.json.
     ``callbacks`` run after every iteration (see :data:`ppokit.loop.Callback`); ``source`` makes
     the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers); ``networks`` are
-    custom modules for the agent (see :func:`ppokit.agent.check_networks`).
+    custom modules for the agent (see :func:`ppokit.agent.check_networks`). Progress shows as a
+    bar on a terminal unless ``quiet``; otherwise as a plain line every ``log_every`` iterations
+    (0: nothing; see :mod:`ppokit.progress`).
     """
     with StopRequest() as stop:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop)
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, log_every)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
            callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
-           stop: StopRequest) -> RunResult:
+           stop: StopRequest, log_every: int = 0) -> RunResult:
     rank, world_size = distributed.init()
     is_main = rank == 0
     saved: tuple[dict, dict] | None = None
@@ -231,14 +279,18 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         save_yaml(cfg, run_dir / "config.yaml")
         if saved is not None:
             training_state.truncate_metrics(run_dir / "metrics.csv", progress.step)
+            training_state.truncate_metrics(run_dir / EVALUATIONS_FILE, progress.step)
         if not quiet:
             log.info("device %s (%s)", device, device_reason)
     writer = MetricsWriter(run_dir, columns_for(ALGOS[cfg.algo]), progress.total_iterations * global_batch,
-                           progress.step, enabled=is_main, quiet=quiet)
-    checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main)
+                           progress.step, enabled=is_main, quiet=quiet, log_every=log_every)
+    checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main,
+                              by_evaluation=cfg.eval.every_steps > 0)
+    evaluation, close_evaluation = evaluation_hook(cfg, source, agent, run_dir, checkpoints, is_main)
     status, error_message, unexpected = "completed", None, None
     try:
-        run_iterations(learner, progress, writer, callbacks, checkpoints.after_iteration, lambda: stop.requested)
+        run_iterations(learner, progress, writer, callbacks, checkpoints.after_iteration, lambda: stop.requested,
+                       evaluation)
     except KeyboardInterrupt:
         status = "interrupted"
     except (TrainingError, EnvError) as error:
@@ -266,6 +318,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         summary["error"] = error_message
     writer.close()
     try:
+        close_evaluation()
         envs.close()
     except Exception as error:  # noqa: BLE001  (a crashed async worker can make closing fail)
         log.warning("closing the envs failed: %s", error)

@@ -18,7 +18,9 @@ TIME_COLUMNS = ("wall_time_s", "sps")
 def metric_rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS and not k.startswith("time_")} for row in rows]
+    # eval_*: the split run also evaluates at the end of its first session (its last iteration then)
+    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS and not k.startswith(("time_", "eval_"))}
+            for row in rows]
 
 
 # Tiny runs: 2 envs x 64 steps per iteration, no evaluation.

@@ -33,7 +33,8 @@ def read_metrics(run_dir) -> list[dict[str, str]]:
 
 
 def compared_columns(rows):
-    return [c for c in rows[0] if c not in SKIPPED_COLUMNS and not c.startswith("time_")]
+    # eval_*: the split run also evaluates at the end of its first session (its last iteration then)
+    return [c for c in rows[0] if c not in SKIPPED_COLUMNS and not c.startswith(("time_", "eval_"))]
 
 
 def all_tensors(run_dir) -> dict[str, torch.Tensor]:
