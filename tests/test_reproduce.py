@@ -121,6 +121,7 @@ def test_run_states_and_commands(tmp_path):
     assert start[-11:] == ["--set", "ppo.clip_coef=null", "--set", "eval_episodes=0", "--seed", "0",
                            "--total-steps", "5000", "--run-dir", str(run.folder), "--quiet"]
     assert start[start.index("--preset") + 1] == "ppo-paper" and start[start.index("--algo") + 1] == "ppo"
+    assert start[start.index("--set") + 1] == "eval.every_steps=0"  # the score is the training return
     (run.folder / "checkpoints" / "latest").mkdir(parents=True)
     (run.folder / "checkpoints" / "latest" / "meta.json").write_text("{}")
     (run.folder / "summary.json").write_text('{"status": "interrupted"}')

@@ -61,12 +61,17 @@ def state(run: Run) -> str:
     return "fresh"
 
 
+# Every run of a reproduction: the score is the training return, so no evaluation during training
+# (5 episodes every 20,000 steps would add a quarter to a MuJoCo run's env steps). --set may override.
+RUN_SETS = ("eval.every_steps=0",)
+
+
 def command(run: Run, steps: int, sets: list[str]) -> list[str]:
     """The ``ppokit train`` command line that starts or resumes ``run``."""
     train = [sys.executable, "-m", "ppokit", "train"]
     if state(run) == "resume":
         return [*train, "--resume", str(run.folder), "--quiet"]
-    overrides = [arg for text in (*run.setting.sets, *sets) for arg in ("--set", text)]
+    overrides = [arg for text in (*RUN_SETS, *run.setting.sets, *sets) for arg in ("--set", text)]
     return [*train, run.env_id, "--preset", PRESET, "--algo", run.setting.algo, *overrides,
             "--seed", str(run.seed), "--total-steps", str(steps), "--run-dir", str(run.folder), "--quiet"]
 
