@@ -49,6 +49,10 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
+ENV_HELP = ("the env to run the agent in (default: the checkpoint's env); needed for a checkpoint whose env "
+            "id names a module to import (module:Env-v0), which ppokit never imports on a checkpoint's word")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ppokit.algos import ALGOS
     from ppokit.version import __version__
@@ -89,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                     help="seed of the evaluation envs (default: %(default)s)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--env", default=None, metavar="ENV_ID", help=ENV_HELP)
 
     rec = sub.add_parser("record", help="record episodes of the agent to a GIF or MP4")
     rec.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="episodes to record (default: %(default)s)")
     rec.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                      help="seed of the recorded env (default: %(default)s)")
+    rec.add_argument("--env", default=None, metavar="ENV_ID", help=ENV_HELP)
 
     plot = sub.add_parser("plot", help="plot learning curves of one or more runs")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders (with metrics.csv)")
@@ -118,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
                          "e.g. CartPole-v1; it may be left out only with --resume RUN_DIR, which continues "
                          "that run's env) (see ppokit train --help)")
     if args.env_id is not None:
-        _find_env_modules_in_cwd(args.env_id)
+        _import_env_module(args.env_id)
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
     if args.resume is not None:
@@ -156,13 +162,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_env_modules_in_cwd(env_id: str) -> None:
-    """Let ``module:Env-v0`` typed on the command line import ``module`` from the current folder, as
-    ``python -m ppokit`` does (the console script's sys.path starts at its own bin folder instead).
+def _import_env_module(env_id: str) -> None:
+    """Register an env id the user typed: ``module:Env-v0`` imports ``module``, looking in the
+    current folder first as ``python -m`` does (the console script's sys.path starts at its own bin
+    folder, and ``python -m ppokit`` drops the current folder: see ``ppokit/__main__.py``).
 
-    Only for an env id the user typed: the env id of a checkpoint never gets this."""
+    Only for an env id typed on the command line: the env id of a checkpoint never gets this."""
+    from ppokit.envs import ensure_registered
+
     if ":" in env_id and "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    ensure_registered(env_id, import_module=True)
 
 
 def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:
@@ -195,22 +205,33 @@ def _eval(args: argparse.Namespace) -> int:
     from ppokit.evaluate import evaluate
 
     agent, _, meta = load_agent(args.path)
-    result = evaluate(agent, meta["env_id"], args.episodes, seed=args.seed,
-                      deterministic=not args.stochastic, env_kwargs=agent.config.env.kwargs)
+    env_id = _chosen_env(args.env, meta["env_id"])
+    own_env = env_id == meta["env_id"]
+    result = evaluate(agent, env_id, args.episodes, seed=args.seed, deterministic=not args.stochastic,
+                      env_kwargs=agent.config.env.kwargs if own_env else None)
     if args.json:
-        print(json.dumps({"env_id": meta["env_id"], "global_step": meta.get("global_step"),
+        print(json.dumps({"env_id": env_id, "global_step": meta.get("global_step"),
                           "deterministic": not args.stochastic, **result}))
     else:
         mode = "stochastic" if args.stochastic else "deterministic"
-        print(f"{meta['env_id']}: return {result['mean']:.1f} +/- {result['std']:.1f} over {args.episodes} "
-              f"episodes ({mode}, checkpoint at step {meta.get('global_step', 0):,})")
+        print(f"{env_id}: return {result['mean']:.1f} +/- {result['std']:.1f} over {args.episodes} "
+              f"episodes ({mode}, checkpoint at step {agent.global_step:,})")
     return 0
+
+
+def _chosen_env(typed: str | None, saved: str) -> str:
+    """The env for eval/record: the one typed with --env (its module may be imported), else the
+    checkpoint's (never imported: see :func:`ppokit.envs.ensure_registered`)."""
+    if typed is None:
+        return saved
+    _import_env_module(typed)
+    return typed
 
 
 def _record(args: argparse.Namespace) -> int:
     from ppokit.record import record
 
-    frames = record(args.path, args.out, episodes=args.episodes, seed=args.seed)
+    frames = record(args.path, args.out, episodes=args.episodes, seed=args.seed, env_id=args.env)
     print(f"wrote {args.out} ({frames} frames)")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,14 @@ INSTALL_FOR_MODULE = {
 _NAMED = " sub-env "
 
 
-def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The spec of ``env_id``, importing ale_py for ``ALE/`` ids; ConfigError if unknown."""
+def ensure_registered(env_id: str, import_module: bool = False) -> gym.envs.registration.EnvSpec:
+    """The spec of ``env_id``, importing ale_py for ``ALE/`` ids; ConfigError if unknown.
+
+    ``module:Env-v0`` (as ``gymnasium.make`` accepts) needs ``module`` imported to register the env.
+    Only an id the user gave (on the command line, in a Python call) may import it
+    (``import_module=True``): an id read from a file (a checkpoint, a run folder) is used only if
+    its module is imported already, so that loading what a stranger sent never runs code.
+    """
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"env id: expected a registered Gymnasium id such as CartPole-v1, got {env_id!r}")
     if env_id.startswith("ALE/"):
@@ -55,8 +62,14 @@ def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
         except ImportError:
             raise ConfigError(f"env {quote(env_id)} needs the Atari extra: pip install 'ppokit[atari]'") from None
     name = env_id
-    if ":" in env_id:  # "module:Env-v0", as gymnasium.make accepts: importing the module registers the env
+    if ":" in env_id:  # importing the module registers the env
         module, name = env_id.split(":", 1)
+        if module not in sys.modules and not import_module:
+            raise ConfigError(
+                f"env {quote(env_id)} names a Python module to import ({quote(module)}); ppokit never imports "
+                "what a checkpoint or run folder names: give the env yourself (ppokit eval/record --env "
+                f"{env_id}, ppokit train {env_id} --resume ..., or ppokit.evaluate(agent, {env_id!r}))"
+            )
         try:
             importlib.import_module(module)
         except Exception as error:  # noqa: BLE001  (any import failure is bad input)

@@ -29,8 +29,12 @@ FORMATS = (".gif", ".mp4")
 NO_OPENGL_CONTEXT = re.compile(r"OpenGL|gladLoadGL|\bEGL\b|OSMesa|GLFW|MUJOCO_GL", re.IGNORECASE)
 
 
-def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30) -> int:
-    """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count."""
+def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30,
+           env_id: str | None = None) -> int:
+    """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count.
+
+    ``env_id`` (default: the checkpoint's env) is the env to play in; the checkpoint's
+    ``env.kwargs`` apply only to its own env."""
     from ppokit.agent import load_agent
 
     out = check_output_file(out, FORMATS)
@@ -42,9 +46,10 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
                 f"--out {quote(out)}: MP4 needs imageio-ffmpeg (pip install 'ppokit[video]'); or write a .gif"
             ) from None
     agent, _, meta = load_agent(path)
-    env_id = meta["env_id"]
+    env_id = env_id or meta["env_id"]
+    kwargs = agent.config.env.kwargs if env_id == meta["env_id"] else {}
     with _offscreen_pygame():
-        frames = _play(agent, env_id, episodes, seed)
+        frames = _play(agent, env_id, kwargs, episodes, seed)
     _write(out, frames, fps)
     return len(frames)
 
@@ -62,9 +67,9 @@ def _offscreen_pygame() -> Iterator[None]:
             os.environ.pop("SDL_VIDEODRIVER", None)
 
 
-def _play(agent: Agent, env_id: str, episodes: int, seed: int) -> list[np.ndarray]:
+def _play(agent: Agent, env_id: str, kwargs: dict, episodes: int, seed: int) -> list[np.ndarray]:
     """The rendered frames of ``episodes`` deterministic episodes: each reset, then each step."""
-    env = ReportErrors(make_env(env_id, agent.config.env.kwargs, render_mode="rgb_array"), env_id, None)
+    env = ReportErrors(make_env(env_id, kwargs, render_mode="rgb_array"), env_id, None)
     frames: list[np.ndarray] = []
     try:
         check_agent_fits(agent, env_id, env.observation_space, env.action_space)

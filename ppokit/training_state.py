@@ -107,7 +107,11 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
     elif "env_values" in saved:
         arrays = {k[len("env."):]: v.numpy() for k, v in tensors.items() if k.startswith("env.")}
         envs.reset()
-        env_state.restore(envs.env, arrays, saved["env_values"])
+        try:
+            env_state.restore(envs.env, arrays, saved["env_values"])
+        except env_state.StateMismatch as error:
+            raise CheckpointError(f"--resume {resume}: the checkpoint's env state does not fit this env ({error})") \
+                from None
         learner.collector = collector
     else:
         log.warning("the env state was not saved (async envs): the resumed run starts new episodes")
