@@ -78,7 +78,7 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o755)
     try:
@@ -92,23 +92,36 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             handle.write(json.dumps(full_meta, indent=1))
             handle.flush()
             os.fsync(handle.fileno())
+        # lexists: a link at path or old is itself renamed or removed, never followed
         old = path.with_name(f".{path.name}.old")
-        if old.exists() and not path.exists():
+        if os.path.lexists(old) and not os.path.lexists(path):
             os.replace(old, path)  # an earlier crash left only the old copy: it is the checkpoint
-        if path.exists():
-            if old.exists():  # a complete checkpoint is at path: the old copy is not needed
-                shutil.rmtree(old)
+        if os.path.lexists(path):
+            if os.path.lexists(old):  # a complete checkpoint is at path: the old copy is not needed
+                _remove(old)
             os.replace(path, old)  # between this and the next rename, readers fall back to .old
         try:
             os.replace(tmp, path)
         except BaseException:
-            if old.exists() and not path.exists():
+            if os.path.lexists(old) and not os.path.lexists(path):
                 os.replace(old, path)  # put the previous checkpoint back
             raise
         _fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove(path: Path, ignore_errors: bool = False) -> None:
+    """Remove a folder, a file or a link (not what it points to); nothing if absent."""
+    try:
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 # ---------------------------------------------------------------------------- reading

@@ -22,6 +22,7 @@ import yaml
 from ppokit.algos import ALGOS
 from ppokit.algos.registry import AlgoSpec, SectionCheck
 from ppokit.errors import ConfigError, did_you_mean, quote
+from ppokit.files import read_regular, write_atomic
 from ppokit.validation import check, in_unit_interval, non_negative, one_of, positive, positive_int
 
 # yaml.safe_load's loader, in libyaml's C version when installed (same rules, ~10x faster): it
@@ -293,8 +294,8 @@ def parse_override(text: str) -> dict:
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config (what ``--config`` reads back)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config (what ``--config`` reads back), atomically and never through a link."""
+    write_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 ALGO_NAMES = tuple(ALGOS)

@@ -7,18 +7,18 @@ saved and writes the summary. The run folder is described in README.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ppokit import checkpoint, distributed, training_state
+from ppokit import checkpoint, distributed, run_folder, training_state
 from ppokit.agent import Agent
 from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
@@ -93,41 +93,6 @@ def update_path(cfg: Config, device: torch.device) -> str:
     return "compile" if cfg.iterations * per_iteration >= 50_000 else "eager"
 
 
-def default_run_dir(cfg: Config) -> Path:
-    """``runs/{env}__{algo}__{seed}__{timestamp}``, with ``-2``, ``-3``, ... if that exists already
-    (two runs started in the same second, e.g. by one script)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__{cfg.seed}__{stamp}"
-    candidate, number = base, 1
-    while candidate.exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
-
-
-def prepare_run_dir(run_dir: Path, resuming: bool) -> bool:
-    """Check, before any work, that ``run_dir`` can be written and does not already hold a run.
-
-    Creates the folder; returns whether it was created (so a failed start can remove it again).
-    """
-    created = not run_dir.exists()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run folder {quote(run_dir)} is a file, not a folder")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"run folder {quote(run_dir)} is not writable ({error.strerror or error})") from None
-    if not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.csv").exists()):
-        raise ConfigError(
-            f"run folder {quote(run_dir)} already holds a run; continue it with --resume {run_dir} "
-            "or pick another --run-dir"
-        )
-    return created
-
-
 class Checkpoints:
     """When to write ``checkpoints/latest`` and ``checkpoints/best`` (only rank 0 writes)."""
 
@@ -180,13 +145,14 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers); ``networks`` are
     custom modules for the agent (see :func:`ppokit.agent.check_networks`).
     """
-    with StopRequest() as stop:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop)
+    with StopRequest() as stop, contextlib.ExitStack() as cleanup:
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, cleanup)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
            callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
-           stop: StopRequest) -> RunResult:
+           stop: StopRequest, cleanup: contextlib.ExitStack) -> RunResult:
+    run_folder.check_run_dir_argument(run_dir)
     rank, world_size = distributed.init()
     is_main = rank == 0
     saved: tuple[dict, dict] | None = None
@@ -198,13 +164,17 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     validate(cfg, world_size)
     if source.factory is None:
         ensure_registered(cfg.env_id)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else run_folder.default_run_dir(cfg)
 
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)
     device, device_reason = resolve_device(cfg.device, cfg)
-    created_run_dir = prepare_run_dir(run_dir, saved is not None) if is_main else False
+    created_run_dir = False
+    if is_main:  # only rank 0 writes: it alone checks and locks the folder, until the summary is written
+        lock = run_folder.prepare(run_dir, resuming=saved is not None)
+        cleanup.callback(lock.release)
+        created_run_dir = lock.created
     started = time.perf_counter()  # wall time counts env and agent construction too
     try:
         envs = make_envs(cfg, rank, world_size, source=source)

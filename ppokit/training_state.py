@@ -5,7 +5,6 @@ counters), and the checks that a resumed run may continue it.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -18,7 +17,8 @@ import torch
 from ppokit import checkpoint, distributed, env_state
 from ppokit.config import to_dict
 from ppokit.errors import CheckpointError, ConfigError, quote
-from ppokit.metrics import EpisodeWindow
+from ppokit.files import open_regular
+from ppokit.metrics import MAX_LINE, EpisodeWindow, parse_line
 from ppokit.rollout import CollectorState, Timings
 from ppokit.spaces import space_to_json
 
@@ -171,28 +171,27 @@ def run_folder_of(resume: str | Path, folder: Path) -> Path:
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metrics.csv rows after ``last_step`` (logged after the checkpoint a run resumes from, or
-    cut short by a kill), so the resumed run's rows follow on without duplicates."""
-    if not path.exists():
+    cut short by a kill), so the resumed run's rows follow on without duplicates.
+
+    Reads line by line (a line is at most :data:`ppokit.metrics.MAX_LINE` bytes), never through a
+    link, and cuts the file in place after the last row kept."""
+    if not os.path.lexists(path):
         return
-    with open(path, newline="") as handle:
-        lines = handle.read().splitlines(keepends=True)
-    if not lines:
-        return
-    kept = [lines[0]]
-    header = next(csv.reader([lines[0]]))
-    for line in lines[1:]:
-        row = next(csv.reader([line]), [])
-        if not line.endswith("\n") or len(row) != len(header):
-            break  # a row cut short by a kill
-        try:
-            if int(float(row[header.index("global_step")])) > last_step:
+    with open_regular(path, "r+b") as handle:
+        header = parse_line(handle.readline(MAX_LINE))
+        if not header:
+            return
+        keep = handle.tell()
+        for line in iter(lambda: handle.readline(MAX_LINE), b""):
+            row = parse_line(line)
+            if row is None or len(row) != len(header):
+                break  # a row cut short by a kill
+            try:
+                if int(float(row[header.index("global_step")])) > last_step:
+                    break
+            except (ValueError, IndexError, OverflowError):
                 break
-        except (ValueError, IndexError):
-            break
-        kept.append(line)
-    if len(kept) != len(lines):
-        tmp = path.with_name(".metrics.csv.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
-
-
+            keep = handle.tell()
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > keep:
+            handle.truncate(keep)
