@@ -155,12 +155,12 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     run_folder.check_run_dir_argument(run_dir)
     rank, world_size = distributed.init()
     is_main = rank == 0
-    saved: tuple[dict, dict] | None = None
+    saved: tuple[dict, dict, Path] | None = None
     if resume is not None:
         tensors, meta, folder = checkpoint.read(Path(resume))
         training_state.check_resume(checkpoint.config_of(meta, folder), cfg, meta, resume)
         run_dir = training_state.run_folder_of(resume, folder)
-        saved = (tensors, meta)
+        saved = (tensors, meta, folder)
     validate(cfg, world_size)
     if source.factory is None:
         ensure_registered(cfg.env_id)
@@ -192,7 +192,8 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
         progress = Progress(cfg.iterations, global_batch, cfg.solved_threshold, session_start=started)
         if saved is not None:
-            training_state.restore(*saved, learner, progress, resume)  # type: ignore[arg-type]
+            tensors, meta, folder = saved
+            training_state.restore(tensors, meta, learner, progress, resume, folder)
     except ConfigError:
         envs.close()
         raise

@@ -12,7 +12,7 @@ import numpy as np
 
 from ppokit.errors import ConfigError, quote
 
-MAX_SPACE_SIZE = 2**26  # elements of a space read from meta.json (guards against absurd allocations)
+MAX_SPACE_SIZE = 2**23  # elements of a space read from meta.json (8M: four stacked 1024x1024 frames fit)
 
 
 def is_image_space(space: gym.Space) -> bool:
