@@ -134,10 +134,11 @@ def read_regular(path: str | Path, limit: int, what: str, follow_links: bool = T
         if not follow_links and os.path.islink(path):
             raise ConfigError(f"{what} {quote(path)} is a symbolic link; expected a regular file") from None
         raise ConfigError(f"{what} {quote(path)} cannot be read ({error.strerror or error})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError(f"{what} {quote(path)} cannot be read: it is {_kind(info.st_mode)}, not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} {quote(path)} is {_kind(info.st_mode)}, not a regular file")
         if info.st_size > limit:
             raise ConfigError(f"{what} {quote(path)} is too large ({info.st_size:,} bytes; at most {limit:,} "
                               "are accepted)")

@@ -77,7 +77,9 @@ def estimate(cfg: Any, agent: Any, num_envs: int) -> dict[str, int]:
     ``agent`` is the run's agent built on the ``meta`` device (shapes without memory); ``num_envs``
     is this process's share of ``rollout.num_envs``. Per step and env the rollout stores the
     observation, the action, the policy's outputs and seven scalars (``ppokit.rollout.Rollout``);
-    an update holds each MLP layer's activations (and their gradients) for the whole batch at most.
+    an update holds each MLP layer's activations (and their gradients) for the whole batch at most
+    (TRPO and VPG do; PPO's minibatches need less). Not counted: Python's, torch's and the env
+    library's fixed overhead (a few hundred MB), and a CNN's activations.
     """
     steps = cfg.rollout.num_steps * num_envs
     action_size = max(1, math.prod(getattr(agent.action_space, "shape", None) or (1,)))
@@ -87,7 +89,7 @@ def estimate(cfg: Any, agent: Any, num_envs: int) -> dict[str, int]:
     widths = sum(model.hidden_sizes) + sum(model.actor_hidden_sizes or ()) + sum(model.critic_hidden_sizes or ())
     return {
         "rollout": ROLLOUT_COPIES * steps * per_step,
-        "activations": 4 * 4 * steps * widths,
+        "activations": 2 * 4 * steps * widths,  # float32 activations and their gradients
         "networks": PARAMETER_COPIES * 4 * parameters,
         "envs": num_envs * (PER_ENV_BYTES + 2 * observation_bytes(agent.observation_space)),
     }

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppokit import checkpoint, distributed, run_folder, training_state
-from ppokit.agent import Agent
+from ppokit import checkpoint, distributed, memory, run_folder, training_state
+from ppokit.agent import Agent, shape_only
 from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, validate
@@ -29,6 +29,7 @@ from ppokit.evaluate import evaluate
 from ppokit.loop import Callback, Learner, Progress, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for, write_summary
 from ppokit.rollout import CollectorState, Rollout
+from ppokit.spaces import check_spaces
 from ppokit.signals import StopRequest
 
 log = logging.getLogger("ppokit")
@@ -91,6 +92,29 @@ def update_path(cfg: Config, device: torch.device) -> str:
     if per_iteration is None or device.type != "cpu":
         return "eager"
     return "compile" if cfg.iterations * per_iteration >= 50_000 else "eager"
+
+
+def check_memory(cfg: Config, source: EnvSource, networks: dict[str, torch.nn.Module] | None,
+                 world_size: int) -> None:
+    """ConfigError if this process's share of the run cannot fit in memory (:func:`ppokit.memory.estimate`).
+
+    The spaces come from one probe env; the agent is built on the ``meta`` device (no memory)."""
+    probe = source.make(cfg.env_id, cfg.env.kwargs)
+    try:
+        check_spaces(cfg.env_id, probe.observation_space, probe.action_space)
+        skeleton = shape_only(probe.observation_space, probe.action_space, cfg.model, cfg.env, networks)
+    finally:
+        probe.close()
+    if skeleton is None:  # the user's own networks: their size is theirs to know
+        return
+    parts = memory.estimate(cfg, skeleton, cfg.rollout.num_envs // world_size)
+    biggest = max(parts, key=parts.__getitem__)
+    memory.check_fits(sum(parts.values()), "this config",
+                      f"; most of it for the {biggest} ({memory.format_bytes(parts[biggest])}): lower {LOWER[biggest]}")
+
+
+LOWER = {"rollout": "rollout.num_envs or rollout.num_steps", "activations": "rollout.num_envs, rollout.num_steps or model.hidden_sizes",
+         "networks": "model.hidden_sizes", "envs": "rollout.num_envs"}  # what shrinks each part of the estimate
 
 
 class Checkpoints:
@@ -170,6 +194,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     torch.manual_seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)
     device, device_reason = resolve_device(cfg.device, cfg)
+    check_memory(cfg, source, networks, world_size)  # before the envs, the agent or the storage exist
     created_run_dir = False
     if is_main:  # only rank 0 writes: it alone checks and locks the folder, until the summary is written
         lock = run_folder.prepare(run_dir, resuming=saved is not None)

@@ -247,7 +247,7 @@ def test_malformed_set(text: str, expected: str) -> None:
     (b"ppo: {learning_rate: fast}\n", "ppo.learning_rate: expected a number, got 'fast'"),
     (b"!!python/object/apply:os.system ['touch /tmp/ppokit-yaml-pwned']\n", "is not valid YAML"),
     (b"\xff\xfe\x00garbage", "cannot be read"),
-    (b"a: &x [*x]\n", "unknown config section or field 'a'"),
+    (b"a: &x [*x]\n", "anchors and aliases (&name, *name) are not accepted"),
 ])
 def test_config_file_errors(tmp_path: Path, content: bytes, expected: str) -> None:
     path = tmp_path / "config.yaml"
