@@ -53,6 +53,11 @@ ENV_HELP = ("the env to run the agent in (default: the checkpoint's env); needed
             "id names a module to import (module:Env-v0), which ppokit never imports on a checkpoint's word")
 
 
+DEFAULT_STEP_CAP = 27_000  # = ppokit.evaluate.DEFAULT_STEP_CAP (not imported here: it would load torch)
+CAP_HELP = ("stop an episode the env has not ended after N steps, and say so (default: %(default)s; an env's own "
+            "shorter time limit ends it first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ppokit.algos import ALGOS
     from ppokit.version import __version__
@@ -94,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seed of the evaluation envs (default: %(default)s)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.add_argument("--env", default=None, metavar="ENV_ID", help=ENV_HELP)
+    ev.add_argument("--max-episode-steps", type=_positive_int, default=DEFAULT_STEP_CAP, metavar="N", help=CAP_HELP)
 
     rec = sub.add_parser("record", help="record episodes of the agent to a GIF or MP4")
     rec.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -105,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                      help="seed of the recorded env (default: %(default)s)")
     rec.add_argument("--env", default=None, metavar="ENV_ID", help=ENV_HELP)
+    rec.add_argument("--max-episode-steps", type=_positive_int, default=DEFAULT_STEP_CAP, metavar="N", help=CAP_HELP)
 
     plot = sub.add_parser("plot", help="plot learning curves of one or more runs")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run folders (with metrics.csv)")
@@ -208,7 +215,7 @@ def _eval(args: argparse.Namespace) -> int:
     env_id = _chosen_env(args.env, meta["env_id"])
     own_env = env_id == meta["env_id"]
     result = evaluate(agent, env_id, args.episodes, seed=args.seed, deterministic=not args.stochastic,
-                      env_kwargs=agent.config.env.kwargs if own_env else None)
+                      env_kwargs=agent.config.env.kwargs if own_env else None, step_cap=args.max_episode_steps)
     if args.json:
         print(json.dumps({"env_id": env_id, "global_step": meta.get("global_step"),
                           "deterministic": not args.stochastic, **result}))
@@ -231,7 +238,8 @@ def _chosen_env(typed: str | None, saved: str) -> str:
 def _record(args: argparse.Namespace) -> int:
     from ppokit.record import record
 
-    frames = record(args.path, args.out, episodes=args.episodes, seed=args.seed, env_id=args.env)
+    frames = record(args.path, args.out, episodes=args.episodes, seed=args.seed, env_id=args.env,
+                    step_cap=args.max_episode_steps)
     print(f"wrote {args.out} ({frames} frames)")
     return 0
 

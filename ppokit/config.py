@@ -101,6 +101,7 @@ class BaseConfig:
     checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
+    eval_max_episode_steps: int = 27_000  # an evaluation episode the env has not ended by then is stopped
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -371,6 +372,7 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
     non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
     check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
+    positive_int(cfg.eval_max_episode_steps, "eval_max_episode_steps")
 
     r = cfg.rollout
     positive_int(r.num_envs, "rollout.num_envs")

@@ -15,6 +15,8 @@ import numpy as np
 from ppokit.config import check_output_file
 from ppokit.envs import ReportErrors, creation_error, make_env
 from ppokit.errors import ConfigError, EnvError, first_line, quote
+from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+from ppokit.memory import available_bytes, format_bytes
 from ppokit.spaces import check_agent_fits
 
 if TYPE_CHECKING:
@@ -30,11 +32,12 @@ NO_OPENGL_CONTEXT = re.compile(r"OpenGL|gladLoadGL|\bEGL\b|OSMesa|GLFW|MUJOCO_GL
 
 
 def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30,
-           env_id: str | None = None) -> int:
+           env_id: str | None = None, step_cap: int = DEFAULT_STEP_CAP) -> int:
     """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count.
 
     ``env_id`` (default: the checkpoint's env) is the env to play in; the checkpoint's
-    ``env.kwargs`` apply only to its own env."""
+    ``env.kwargs`` apply only to its own env. An episode the env has not ended after ``step_cap``
+    steps is stopped (with a warning), so the frames kept in memory are bounded."""
     from ppokit.agent import load_agent
 
     out = check_output_file(out, FORMATS)
@@ -49,7 +52,7 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
     env_id = env_id or meta["env_id"]
     kwargs = agent.config.env.kwargs if env_id == meta["env_id"] else {}
     with _offscreen_pygame():
-        frames = _play(agent, env_id, kwargs, episodes, seed)
+        frames = _play(agent, env_id, kwargs, episodes, seed, step_cap)
     _write(out, frames, fps)
     return len(frames)
 
@@ -67,26 +70,40 @@ def _offscreen_pygame() -> Iterator[None]:
             os.environ.pop("SDL_VIDEODRIVER", None)
 
 
-def _play(agent: Agent, env_id: str, kwargs: dict, episodes: int, seed: int) -> list[np.ndarray]:
+def _play(agent: Agent, env_id: str, kwargs: dict, episodes: int, seed: int, step_cap: int) -> list[np.ndarray]:
     """The rendered frames of ``episodes`` deterministic episodes: each reset, then each step."""
     env = ReportErrors(make_env(env_id, kwargs, render_mode="rgb_array"), env_id, None)
     frames: list[np.ndarray] = []
+    capped = 0
     try:
         check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
-            frames.append(_frame(env, env_id))
-            done = False
-            while not done:
+            _frame(env, env_id, frames)
+            done, length = False, 0
+            while not done and length < step_cap:
                 obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
-                frames.append(_frame(env, env_id))
-                done = terminated or truncated
+                _frame(env, env_id, frames)
+                done, length = terminated or truncated, length + 1
+            capped += not done
     finally:
         env.close()
+    report_capped(capped, episodes, env_id, step_cap)
     return frames
 
 
-def _frame(env: gym.Env, env_id: str) -> np.ndarray:
+def _frame(env: gym.Env, env_id: str, frames: list[np.ndarray]) -> None:
+    """Append the env's rendered frame to ``frames``; ConfigError once the frames would take more
+    than a quarter of the memory available (they are all held until the video is written)."""
+    frame = _render(env, env_id)
+    frames.append(frame)
+    if frame.nbytes * len(frames) > available_bytes() // 4:
+        raise ConfigError(f"the recording of env {quote(env_id)} would take more than "
+                          f"{format_bytes(available_bytes() // 4)} of memory after {len(frames):,} frames; lower "
+                          "--episodes or --max-episode-steps")
+
+
+def _render(env: gym.Env, env_id: str) -> np.ndarray:
     try:
         frame = env.render()
     except Exception as error:  # noqa: BLE001  (translated into one line)

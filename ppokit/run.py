@@ -310,8 +310,9 @@ def _final_evaluation(agent: Agent, cfg: Config, source: EnvSource, summary: dic
     stop.mode = "eval"
     try:
         result = evaluate(agent, source.factory or cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000,
-                          env_kwargs=cfg.env.kwargs, wrappers=source.wrappers)
-        summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"])
+                          env_kwargs=cfg.env.kwargs, wrappers=source.wrappers, step_cap=cfg.eval_max_episode_steps)
+        summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"],
+                       eval_capped_episodes=result["capped_episodes"])
     except KeyboardInterrupt:
         return "interrupted"  # --resume runs the evaluation again
     except Exception as error:  # noqa: BLE001  (the run itself completed and is saved)
