@@ -170,10 +170,12 @@ def check_networks(networks: dict[str, nn.Module] | None, shared_trunk: bool) ->
 
 
 def sample_observations(space: gym.Space) -> torch.Tensor:
-    """Two zero observations ``[2, *obs]`` in the space's dtype (to find a module's output size)."""
+    """Two observations ``[2, *obs]`` in the space's dtype (to find a module's output size): zeros, or a
+    Discrete space's first value (``Discrete(5, start=10)`` observes 10..14)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.full((2,), int(space.start), dtype=torch.int64)
     dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
-    shape = () if isinstance(space, gym.spaces.Discrete) else space.shape
-    return torch.zeros((2, *shape), dtype=torch.int64 if isinstance(space, gym.spaces.Discrete) else dtype)
+    return torch.zeros((2, *space.shape), dtype=dtype)
 
 
 @torch.no_grad()

@@ -308,12 +308,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ppokit.errors import ConfigError, EnvError, TrainingError
 
     restore_logging = _log_to_stderr()
+    received = _load_libraries()
+    if received is not None:
+        restore_logging()
+        print(f"ppokit: interrupted ({received} while starting)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    restore_sigterm = _sigterm_interrupts()
     try:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as done:  # --help, --version: printed, nothing else to do
             return done.code if isinstance(done.code, int) else 0
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a full disk or a closed pipe under stdout shows here, not at exit
+        return code
     except UsageError as error:
         print(_one_line(str(error)), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -323,14 +331,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EnvError, TrainingError) as error:  # an env failing outside training (e.g. in eval)
         print(f"ppokit: failed: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also SIGTERM, and either during start-up (imports take seconds)
         print("ppokit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # an output (--out, --json on stdout) could not be written: a full disk, a closed pipe
+        _drop_stdout()
+        print(f"ppokit: failed: {_one_line(error.strerror or str(error))}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
-        from ppokit import distributed
-
-        distributed.shutdown()  # leave the torchrun process group (a no-op in one process)
+        restore_sigterm()
+        _leave_process_group()
         restore_logging()
+
+
+def _leave_process_group() -> None:
+    """Leave the torchrun process group (a no-op in one process; nothing is imported for it: an
+    interrupted start-up may have left a library half imported)."""
+    distributed = sys.modules.get("ppokit.distributed")
+    torch_distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and torch_distributed is not None and getattr(torch_distributed, "is_initialized",
+                                                                             None) is not None:
+        distributed.shutdown()
+
+
+def _load_libraries() -> str | None:
+    """Import torch, numpy, gymnasium and ppokit's modules (seconds) with Ctrl-C and SIGTERM only
+    noted meanwhile; returns the name of a signal received, or None.
+
+    A KeyboardInterrupt raised in the middle of an import can be swallowed by a library's own
+    ``except:`` and leave another half loaded (seen: numpy without ``logical_or``, and a run that
+    then failed on it), so start-up is not interrupted mid-import: it ends right after."""
+    import signal
+
+    received: list[str] = []
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, note)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        pass
+    try:
+        import ppokit.agent  # noqa: F401
+        import ppokit.run  # noqa: F401
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return received[0] if received else None
+
+
+def _sigterm_interrupts():
+    """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does, until the returned function restores
+    it: a run stopped while it starts exits 130 with one line, like one stopped later (a training
+    installs its own handler, :class:`ppokit.signals.StopRequest`, while it runs)."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _drop_stdout() -> None:
+    """Send what is left in stdout's buffer nowhere, so that exiting does not fail on it again."""
+    try:
+        if sys.stdout is sys.__stdout__ and sys.stdout is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:

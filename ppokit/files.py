@@ -76,11 +76,14 @@ def write_atomic_with(path: str | Path, write: Callable[[Path], None]) -> None:
     then rename it over ``path``. A link at ``path`` is replaced, not followed; if ``write`` fails
     (a full disk) nothing is left behind and ``path`` keeps its old content."""
     path = Path(path)
-    with _temporary_beside(path) as tmp:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+    try:
+        with _temporary_beside(path) as tmp:
+            write(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    except OSError as error:  # e.g. a full disk: name the file the user asked for, not the temporary one
+        raise OSError(error.errno, f"cannot write {quote(path)} ({error.strerror or error})") from None
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from ppokit.config import ConfigError, check_output_file, quote
+from ppokit.files import write_atomic_with
 
 
 def read_curve(run_dir: Path) -> tuple[list[float], list[float]]:
@@ -63,5 +64,7 @@ def plot_runs(run_dirs: list[Path], out: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
+    try:
+        write_atomic_with(out, lambda tmp: figure.savefig(tmp, dpi=120, format=out.suffix.lower()[1:]))
+    finally:
+        plt.close(figure)

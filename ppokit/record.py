@@ -13,9 +13,10 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.config import check_output_file
-from ppokit.envs import ReportErrors, creation_error, make_env
+from ppokit.envs import ENV_FAILURES, ReportErrors, creation_error, make_env
 from ppokit.errors import ConfigError, EnvError, first_line, quote
 from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+from ppokit.files import write_atomic_with
 from ppokit.memory import available_bytes, format_bytes
 from ppokit.spaces import check_agent_fits
 
@@ -106,7 +107,7 @@ def _frame(env: gym.Env, env_id: str, frames: list[np.ndarray]) -> None:
 def _render(env: gym.Env, env_id: str) -> np.ndarray:
     try:
         frame = env.render()
-    except Exception as error:  # noqa: BLE001  (translated into one line)
+    except ENV_FAILURES as error:  # translated into one line
         raise _render_error(env_id, error) from None
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         raise ConfigError(
@@ -115,7 +116,7 @@ def _render(env: gym.Env, env_id: str) -> np.ndarray:
     return frame
 
 
-def _render_error(env_id: str, error: Exception) -> Exception:
+def _render_error(env_id: str, error: BaseException) -> Exception:
     """One line for an env whose render() raised: no OpenGL context (ConfigError), a missing
     package such as pygame (ConfigError), or anything else (EnvError)."""
     cause = f"{type(error).__name__}: {first_line(error)}"
@@ -132,14 +133,15 @@ def _render_error(env_id: str, error: Exception) -> Exception:
 
 
 def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
+    """The video, written beside ``out`` and renamed over it: a full disk leaves no partial file."""
     import imageio.v3 as iio
 
     if out.suffix.lower() == ".gif":
-        iio.imwrite(out, np.stack(frames), duration=1000 / fps, loop=0)
+        write_atomic_with(out, lambda tmp: iio.imwrite(tmp, np.stack(frames), duration=1000 / fps, loop=0))
     else:
         try:
-            iio.imwrite(out, np.stack(frames), fps=fps, codec="libx264")
-        except (ImportError, OSError, ValueError) as error:
+            write_atomic_with(out, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264"))
+        except (ImportError, ValueError) as error:
             raise ConfigError(
                 f"--out {quote(out)}: cannot write MP4 ({error}); use .gif or pip install 'ppokit[video]'"
             ) from None
