@@ -19,8 +19,8 @@ from ppokit import checkpoint
 from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
 from ppokit.errors import CheckpointError, ConfigError, quote
-from ppokit.networks import encoder_for, layer_init, mlp
 from ppokit.memory import check_fits
+from ppokit.networks import encoder_for, layer_init, mlp
 from ppokit.normalize import RunningMeanStd
 from ppokit.spaces import check_spaces, is_image_space, space_from_json
 

@@ -28,7 +28,7 @@ import torch
 
 from ppokit.config import Config, from_dict, to_dict, validate
 from ppokit.errors import CheckpointError, ConfigError, first_line, quote
-from ppokit.files import CLOEXEC, NONBLOCK, NOFOLLOW
+from ppokit.files import CLOEXEC, NOFOLLOW, NONBLOCK
 from ppokit.memory import check_fits
 from ppokit.spaces import space_to_json
 from ppokit.version import __version__

@@ -137,7 +137,8 @@ def _planned_write(objects: list[Any], expected: tuple[dict, dict], key: Any, va
             return lambda: setattr(obj, name, value)
         if isinstance(current, (bool, np.bool_)) != isinstance(value, bool) or (
                 isinstance(current, (int, np.integer)) and not isinstance(value, int)):
-            raise StateMismatch(f"entry {key!r}: {type(value).__name__} does not fit the env's {type(current).__name__}")
+            raise StateMismatch(f"entry {key!r}: {type(value).__name__} does not fit the env's "
+                                f"{type(current).__name__}")
         return lambda: setattr(obj, name, type(current)(value))
     raise StateMismatch(f"entry {key!r}: a {type(value).__name__} does not fit the env's "
                         f"{type(current).__name__} attribute")

@@ -24,13 +24,13 @@ from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ensure_registered, make_envs
-from ppokit.errors import ConfigError, EnvError, TrainingError, quote
+from ppokit.errors import ConfigError, EnvError, TrainingError
 from ppokit.evaluate import evaluate
 from ppokit.loop import Callback, Learner, Progress, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for, write_summary
 from ppokit.rollout import CollectorState, Rollout
-from ppokit.spaces import check_spaces
 from ppokit.signals import StopRequest
+from ppokit.spaces import check_spaces
 
 log = logging.getLogger("ppokit")
 
@@ -113,8 +113,10 @@ def check_memory(cfg: Config, source: EnvSource, networks: dict[str, torch.nn.Mo
                       f"; most of it for the {biggest} ({memory.format_bytes(parts[biggest])}): lower {LOWER[biggest]}")
 
 
-LOWER = {"rollout": "rollout.num_envs or rollout.num_steps", "activations": "rollout.num_envs, rollout.num_steps or model.hidden_sizes",
-         "networks": "model.hidden_sizes", "envs": "rollout.num_envs"}  # what shrinks each part of the estimate
+# What shrinks each part of the estimate.
+LOWER = {"rollout": "rollout.num_envs or rollout.num_steps",
+         "activations": "rollout.num_envs, rollout.num_steps or model.hidden_sizes",
+         "networks": "model.hidden_sizes", "envs": "rollout.num_envs"}
 
 
 class Checkpoints:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ppokit import checkpoint, distributed, env_state
-from ppokit.config import to_dict
 from ppokit.agent import state_problem
+from ppokit.config import to_dict
 from ppokit.errors import CheckpointError, ConfigError, first_line, quote
 from ppokit.files import open_regular
 from ppokit.metrics import MAX_LINE, EpisodeWindow, parse_line

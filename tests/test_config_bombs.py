@@ -69,7 +69,8 @@ def test_deep_nesting_is_refused(capsys, tmp_path: Path) -> None:
 
 
 def test_dev_zero_as_config_is_refused(capsys) -> None:
-    bad_input(capsys, ["train", "CartPole-v1", "--config", "/dev/zero"], "'/dev/zero' cannot be read: it is a device, not a regular file")
+    bad_input(capsys, ["train", "CartPole-v1", "--config", "/dev/zero"],
+              "'/dev/zero' cannot be read: it is a device, not a regular file")
 
 
 def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
