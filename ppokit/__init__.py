@@ -10,23 +10,51 @@ Public API::
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ppokit.agent import Agent
-from ppokit.config import Config, ConfigError
-from ppokit.envs import EnvFactory, Wrapper, source_for
-from ppokit.evaluate import evaluate as _evaluate
-
-# The training run lives in ppokit.run (ppokit.train is this API function).
-from ppokit.loop import Callback
-from ppokit.run import train as _train
+from ppokit.errors import ConfigError
 from ppokit.version import __version__
 
+if TYPE_CHECKING:
+    import torch
+
+    from ppokit.agent import Agent
+    from ppokit.config import Config
+    from ppokit.envs import EnvFactory, Wrapper
+    from ppokit.loop import Callback
+
 __all__ = ["Agent", "Config", "ConfigError", "evaluate", "load", "train", "__version__"]
+
+# Importing ppokit imports neither torch nor gymnasium: the command line installs its Ctrl-C and
+# SIGTERM handling first, and ``python -m ppokit`` drops the current folder from sys.path before
+# anything else is imported (see __main__.py). ``ppokit.Agent`` and ``ppokit.Config`` load on use.
+_LAZY = {"Agent": "ppokit.agent", "Config": "ppokit.config"}
+
+
+class _Package(types.ModuleType):
+    """The ``ppokit`` module. Importing the submodule ``ppokit.evaluate`` (lazily, on first use) would
+    make Python set the package attribute ``evaluate`` to it, hiding the function of that name; the
+    function stays (the submodule is in ``sys.modules`` as always)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "evaluate" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ppokit' has no attribute {name!r}")
 
 
 def train(
@@ -66,9 +94,13 @@ def train(
     the run folder and summary.json of this run. With ``quiet=False`` progress shows as a bar on
     a terminal, else as a line every ``log_every`` iterations (default: 10 unless quiet, when 0).
     """
+    from ppokit.envs import ensure_registered, source_for
     from ppokit.presets import build_config
+    from ppokit.run import train as _train
 
     env_id, source = source_for(env, wrappers)
+    if isinstance(env, str):
+        ensure_registered(env, import_module=True)  # an id the caller gave: its module may be imported
     fields = {"total_steps": total_steps, "seed": seed}
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
@@ -95,6 +127,11 @@ def evaluate(agent: Agent, env: str | EnvFactory | None = None, episodes: int = 
 
     With no ``env``, the agent's own env is made as in training: with the ``env.kwargs`` it was
     trained with, and by the callable and wrappers ``ppokit.train`` was given in this process."""
+    from ppokit.envs import ensure_registered
+    from ppokit.evaluate import evaluate as _evaluate
+
+    if isinstance(env, str):
+        ensure_registered(env, import_module=True)  # an id the caller gave: its module may be imported
     if env is None and agent.env_source is not None and agent.env_source.custom:
         return _evaluate(agent, agent.env_source.factory or agent.env_id, episodes, seed=seed,
                          deterministic=deterministic, env_kwargs=agent.config.env.kwargs,

@@ -19,6 +19,7 @@ from ppokit import checkpoint
 from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.distributions import ActionHead, DiagGaussianHead, head_for
 from ppokit.errors import CheckpointError, ConfigError, quote
+from ppokit.memory import check_fits
 from ppokit.networks import encoder_for, layer_init, mlp
 from ppokit.normalize import RunningMeanStd
 from ppokit.spaces import check_spaces, is_image_space, space_from_json
@@ -169,10 +170,12 @@ def check_networks(networks: dict[str, nn.Module] | None, shared_trunk: bool) ->
 
 
 def sample_observations(space: gym.Space) -> torch.Tensor:
-    """Two zero observations ``[2, *obs]`` in the space's dtype (to find a module's output size)."""
+    """Two observations ``[2, *obs]`` in the space's dtype (to find a module's output size): zeros, or a
+    Discrete space's first value (``Discrete(5, start=10)`` observes 10..14)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.full((2,), int(space.start), dtype=torch.int64)
     dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
-    shape = () if isinstance(space, gym.spaces.Discrete) else space.shape
-    return torch.zeros((2, *shape), dtype=torch.int64 if isinstance(space, gym.spaces.Discrete) else dtype)
+    return torch.zeros((2, *space.shape), dtype=dtype)
 
 
 @torch.no_grad()
@@ -188,12 +191,41 @@ def output_size(module: nn.Module, inputs: torch.Tensor) -> int:
     return int(outputs.shape[1])
 
 
+def shape_only(observation_space: gym.Space, action_space: gym.Space, model: ModelConfig, env: EnvConfig,
+               networks: dict[str, nn.Module] | None = None) -> Agent | None:
+    """The agent these arguments would build, on the ``meta`` device: every tensor has its shape
+    and dtype but no memory, so a config's size can be checked before it is allocated. None with
+    custom ``networks`` (the user's modules live on a real device)."""
+    if networks:
+        return None
+    with torch.device("meta"):
+        return Agent(observation_space, action_space, model, env)
+
+
+def state_problem(agent: Agent) -> str | None:
+    """Why the agent's (loaded) state cannot be one that training produced, or None: a NaN or
+    infinity in any tensor (also one that overflowed on the way into float32), or normalizer
+    statistics no data can give."""
+    for name, value in agent.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"tensor {quote(name)} holds NaN or infinity"
+    for name in ("obs_normalizer", "return_normalizer"):
+        normalizer = getattr(agent, name)
+        if normalizer is not None and (problem := normalizer.problem()) is not None:
+            return f"{name} {problem}"
+    return None
+
+
 def load_agent(path: str | Path, device: str | torch.device = "cpu", networks: dict[str, nn.Module] | None = None):
     """The :class:`~ppokit.agent.Agent` saved at ``path`` (run folder or checkpoint folder).
 
-    An agent trained with custom ``networks`` needs the same modules again (their weights are in
-    the checkpoint, their code is not)."""
-    tensors, meta, folder = checkpoint.read(path)
+    The agent's shapes are checked against the safetensors header (from an agent built on the
+    ``meta`` device) and its size against the memory available before anything is allocated; the
+    loaded values must be finite and plausible (:func:`state_problem`). An agent trained with
+    custom ``networks`` needs the same modules again (their weights are in the checkpoint, their
+    code is not)."""
+    opened = checkpoint.open_checkpoint(path)
+    meta, folder = opened.meta, opened.folder
     cfg = checkpoint.config_of(meta, folder)
     custom = meta.get("networks") or {}
     if not isinstance(custom, dict) or set(custom) != set(networks or {}):
@@ -212,10 +244,23 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu", networks: d
                               f"{error})") from None
     check_spaces(meta["env_id"], observation_space, action_space)
     try:
+        skeleton = shape_only(observation_space, action_space, cfg.model, cfg.env, networks)
+        agent = None
+        if skeleton is not None:
+            expected = {name: checkpoint.tensor_info(t) for name, t in skeleton.state_dict().items()}
+            checkpoint.check_header(folder, opened.header, expected, "agent.")
+            check_fits(2 * sum(t.numel() * t.element_size() for t in skeleton.state_dict().values()),
+                       f"checkpoint {quote(folder)}: its agent")
         agent = Agent(observation_space, action_space, cfg.model, cfg.env, networks)
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {quote(folder)}: cannot build its agent ({type(error).__name__}: "
                               f"{error})") from None
+    finally:
+        if agent is None:
+            opened.model.close()
+    tensors = opened.load()
     state = {k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")}
     try:
         agent.load_state_dict(state, strict=True)
@@ -223,12 +268,9 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu", networks: d
         raise CheckpointError(
             f"checkpoint {quote(folder)}: weights do not match its config ({str(error).splitlines()[0]})"
         ) from None
-    for name, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"checkpoint {quote(folder)}: tensor {quote(name)} holds NaN or infinity")
+    problem = state_problem(agent)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {quote(folder)}: {problem}")
     agent.config = cfg
-    try:
-        agent.global_step = int(meta.get("global_step", 0))
-    except (TypeError, ValueError):
-        raise CheckpointError(f"checkpoint {quote(folder)}: global_step is not an integer") from None
+    agent.global_step = meta.get("global_step", 0)
     return agent.to(device), tensors, meta

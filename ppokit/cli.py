@@ -50,6 +50,15 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
+ENV_HELP = ("the env to run the agent in (default: the checkpoint's env); needed for a checkpoint whose env "
+            "id names a module to import (module:Env-v0), which ppokit never imports on a checkpoint's word")
+
+
+DEFAULT_STEP_CAP = 27_000  # = ppokit.evaluate.DEFAULT_STEP_CAP (not imported here: it would load torch)
+CAP_HELP = ("stop an episode the env has not ended after N steps, and say so (default: %(default)s; an env's own "
+            "shorter time limit ends it first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ppokit.algos import ALGOS
     from ppokit.version import __version__
@@ -95,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                     help="seed of the evaluation envs (default: %(default)s)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--env", default=None, metavar="ENV_ID", help=ENV_HELP)
+    ev.add_argument("--max-episode-steps", type=_positive_int, default=DEFAULT_STEP_CAP, metavar="N", help=CAP_HELP)
 
     rec = sub.add_parser("record", help="record episodes of the agent to a GIF or MP4")
     rec.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT",
@@ -105,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="episodes to record (default: %(default)s)")
     rec.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                      help="seed of the recorded env (default: %(default)s)")
+    rec.add_argument("--env", default=None, metavar="ENV_ID", help=ENV_HELP)
+    rec.add_argument("--max-episode-steps", type=_positive_int, default=DEFAULT_STEP_CAP, metavar="N", help=CAP_HELP)
 
     plot = sub.add_parser("plot", help="plot learning curves of one or more runs; runs of one setting (equal "
                                        "configs but for the seed) as their mean with a 95%% band")
@@ -184,7 +197,7 @@ def _train(args: argparse.Namespace) -> int:
                          "e.g. CartPole-v1; it may be left out only with --resume RUN_DIR, which continues "
                          "that run's env) (see ppokit train --help)")
     if args.env_id is not None:
-        _find_env_modules_in_cwd(args.env_id)
+        _import_env_module(args.env_id)
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
     if args.resume is not None:
@@ -222,13 +235,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_env_modules_in_cwd(env_id: str) -> None:
-    """Let ``module:Env-v0`` typed on the command line import ``module`` from the current folder, as
-    ``python -m ppokit`` does (the console script's sys.path starts at its own bin folder instead).
+def _import_env_module(env_id: str) -> None:
+    """Register an env id the user typed: ``module:Env-v0`` imports ``module``, looking in the
+    current folder first as ``python -m`` does (the console script's sys.path starts at its own bin
+    folder, and ``python -m ppokit`` drops the current folder: see ``ppokit/__main__.py``).
 
-    Only for an env id the user typed: the env id of a checkpoint never gets this."""
+    Only for an env id typed on the command line: the env id of a checkpoint never gets this."""
+    from ppokit.envs import ensure_registered
+
     if ":" in env_id and "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    ensure_registered(env_id, import_module=True)
 
 
 def _resume_config(args: argparse.Namespace, shorthands: dict) -> Any:
@@ -261,22 +278,34 @@ def _eval(args: argparse.Namespace) -> int:
     from ppokit.evaluate import evaluate
 
     agent, _, meta = load_agent(args.path)
-    result = evaluate(agent, meta["env_id"], args.episodes, seed=args.seed,
-                      deterministic=not args.stochastic, env_kwargs=agent.config.env.kwargs)
+    env_id = _chosen_env(args.env, meta["env_id"])
+    own_env = env_id == meta["env_id"]
+    result = evaluate(agent, env_id, args.episodes, seed=args.seed, deterministic=not args.stochastic,
+                      env_kwargs=agent.config.env.kwargs if own_env else None, step_cap=args.max_episode_steps)
     if args.json:
-        print(json.dumps({"env_id": meta["env_id"], "global_step": meta.get("global_step"),
+        print(json.dumps({"env_id": env_id, "global_step": meta.get("global_step"),
                           "deterministic": not args.stochastic, **result}))
     else:
         mode = "stochastic" if args.stochastic else "deterministic"
-        print(f"{meta['env_id']}: return {result['mean']:.1f} +/- {result['std']:.1f} over {args.episodes} "
-              f"episodes ({mode}, checkpoint at step {meta.get('global_step', 0):,})")
+        print(f"{env_id}: return {result['mean']:.1f} +/- {result['std']:.1f} over {args.episodes} "
+              f"episodes ({mode}, checkpoint at step {agent.global_step:,})")
     return 0
+
+
+def _chosen_env(typed: str | None, saved: str) -> str:
+    """The env for eval/record: the one typed with --env (its module may be imported), else the
+    checkpoint's (never imported: see :func:`ppokit.envs.ensure_registered`)."""
+    if typed is None:
+        return saved
+    _import_env_module(typed)
+    return typed
 
 
 def _record(args: argparse.Namespace) -> int:
     from ppokit.record import record
 
-    frames = record(args.path, args.out, episodes=args.episodes, seed=args.seed)
+    frames = record(args.path, args.out, episodes=args.episodes, seed=args.seed, env_id=args.env,
+                    step_cap=args.max_episode_steps)
     print(f"wrote {args.out} ({frames} frames)")
     return 0
 
@@ -324,7 +353,7 @@ def _tune(args: argparse.Namespace) -> int:
     from ppokit.tune import TuneSettings, require_optuna, tune
 
     require_optuna()
-    _find_env_modules_in_cwd(args.env_id)
+    _import_env_module(args.env_id)
     steps = args.steps or build_config(args.env_id, algo="ppo").total_steps
     out = Path(args.out) if args.out else Path("runs") / f"tune__{args.env_id.replace('/', '-')}"
     result = tune(TuneSettings(args.env_id, args.trials, out, steps, args.jobs, args.seed))
@@ -415,12 +444,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ppokit.errors import ConfigError, EnvError, TrainingError
 
     restore_logging = _log_to_stderr()
+    received = _load_libraries()
+    if received is not None:
+        restore_logging()
+        print(f"ppokit: interrupted ({received} while starting)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    restore_sigterm = _sigterm_interrupts()
     try:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as done:  # --help, --version: printed, nothing else to do
             return done.code if isinstance(done.code, int) else 0
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a full disk or a closed pipe under stdout shows here, not at exit
+        return code
     except UsageError as error:
         print(_one_line(str(error)), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -430,14 +467,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EnvError, TrainingError) as error:  # an env failing outside training (e.g. in eval)
         print(f"ppokit: failed: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also SIGTERM, and either during start-up (imports take seconds)
         print("ppokit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # an output (--out, --json on stdout) could not be written: a full disk, a closed pipe
+        _drop_stdout()
+        print(f"ppokit: failed: {_one_line(error.strerror or str(error))}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
-        from ppokit import distributed
-
-        distributed.shutdown()  # leave the torchrun process group (a no-op in one process)
+        restore_sigterm()
+        _leave_process_group()
         restore_logging()
+
+
+def _leave_process_group() -> None:
+    """Leave the torchrun process group (a no-op in one process; nothing is imported for it: an
+    interrupted start-up may have left a library half imported)."""
+    distributed = sys.modules.get("ppokit.distributed")
+    torch_distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and torch_distributed is not None and getattr(torch_distributed, "is_initialized",
+                                                                             None) is not None:
+        distributed.shutdown()
+
+
+def _load_libraries() -> str | None:
+    """Import torch, numpy, gymnasium and ppokit's modules (seconds) with Ctrl-C and SIGTERM only
+    noted meanwhile; returns the name of a signal received, or None.
+
+    A KeyboardInterrupt raised in the middle of an import can be swallowed by a library's own
+    ``except:`` and leave another half loaded (seen: numpy without ``logical_or``, and a run that
+    then failed on it), so start-up is not interrupted mid-import: it ends right after."""
+    import signal
+
+    received: list[str] = []
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, note)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        pass
+    try:
+        import ppokit.agent  # noqa: F401
+        import ppokit.run  # noqa: F401
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return received[0] if received else None
+
+
+def _sigterm_interrupts():
+    """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does, until the returned function restores
+    it: a run stopped while it starts exits 130 with one line, like one stopped later (a training
+    installs its own handler, :class:`ppokit.signals.StopRequest`, while it runs)."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _drop_stdout() -> None:
+    """Send what is left in stdout's buffer nowhere, so that exiting does not fail on it again."""
+    try:
+        if sys.stdout is sys.__stdout__ and sys.stdout is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:

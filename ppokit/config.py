@@ -22,6 +22,7 @@ import yaml
 from ppokit.algos import ALGOS
 from ppokit.algos.registry import AlgoSpec, SectionCheck
 from ppokit.errors import ConfigError, did_you_mean, quote
+from ppokit.files import read_regular, write_atomic
 from ppokit.validation import check, in_unit_interval, non_negative, one_of, positive, positive_int
 
 # yaml.safe_load's loader, in libyaml's C version when installed (same rules, ~10x faster): it
@@ -29,8 +30,29 @@ from ppokit.validation import check, in_unit_interval, non_negative, one_of, pos
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than 1 MB is not a config
+MAX_YAML_DEPTH = 32  # nesting of lists and mappings; a config needs 3
+
+
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)`` (see :data:`SAFE_LOADER`)."""
+    """``yaml.safe_load(text)`` (see :data:`SAFE_LOADER`), refusing anchors and aliases.
+
+    An alias repeats a node without repeating its text, so a few hundred bytes of ``&a [*b, *b,
+    ...]`` expand to billions of nodes (a "billion laughs" bomb); a config never needs them. The
+    document is first read as a stream of events (linear in its length, nothing expanded), which
+    also bounds its nesting; only then is it built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=SAFE_LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (&name, *name) are not accepted",
+                                       problem_mark=event.start_mark)
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                           problem_mark=event.start_mark)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
     return yaml.load(text, Loader=SAFE_LOADER)
 
 
@@ -89,6 +111,7 @@ class BaseConfig:
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation during training; picks checkpoints/best
+    eval_max_episode_steps: int = 27_000  # an evaluation episode the env has not ended by then is stopped
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -252,13 +275,13 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a config YAML file as a dict; any problem is a :class:`ConfigError`."""
+    """Read a config YAML file (a regular file of at most :data:`MAX_CONFIG_BYTES`) as a dict; any
+    problem is a :class:`ConfigError`."""
     path = Path(path)
+    data = read_regular(path, MAX_CONFIG_BYTES, "config file")  # not /dev/zero, a FIFO or a huge file
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
+        text = data.decode()
+    except UnicodeDecodeError as error:
         raise ConfigError(f"config file '{path}' cannot be read: {error}") from None
     try:
         data = parse_yaml(text)
@@ -303,8 +326,8 @@ def parse_override(text: str) -> dict:
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config (what ``--config`` reads back)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config (what ``--config`` reads back), atomically and never through a link."""
+    write_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 ALGO_NAMES = tuple(ALGOS)
@@ -312,6 +335,8 @@ ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 VECTOR_MODES = ("auto", "sync", "async")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds
+MAX_THREADS = 1024  # torch.set_num_threads overflows or tries to start millions of threads beyond
+MAX_LOG_STD = 20.0  # exp(log_std) must stay far from float32's overflow (3.4e38 = exp(88.7))
 
 
 def check_device(device: str) -> None:
@@ -349,7 +374,8 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     check(0 <= cfg.seed < SEED_LIMIT, f"seed: expected an integer in [0, 2**32), got {cfg.seed}")
     positive_int(cfg.total_steps, "total_steps")
     check_device(cfg.device)
-    positive_int(cfg.torch_threads, "torch_threads")
+    check(1 <= cfg.torch_threads <= MAX_THREADS,
+          f"torch_threads: expected a positive integer up to {MAX_THREADS}, got {cfg.torch_threads}")
     one_of(cfg.update_path, UPDATE_PATHS, "update_path")
     if cfg.checkpoint_every is not None:
         check(cfg.checkpoint_every >= 1,
@@ -359,6 +385,7 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     check(cfg.eval.every_steps >= 0,
           f"eval.every_steps: expected an integer >= 0 (0: no evaluation during training), got {cfg.eval.every_steps}")
     positive_int(cfg.eval.episodes, "eval.episodes")
+    positive_int(cfg.eval_max_episode_steps, "eval_max_episode_steps")
 
     r = cfg.rollout
     positive_int(r.num_envs, "rollout.num_envs")
@@ -388,6 +415,9 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         "unset model.actor_hidden_sizes and model.critic_hidden_sizes, or use model.shared_trunk=false",
     )
     one_of(m.activation, ACTIVATIONS, "model.activation")
+    check(abs(m.log_std_init) <= MAX_LOG_STD,
+          f"model.log_std_init: expected a number in [-{MAX_LOG_STD}, {MAX_LOG_STD}] (the log of the initial action "
+          f"standard deviation; exp(20) is already 5e8), got {m.log_std_init}")
     check(
         not (m.shared_trunk and ALGOS[cfg.algo].separate_critic),
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "

@@ -89,5 +89,5 @@ def gather_objects(obj: object) -> list[object]:
 
 def shutdown() -> None:
     """Leave the process group, if this process joined one."""
-    if dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,9 +43,27 @@ INSTALL_FOR_MODULE = {
 # (the async worker, VectorEnvs.step) pass it on unchanged instead of prefixing it again.
 _NAMED = " sub-env "
 
+# What an env's code may raise that is its failure, not ppokit's: any exception, and SystemExit (an env
+# calling sys.exit() in step must fail the run with a summary, not end the process with status 0).
+# KeyboardInterrupt stays Ctrl-C.
+ENV_FAILURES = (Exception, SystemExit)
 
-def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The spec of ``env_id``, importing ale_py for ``ALE/`` ids; ConfigError if unknown."""
+
+def describe(error: BaseException, where: str) -> str:
+    """``raised in step: RuntimeError: ...`` (``called sys.exit(0) in step`` for a SystemExit)."""
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({error.code!r}) in {where}"
+    return f"raised in {where}: {type(error).__name__}: {first_line(error)}"
+
+
+def ensure_registered(env_id: str, import_module: bool = False) -> gym.envs.registration.EnvSpec:
+    """The spec of ``env_id``, importing ale_py for ``ALE/`` ids; ConfigError if unknown.
+
+    ``module:Env-v0`` (as ``gymnasium.make`` accepts) needs ``module`` imported to register the env.
+    Only an id the user gave (on the command line, in a Python call) may import it
+    (``import_module=True``): an id read from a file (a checkpoint, a run folder) is used only if
+    its module is imported already, so that loading what a stranger sent never runs code.
+    """
     if not isinstance(env_id, str) or not env_id:
         raise ConfigError(f"env id: expected a registered Gymnasium id such as CartPole-v1, got {env_id!r}")
     if env_id.startswith("ALE/"):
@@ -55,8 +74,14 @@ def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
         except ImportError:
             raise ConfigError(f"env {quote(env_id)} needs the Atari extra: pip install 'ppokit[atari]'") from None
     name = env_id
-    if ":" in env_id:  # "module:Env-v0", as gymnasium.make accepts: importing the module registers the env
+    if ":" in env_id:  # importing the module registers the env
         module, name = env_id.split(":", 1)
+        if module not in sys.modules and not import_module:
+            raise ConfigError(
+                f"env {quote(env_id)} names a Python module to import ({quote(module)}); ppokit never imports "
+                "what a checkpoint or run folder names: give the env yourself (ppokit eval/record --env "
+                f"{env_id}, ppokit train {env_id} --resume ..., or ppokit.evaluate(agent, {env_id!r}))"
+            )
         try:
             importlib.import_module(module)
         except Exception as error:  # noqa: BLE001  (any import failure is bad input)
@@ -75,6 +100,8 @@ def ensure_registered(env_id: str) -> gym.envs.registration.EnvSpec:
 
 def creation_error(env_id: str, error: BaseException) -> ConfigError:
     """A one-line ConfigError for an env that cannot be created (missing extra, bad kwargs, ...)."""
+    if isinstance(error, SystemExit):
+        return ConfigError(f"env {quote(env_id)} cannot be created: it {describe(error, 'its constructor')}")
     text = str(error)
     if isinstance(error, (gym.error.DependencyNotInstalled, ImportError)):
         for module, install in INSTALL_FOR_MODULE.items():
@@ -101,7 +128,7 @@ def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = 
         options["max_episode_steps"] = max_episode_steps
     try:
         return gym.make(env_id, **options)
-    except Exception as error:  # noqa: BLE001  (translated into one line)
+    except ENV_FAILURES as error:  # translated into one line
         raise creation_error(env_id, error) from None
 
 
@@ -113,22 +140,20 @@ class ReportErrors(gym.Wrapper):
         self.env_id = env_id
         self.index = index  # None: a single env (evaluation, recording)
 
-    def _error(self, where: str, error: Exception) -> EnvError:
+    def _error(self, where: str, error: BaseException) -> EnvError:
         who = f"{_NAMED}{self.index}" if self.index is not None else ""
-        return EnvError(
-            f"env {quote(self.env_id)}{who} raised in {where}: {type(error).__name__}: {first_line(error)}"
-        )
+        return EnvError(f"env {quote(self.env_id)}{who} {describe(error, where)}")
 
     def step(self, action: Any):
         try:
             return self.env.step(action)
-        except Exception as error:  # noqa: BLE001  (re-raised with context)
+        except ENV_FAILURES as error:  # re-raised with context
             raise self._error("step", error) from error
 
     def reset(self, **kwargs: Any):
         try:
             return self.env.reset(**kwargs)
-        except Exception as error:  # noqa: BLE001
+        except ENV_FAILURES as error:
             raise self._error("reset", error) from error
 
 
@@ -157,7 +182,7 @@ class VectorEnvs:
         try:
             with _quiet_async_errors(self.env):
                 obs, _ = self.env.reset(seed=self.seed)
-        except Exception as error:  # noqa: BLE001
+        except ENV_FAILURES as error:
             raise self._error("reset", error) from error
         return obs
 
@@ -167,15 +192,15 @@ class VectorEnvs:
                 with _quiet_async_errors(self.env):
                     return self.env.step(actions)
             return self.env.step(actions)
-        except Exception as error:  # noqa: BLE001  (vectorized envs have no per-sub-env wrapper)
+        except ENV_FAILURES as error:  # vectorized envs have no per-sub-env wrapper
             raise self._error("step", error) from error
 
-    def _error(self, where: str, error: Exception) -> EnvError:
+    def _error(self, where: str, error: BaseException) -> EnvError:
         """The error as an EnvError; one raised by a sub-env (in this process or a worker) keeps its message."""
         text = first_line(error)
         if isinstance(error, EnvError) and _NAMED in text:
             return EnvError(text)
-        return EnvError(f"env {quote(self.env_id)} raised in {where}: {type(error).__name__}: {text}")
+        return EnvError(f"env {quote(self.env_id)} {describe(error, where)}")
 
     def close(self) -> None:
         self.env.close()
@@ -300,7 +325,7 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
                 env = gym.vector.SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
     except ConfigError:
         raise
-    except Exception as error:  # noqa: BLE001  (missing extra, bad kwargs, a broken env: one line)
+    except ENV_FAILURES as error:  # missing extra, bad kwargs, a broken env: one line
         raise creation_error(cfg.env_id, error) from None
     autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     # The rollout implements exactly these two modes; anything else would be learned wrongly.

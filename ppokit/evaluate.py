@@ -1,7 +1,8 @@
-"""Evaluation of an agent on fresh environments."""
+"""Evaluation of an agent on fresh environments, each episode at most ``step_cap`` steps long."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -10,15 +11,35 @@ from ppokit.envs import EnvFactory, EnvSource, ReportErrors, Wrapper
 from ppokit.errors import ConfigError
 from ppokit.spaces import check_agent_fits, check_spaces
 
+log = logging.getLogger("ppokit")
+
+# Steps after which an evaluation (or recorded) episode is stopped if the env has not ended it: an
+# env without a time limit (CliffWalking) and a deterministic policy that loops would never end.
+# 27,000 is the Atari benchmark's limit (108,000 frames at frame skip 4); an env's own shorter
+# time limit ends its episodes first.
+DEFAULT_STEP_CAP = 27_000
+
+
+def report_capped(capped: int, episodes: int, name: str, step_cap: int) -> None:
+    """One warning line when episodes were stopped at the step cap."""
+    if capped:
+        log.warning("%d of %d evaluation episodes of %s were stopped at the step cap of %s steps (the env did not end "
+                    "them; the return counts the steps played; raise it with --max-episode-steps or "
+                    "eval_max_episode_steps)", capped, episodes, name, f"{step_cap:,}")
+
 
 def evaluate(agent: Any, env_id: str | EnvFactory | None = None, episodes: int = 10, seed: int = 0,
              deterministic: bool = True, env_kwargs: dict | None = None,
-             max_episode_steps: int | None = None, wrappers: tuple[Wrapper, ...] = ()) -> dict[str, Any]:
-    """Run ``episodes`` full episodes, one env, seeds ``seed, seed + 1, ...``.
+             max_episode_steps: int | None = None, wrappers: tuple[Wrapper, ...] = (),
+             step_cap: int = DEFAULT_STEP_CAP) -> dict[str, Any]:
+    """Run ``episodes`` episodes, one env, seeds ``seed, seed + 1, ...``; each ends when the env ends
+    it or after ``step_cap`` steps (reported with a warning and in ``capped_episodes``).
 
     ``env_id`` is an env id or a callable that returns a new env (as ``ppokit.train`` takes);
-    ``wrappers`` are applied to it in order. Returns ``{"mean", "std", "returns", "lengths",
-    "episodes"}`` with raw (unnormalized) returns; the agent's own normalizer is applied when acting.
+    ``wrappers`` are applied to it in order; ``max_episode_steps`` sets the env's own time limit
+    (gymnasium's TimeLimit). Returns ``{"mean", "std", "returns", "lengths", "episodes", "step_cap",
+    "capped_episodes"}`` with raw (unnormalized) returns; the agent's own normalizer is applied
+    when acting.
     """
     env_id = env_id or getattr(agent, "env_id", None)
     if env_id is None:
@@ -32,19 +53,22 @@ def evaluate(agent: Any, env_id: str | EnvFactory | None = None, episodes: int =
     try:
         check_spaces(name, env.observation_space, env.action_space)
         check_agent_fits(agent, name, env.observation_space, env.action_space)
-        returns, lengths = [], []
+        returns, lengths, capped = [], [], 0
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             total, length, done = 0.0, 0, False
-            while not done:
+            while not done and length < step_cap:
                 obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic=deterministic))
                 total += float(reward)
                 length += 1
                 done = terminated or truncated
+            capped += not done
             returns.append(total)
             lengths.append(length)
     finally:
         env.close()
+    report_capped(capped, episodes, name, step_cap)
     return {"mean": float(np.mean(returns)) if returns else float("nan"),
             "std": float(np.std(returns)) if returns else float("nan"),
-            "returns": returns, "lengths": lengths, "episodes": episodes}
+            "returns": returns, "lengths": lengths, "episodes": episodes, "step_cap": step_cap,
+            "capped_episodes": capped}

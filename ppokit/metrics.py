@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ppokit.files import open_append, open_regular, write_atomic
 from ppokit.progress import ProgressDisplay
 
 if TYPE_CHECKING:
@@ -30,6 +31,23 @@ RUN_COLUMNS = ["iteration", "time_env_s", "time_inference_s", "time_update_s", "
 def columns_for(spec: AlgoSpec) -> list[str]:
     """metrics.csv's columns for a run of the algorithm ``spec``."""
     return CSV_COLUMNS + RUN_COLUMNS + [c for c in spec.metrics if c not in CSV_COLUMNS]
+
+
+MAX_LINE = 1 << 20  # a metrics.csv line longer than this is not one ppokit wrote
+
+
+def read_header(path: Path) -> list[str] | None:
+    """The column names of metrics.csv (its first line, read without following a link), or None."""
+    with open_regular(path) as handle:
+        return parse_line(handle.readline(MAX_LINE))
+
+
+def parse_line(line: bytes) -> list[str] | None:
+    """The cells of one complete metrics.csv line (ending in a newline), else None."""
+    try:
+        return next(csv.reader([line.decode()]), None) if line.endswith(b"\n") else None
+    except (UnicodeDecodeError, csv.Error):
+        return None
 
 
 def _cell(value: Any) -> Any:
@@ -74,14 +92,11 @@ class MetricsWriter:
         if not enabled:
             return
         path = run_dir / "metrics.csv"
-        new_file = not path.exists() or path.stat().st_size == 0
+        self.csv_file = open_append(path)  # a regular file, never a link
+        new_file = os.fstat(self.csv_file.fileno()).st_size == 0
         self.columns = columns
         if not new_file:  # a resumed run keeps the columns it started with
-            with open(path, newline="") as handle:
-                header = next(csv.reader(handle), None)
-            if header:
-                self.columns = header
-        self.csv_file = open(path, "a", newline="")
+            self.columns = read_header(path) or columns
         self.csv = csv.DictWriter(self.csv_file, fieldnames=self.columns, extrasaction="ignore")
         if new_file:
             self.csv.writeheader()
@@ -130,8 +145,6 @@ def _tb_name(key: str) -> str:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write summary.json atomically (NaN becomes null)."""
+    """Write summary.json atomically, never through a link (NaN becomes null)."""
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(clean, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    write_atomic(run_dir / "summary.json", json.dumps(clean, indent=2))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppokit.errors import ConfigError
 from ppokit.spaces import is_image_space
 
 # The same as functions: no module call per layer (that overhead is most of a small forward).
@@ -52,10 +53,19 @@ def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool 
 class NatureCNN(nn.Module):
     """The DQN Nature CNN: ``[B, H, W, C]`` or ``[B, C, H, W]`` uint8 -> ``[B, 512]`` features."""
 
+    MIN_SIZE = 36  # the smallest height and width its three convolutions (8/4, 4/2, 3/1) accept
+
     def __init__(self, obs_shape: tuple[int, ...]):
         super().__init__()
         self.channels_last = obs_shape[-1] < obs_shape[0]
         channels = obs_shape[-1] if self.channels_last else obs_shape[0]
+        height, width = self._chw(obs_shape)[1:]
+        if min(height, width) < self.MIN_SIZE:
+            raise ConfigError(
+                f"image observations of {height}x{width} pixels (shape {tuple(obs_shape)}) are too small for ppokit's "
+                f"CNN, which needs at least {self.MIN_SIZE}x{self.MIN_SIZE}: resize them with a wrapper "
+                "(gymnasium.wrappers.ResizeObservation) or pass your own encoder (networks={'encoder': ...})"
+            )
         self.conv = nn.Sequential(
             layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
             layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
@@ -82,12 +92,13 @@ class FlattenEncoder(nn.Module):
 
     def __init__(self, space: gym.Space):
         super().__init__()
-        self.one_hot = space.n if isinstance(space, gym.spaces.Discrete) else None
+        self.one_hot = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
+        self.start = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0  # Discrete(5, start=10): 10..14
         self.out_dim = int(self.one_hot or np.prod(space.shape))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.one_hot is not None:
-            return nn.functional.one_hot(obs.long().reshape(-1), self.one_hot).to(torch.float32)
+            return nn.functional.one_hot(obs.long().reshape(-1) - self.start, self.one_hot).to(torch.float32)
         return obs.reshape(obs.shape[0], -1).to(torch.float32)
 
 

@@ -25,6 +25,15 @@ class RunningMeanStd(nn.Module):
         self.clip = clip
         self.epsilon = epsilon
 
+    def problem(self) -> str | None:
+        """Why these statistics cannot have come from data (non-finite, a negative variance or
+        count), or None. Checked on every loaded checkpoint."""
+        if not all(bool(torch.isfinite(t).all()) for t in (self.mean, self.var, self.count)):
+            return "holds NaN or infinity"
+        if bool((self.var < 0).any()) or float(self.count) < 0:
+            return "has a negative variance or count"
+        return None
+
     @torch.no_grad()
     def update_from_moments(self, batch_mean: torch.Tensor, batch_var: torch.Tensor, batch_count: float) -> None:
         """Merge a batch given by its mean and variance ``[*shape]`` and its size."""

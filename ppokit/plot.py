@@ -19,6 +19,7 @@ import numpy as np
 
 from ppokit.config import ConfigError, check_output_file, load_yaml, quote
 from ppokit.evaluations import read_evaluations
+from ppokit.files import write_atomic_with
 
 X_AXES = {"steps": ("global_step", "environment steps"), "time": ("wall_time_s", "wall-clock time (s)")}
 # Config fields that do not change what is learned: runs differing only in these are one setting.
@@ -199,6 +200,8 @@ def plot_runs(run_dirs: list[Path], out: Path, x: str = "steps") -> dict[str, An
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
+    try:
+        write_atomic_with(out, lambda tmp: figure.savefig(tmp, dpi=120, format=out.suffix.lower()[1:]))
+    finally:
+        plt.close(figure)
     return drawn

@@ -13,8 +13,11 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.config import check_output_file
-from ppokit.envs import ReportErrors, creation_error, make_env
+from ppokit.envs import ENV_FAILURES, ReportErrors, creation_error, make_env
 from ppokit.errors import ConfigError, EnvError, first_line, quote
+from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+from ppokit.files import write_atomic_with
+from ppokit.memory import available_bytes, format_bytes
 from ppokit.spaces import check_agent_fits
 
 if TYPE_CHECKING:
@@ -29,8 +32,13 @@ FORMATS = (".gif", ".mp4")
 NO_OPENGL_CONTEXT = re.compile(r"OpenGL|gladLoadGL|\bEGL\b|OSMesa|GLFW|MUJOCO_GL", re.IGNORECASE)
 
 
-def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30) -> int:
-    """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count."""
+def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, fps: int = 30,
+           env_id: str | None = None, step_cap: int = DEFAULT_STEP_CAP) -> int:
+    """Play ``episodes`` deterministic episodes with rgb_array rendering; returns the frame count.
+
+    ``env_id`` (default: the checkpoint's env) is the env to play in; the checkpoint's
+    ``env.kwargs`` apply only to its own env. An episode the env has not ended after ``step_cap``
+    steps is stopped (with a warning), so the frames kept in memory are bounded."""
     from ppokit.agent import load_agent
 
     out = check_output_file(out, FORMATS)
@@ -42,9 +50,10 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
                 f"--out {quote(out)}: MP4 needs imageio-ffmpeg (pip install 'ppokit[video]'); or write a .gif"
             ) from None
     agent, _, meta = load_agent(path)
-    env_id = meta["env_id"]
+    env_id = env_id or meta["env_id"]
+    kwargs = agent.config.env.kwargs if env_id == meta["env_id"] else {}
     with _offscreen_pygame():
-        frames = _play(agent, env_id, episodes, seed)
+        frames = _play(agent, env_id, kwargs, episodes, seed, step_cap)
     _write(out, frames, fps)
     return len(frames)
 
@@ -62,29 +71,43 @@ def _offscreen_pygame() -> Iterator[None]:
             os.environ.pop("SDL_VIDEODRIVER", None)
 
 
-def _play(agent: Agent, env_id: str, episodes: int, seed: int) -> list[np.ndarray]:
+def _play(agent: Agent, env_id: str, kwargs: dict, episodes: int, seed: int, step_cap: int) -> list[np.ndarray]:
     """The rendered frames of ``episodes`` deterministic episodes: each reset, then each step."""
-    env = ReportErrors(make_env(env_id, agent.config.env.kwargs, render_mode="rgb_array"), env_id, None)
+    env = ReportErrors(make_env(env_id, kwargs, render_mode="rgb_array"), env_id, None)
     frames: list[np.ndarray] = []
+    capped = 0
     try:
         check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
-            frames.append(_frame(env, env_id))
-            done = False
-            while not done:
+            _frame(env, env_id, frames)
+            done, length = False, 0
+            while not done and length < step_cap:
                 obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
-                frames.append(_frame(env, env_id))
-                done = terminated or truncated
+                _frame(env, env_id, frames)
+                done, length = terminated or truncated, length + 1
+            capped += not done
     finally:
         env.close()
+    report_capped(capped, episodes, env_id, step_cap)
     return frames
 
 
-def _frame(env: gym.Env, env_id: str) -> np.ndarray:
+def _frame(env: gym.Env, env_id: str, frames: list[np.ndarray]) -> None:
+    """Append the env's rendered frame to ``frames``; ConfigError once the frames would take more
+    than a quarter of the memory available (they are all held until the video is written)."""
+    frame = _render(env, env_id)
+    frames.append(frame)
+    if frame.nbytes * len(frames) > available_bytes() // 4:
+        raise ConfigError(f"the recording of env {quote(env_id)} would take more than "
+                          f"{format_bytes(available_bytes() // 4)} of memory after {len(frames):,} frames; lower "
+                          "--episodes or --max-episode-steps")
+
+
+def _render(env: gym.Env, env_id: str) -> np.ndarray:
     try:
         frame = env.render()
-    except Exception as error:  # noqa: BLE001  (translated into one line)
+    except ENV_FAILURES as error:  # translated into one line
         raise _render_error(env_id, error) from None
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         raise ConfigError(
@@ -93,7 +116,7 @@ def _frame(env: gym.Env, env_id: str) -> np.ndarray:
     return frame
 
 
-def _render_error(env_id: str, error: Exception) -> Exception:
+def _render_error(env_id: str, error: BaseException) -> Exception:
     """One line for an env whose render() raised: no OpenGL context (ConfigError), a missing
     package such as pygame (ConfigError), or anything else (EnvError)."""
     cause = f"{type(error).__name__}: {first_line(error)}"
@@ -110,14 +133,15 @@ def _render_error(env_id: str, error: Exception) -> Exception:
 
 
 def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
+    """The video, written beside ``out`` and renamed over it: a full disk leaves no partial file."""
     import imageio.v3 as iio
 
     if out.suffix.lower() == ".gif":
-        iio.imwrite(out, np.stack(frames), duration=1000 / fps, loop=0)
+        write_atomic_with(out, lambda tmp: iio.imwrite(tmp, np.stack(frames), duration=1000 / fps, loop=0))
     else:
         try:
-            iio.imwrite(out, np.stack(frames), fps=fps, codec="libx264")
-        except (ImportError, OSError, ValueError) as error:
+            write_atomic_with(out, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264"))
+        except (ImportError, ValueError) as error:
             raise ConfigError(
                 f"--out {quote(out)}: cannot write MP4 ({error}); use .gif or pip install 'ppokit[video]'"
             ) from None

@@ -7,26 +7,26 @@ saved and writes the summary. The run folder is described in README.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ppokit import checkpoint, distributed, training_state
-from ppokit.agent import Agent
+from ppokit import checkpoint, distributed, memory, run_folder, training_state
+from ppokit.agent import Agent, shape_only
 from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
-from ppokit.errors import ConfigError, EnvError, TrainingError, quote
+from ppokit.errors import ConfigError, EnvError, TrainingError
 from ppokit.evaluate import evaluate
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
@@ -34,6 +34,7 @@ from ppokit.loop import Callback, Learner, Progress, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for, write_summary
 from ppokit.rollout import CollectorState, Rollout
 from ppokit.signals import StopRequest
+from ppokit.spaces import check_spaces
 
 log = logging.getLogger("ppokit")
 
@@ -97,39 +98,29 @@ def update_path(cfg: Config, device: torch.device) -> str:
     return "compile" if cfg.iterations * per_iteration >= 50_000 else "eager"
 
 
-def default_run_dir(cfg: Config) -> Path:
-    """``runs/{env}__{algo}__{seed}__{timestamp}``, with ``-2``, ``-3``, ... if that exists already
-    (two runs started in the same second, e.g. by one script)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__{cfg.seed}__{stamp}"
-    candidate, number = base, 1
-    while candidate.exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
+def check_memory(cfg: Config, source: EnvSource, networks: dict[str, torch.nn.Module] | None,
+                 world_size: int) -> None:
+    """ConfigError if this process's share of the run cannot fit in memory (:func:`ppokit.memory.estimate`).
 
-
-def prepare_run_dir(run_dir: Path, resuming: bool) -> bool:
-    """Check, before any work, that ``run_dir`` can be written and does not already hold a run.
-
-    Creates the folder; returns whether it was created (so a failed start can remove it again).
-    """
-    created = not run_dir.exists()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run folder {quote(run_dir)} is a file, not a folder")
+    The spaces come from one probe env; the agent is built on the ``meta`` device (no memory)."""
+    probe = source.make(cfg.env_id, cfg.env.kwargs)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"run folder {quote(run_dir)} is not writable ({error.strerror or error})") from None
-    if not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.csv").exists()):
-        raise ConfigError(
-            f"run folder {quote(run_dir)} already holds a run; continue it with --resume {run_dir} "
-            "or pick another --run-dir"
-        )
-    return created
+        check_spaces(cfg.env_id, probe.observation_space, probe.action_space)
+        skeleton = shape_only(probe.observation_space, probe.action_space, cfg.model, cfg.env, networks)
+    finally:
+        probe.close()
+    if skeleton is None:  # the user's own networks: their size is theirs to know
+        return
+    parts = memory.estimate(cfg, skeleton, cfg.rollout.num_envs // world_size)
+    biggest = max(parts, key=parts.__getitem__)
+    memory.check_fits(sum(parts.values()), "this config",
+                      f"; most of it for the {biggest} ({memory.format_bytes(parts[biggest])}): lower {LOWER[biggest]}")
+
+
+# What shrinks each part of the estimate.
+LOWER = {"rollout": "rollout.num_envs or rollout.num_steps",
+         "activations": "rollout.num_envs, rollout.num_steps or model.hidden_sizes",
+         "networks": "model.hidden_sizes", "envs": "rollout.num_envs"}
 
 
 class Checkpoints:
@@ -228,31 +219,38 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     bar on a terminal unless ``quiet``; otherwise as a plain line every ``log_every`` iterations
     (0: nothing; see :mod:`ppokit.progress`).
     """
-    with StopRequest() as stop:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, log_every)
+    with StopRequest() as stop, contextlib.ExitStack() as cleanup:
+        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, cleanup,
+                      log_every)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
            callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
-           stop: StopRequest, log_every: int = 0) -> RunResult:
+           stop: StopRequest, cleanup: contextlib.ExitStack, log_every: int = 0) -> RunResult:
+    run_folder.check_run_dir_argument(run_dir)
     rank, world_size = distributed.init()
     is_main = rank == 0
-    saved: tuple[dict, dict] | None = None
+    saved: tuple[dict, dict, Path] | None = None
     if resume is not None:
         tensors, meta, folder = checkpoint.read(Path(resume))
         training_state.check_resume(checkpoint.config_of(meta, folder), cfg, meta, resume)
         run_dir = training_state.run_folder_of(resume, folder)
-        saved = (tensors, meta)
+        saved = (tensors, meta, folder)
     validate(cfg, world_size)
     if source.factory is None:
         ensure_registered(cfg.env_id)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else run_folder.default_run_dir(cfg)
 
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)
     device, device_reason = resolve_device(cfg.device, cfg)
-    created_run_dir = prepare_run_dir(run_dir, saved is not None) if is_main else False
+    check_memory(cfg, source, networks, world_size)  # before the envs, the agent or the storage exist
+    created_run_dir = False
+    if is_main:  # only rank 0 writes: it alone checks and locks the folder, until the summary is written
+        lock = run_folder.prepare(run_dir, resuming=saved is not None)
+        cleanup.callback(lock.release)
+        created_run_dir = lock.created
     started = time.perf_counter()  # wall time counts env and agent construction too
     try:
         envs = make_envs(cfg, rank, world_size, source=source)
@@ -270,7 +268,8 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
         progress = Progress(cfg.iterations, global_batch, cfg.solved_threshold, session_start=started)
         if saved is not None:
-            training_state.restore(*saved, learner, progress, resume)  # type: ignore[arg-type]
+            tensors, meta, folder = saved
+            training_state.restore(tensors, meta, learner, progress, resume, folder)
     except ConfigError:
         envs.close()
         raise
@@ -368,8 +367,9 @@ def _final_evaluation(agent: Agent, cfg: Config, source: EnvSource, summary: dic
     stop.mode = "eval"
     try:
         result = evaluate(agent, source.factory or cfg.env_id, cfg.eval_episodes, seed=cfg.seed + 1_000_000,
-                          env_kwargs=cfg.env.kwargs, wrappers=source.wrappers)
-        summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"])
+                          env_kwargs=cfg.env.kwargs, wrappers=source.wrappers, step_cap=cfg.eval_max_episode_steps)
+        summary.update(eval_return_mean=result["mean"], eval_return_std=result["std"], eval_episodes=result["episodes"],
+                       eval_capped_episodes=result["capped_episodes"])
     except KeyboardInterrupt:
         return "interrupted"  # --resume runs the evaluation again
     except Exception as error:  # noqa: BLE001  (the run itself completed and is saved)

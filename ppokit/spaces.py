@@ -12,7 +12,7 @@ import numpy as np
 
 from ppokit.errors import ConfigError, quote
 
-MAX_SPACE_SIZE = 2**26  # elements of a space read from meta.json (guards against absurd allocations)
+MAX_SPACE_SIZE = 2**23  # elements of a space read from meta.json (8M: four stacked 1024x1024 frames fit)
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -82,6 +82,10 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
             f"env {quote(env_id)}: observation space {observation_space} is not supported "
             "(accepted: Box, Discrete; flatten dict observations with a wrapper)"
         )
+    for what, space in (("observation", observation_space), ("action", action_space)):
+        if space.shape is not None and len(space.shape) > 0 and int(np.prod(space.shape)) == 0:
+            raise ConfigError(f"env {quote(env_id)}: {what} space {space} has no elements (shape {space.shape}); "
+                              "ppokit needs at least one number per observation and action")
     supported = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
     if not (isinstance(action_space, supported) or (
         isinstance(action_space, gym.spaces.Box) and np.issubdtype(action_space.dtype, np.floating)

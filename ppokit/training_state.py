@@ -5,7 +5,7 @@ counters), and the checks that a resumed run may continue it.
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import math
 import os
@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from ppokit import checkpoint, distributed, env_state
+from ppokit.agent import state_problem
 from ppokit.config import to_dict
-from ppokit.errors import CheckpointError, ConfigError, quote
-from ppokit.metrics import EpisodeWindow
+from ppokit.errors import CheckpointError, ConfigError, first_line, quote
+from ppokit.files import open_regular
+from ppokit.metrics import MAX_LINE, EpisodeWindow, parse_line
 from ppokit.rollout import CollectorState, Timings
 from ppokit.spaces import space_to_json
 
@@ -62,19 +64,43 @@ def save(path: Path, learner: Learner, progress: Progress) -> None:
     checkpoint.save_agent(path, agent, learner.cfg, progress.step, tensors, training)
 
 
+def _infos(tensors: dict[str, torch.Tensor], prefix: str = "") -> dict[str, checkpoint.TensorInfo]:
+    return {name[len(prefix):]: checkpoint.tensor_info(t) for name, t in tensors.items() if name.startswith(prefix)}
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], learner: Learner, folder: Path) -> None:
+    """CheckpointError unless the agent's, the algorithm's and the collector's tensors in the file
+    have exactly the names, dtypes and shapes of this run's (a float64 1e300 is not copied into a
+    float32 parameter), and hold finite numbers where training could only have produced them."""
+    collector = {name: torch.from_numpy(np.asarray(getattr(learner.collector, name))) for name in COLLECTOR_FIELDS}
+    found = _infos(tensors)
+    for prefix, own in (("agent.", learner.agent.state_dict()), ("algo.", learner.algo.state_tensors()),
+                        ("collector.", collector)):
+        checkpoint.check_header(folder, found, _infos(own), prefix)
+    for name, tensor in tensors.items():
+        if name.startswith(("algo.", "collector.")) and tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"checkpoint {quote(folder)}: tensor {quote(name)} holds NaN or infinity")
+            if name.endswith(("exp_avg_sq", ".step")) and bool((tensor < 0).any()):
+                raise CheckpointError(f"checkpoint {quote(folder)}: tensor {quote(name)} is negative")
+
+
 def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, progress: Progress,
-            resume: str | Path) -> None:
-    """Put the run saved in ``tensors``/``meta`` back into ``learner`` and ``progress``."""
+            resume: str | Path, folder: Path | None = None) -> None:
+    """Put the run saved in ``tensors``/``meta`` back into ``learner`` and ``progress``.
+
+    ``meta["training"]`` was checked by :func:`check_resume`; the tensors are checked here against
+    this run's (:func:`_check_tensors`) before anything is copied."""
     agent, envs = learner.agent, learner.envs
+    folder = folder or Path(resume)
     if space_to_json(envs.observation_space) != meta["observation_space"] or \
             space_to_json(envs.action_space) != meta["action_space"]:
         raise ConfigError(f"--resume {resume}: the env's spaces differ from the checkpoint's")
-    try:
-        agent.load_state_dict({k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")})
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"--resume {resume}: the checkpoint's weights do not fit ({str(error).splitlines()[0]})"
-        ) from None
+    _check_tensors(tensors, learner, folder)
+    agent.load_state_dict({k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")})
+    problem = state_problem(agent)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {quote(folder)}: {problem}")
     saved = meta["training"]
     progress.iteration = progress.start_iteration = saved["iteration"]
     progress.saved_step = progress.step
@@ -84,9 +110,9 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
     progress.solved_at_step, progress.solved_at_time = saved.get("solved_at_step"), saved.get("solved_at_time_s")
     learner.timings = Timings(**saved.get("timings", {}))  # absent before wave 2: counted from this session
     gauss = saved.get("numpy_rng_gauss", [0, 0.0])
-    np.random.set_state(("MT19937", np.array(saved["numpy_rng"], dtype=np.uint32),
-                         saved.get("numpy_rng_pos", 624), gauss[0], gauss[1]))
     try:
+        np.random.set_state(("MT19937", np.array(saved["numpy_rng"], dtype=np.uint32),
+                             saved.get("numpy_rng_pos", 624), gauss[0], gauss[1]))
         learner.algo.load_state_tensors({k[len("algo."):]: v for k, v in tensors.items() if k.startswith("algo.")})
         torch.set_rng_state(tensors["rng.torch"])
         device = next(agent.parameters()).device
@@ -95,10 +121,9 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
         collector = CollectorState(**{name: tensors[f"collector.{name}"].numpy().copy() for name in COLLECTOR_FIELDS})
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise CheckpointError(
-            f"--resume: the checkpoint's training state does not fit this run ({type(error).__name__}: {error})"
+            f"--resume: the checkpoint's training state does not fit this run ({type(error).__name__}: "
+            f"{first_line(error)})"
         ) from None
-    if collector.obs.shape[:1] != (envs.num_envs,):
-        raise CheckpointError("--resume: the checkpoint's collector state is for another number of envs")
     if distributed.rank() != 0:
         # Only rank 0's envs and episodes are in the checkpoint: the others start new episodes,
         # with a generator that still depends on the seed, the rank and the step.
@@ -107,7 +132,11 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
     elif "env_values" in saved:
         arrays = {k[len("env."):]: v.numpy() for k, v in tensors.items() if k.startswith("env.")}
         envs.reset()
-        env_state.restore(envs.env, arrays, saved["env_values"])
+        try:
+            env_state.restore(envs.env, arrays, saved["env_values"])
+        except env_state.StateMismatch as error:
+            raise CheckpointError(f"--resume {resume}: the checkpoint's env state does not fit this env ({error})") \
+                from None
         learner.collector = collector
     else:
         log.warning("the env state was not saved (async envs): the resumed run starts new episodes")
@@ -145,11 +174,66 @@ def check_resume(saved: Config, cfg: Config, meta: dict, resume: str | Path) -> 
         raise ConfigError(
             f"--resume {resume}: the checkpoint holds an agent only (saved with Agent.save), not a training state"
         )
-    needed = {"iteration": int, "wall_time_s": (int, float), "recent_returns": list, "recent_lengths": list,
-              "numpy_rng": list}
-    for key, kind in needed.items():
-        if not isinstance(training.get(key), kind):
+    check_training(training, meta, saved, resume)
+
+
+def _integer(value: Any, low: int = 0, high: int = 2**63) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _number(value: Any, low: float = -math.inf) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _list_of(check, length: int | None = None):
+    return lambda value: isinstance(value, list) and (length is None or len(value) == length) and all(
+        check(item) for item in value)
+
+
+# What a training state written by save() holds: key -> (required, check, what is accepted).
+TRAINING_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "iteration": (True, _integer, "an integer >= 0"),
+    "wall_time_s": (True, lambda x: _number(x, 0), "a number >= 0"),
+    "recent_returns": (True, _list_of(_number), "a list of finite numbers"),
+    "recent_lengths": (True, _list_of(_integer), "a list of integers >= 0"),
+    "numpy_rng": (True, _list_of(lambda x: _integer(x, 0, 2**32), 624), "624 integers in [0, 2**32)"),
+    "numpy_rng_pos": (False, lambda x: _integer(x, 0, 625), "an integer in [0, 624]"),
+    "numpy_rng_gauss": (False, lambda x: isinstance(x, list) and len(x) == 2 and x[0] in (0, 1)
+                        and not isinstance(x[0], bool) and _number(x[1]), "[0 or 1, a finite number]"),
+    "best_return": (False, _optional(_number), "a finite number or null"),
+    "solved_at_step": (False, _optional(_integer), "an integer >= 0 or null"),
+    "solved_at_time_s": (False, _optional(lambda x: _number(x, 0)), "a number >= 0 or null"),
+    "timings": (False, lambda x: isinstance(x, dict) and set(x) <= {"env", "inference", "update"}
+                and all(_number(v, 0) for v in x.values()), "env/inference/update seconds >= 0"),
+    "env_values": (False, lambda x: isinstance(x, dict), "a mapping"),
+}
+
+
+def check_training(training: dict, meta: dict, saved: Config, resume: str | Path) -> None:
+    """CheckpointError unless the training state holds every field save() writes, each of the
+    right type and range, and its step agrees with its iteration."""
+    for key, (required, ok, accepted) in TRAINING_FIELDS.items():
+        if key not in training and not required:
+            continue
+        if key not in training:
             raise CheckpointError(f"--resume {resume}: the checkpoint's training state lacks {key!r}")
+        if not ok(training[key]):
+            shown = json.dumps(training[key])[:60] if not isinstance(training[key], (dict, list)) else \
+                type(training[key]).__name__
+            raise CheckpointError(f"--resume {resume}: the checkpoint's training state has a bad {key!r} "
+                                  f"({shown}; expected {accepted})")
+    if len(training["recent_returns"]) != len(training["recent_lengths"]):
+        raise CheckpointError(f"--resume {resume}: the checkpoint's training state has "
+                              "recent_returns and recent_lengths of different lengths")
+    expected_step = training["iteration"] * saved.rollout.num_steps * saved.rollout.num_envs
+    if meta.get("global_step", 0) != expected_step:
+        raise CheckpointError(f"--resume {resume}: the checkpoint's global_step ({meta.get('global_step')}) does not "
+                              f"match its iteration ({training['iteration']} iterations of "
+                              f"{saved.rollout.num_steps * saved.rollout.num_envs} steps)")
 
 
 def run_folder_of(resume: str | Path, folder: Path) -> Path:
@@ -167,28 +251,27 @@ def run_folder_of(resume: str | Path, folder: Path) -> Path:
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metrics.csv rows after ``last_step`` (logged after the checkpoint a run resumes from, or
-    cut short by a kill), so the resumed run's rows follow on without duplicates."""
-    if not path.exists():
+    cut short by a kill), so the resumed run's rows follow on without duplicates.
+
+    Reads line by line (a line is at most :data:`ppokit.metrics.MAX_LINE` bytes), never through a
+    link, and cuts the file in place after the last row kept."""
+    if not os.path.lexists(path):
         return
-    with open(path, newline="") as handle:
-        lines = handle.read().splitlines(keepends=True)
-    if not lines:
-        return
-    kept = [lines[0]]
-    header = next(csv.reader([lines[0]]))
-    for line in lines[1:]:
-        row = next(csv.reader([line]), [])
-        if not line.endswith("\n") or len(row) != len(header):
-            break  # a row cut short by a kill
-        try:
-            if int(float(row[header.index("global_step")])) > last_step:
+    with open_regular(path, "r+b") as handle:
+        header = parse_line(handle.readline(MAX_LINE))
+        if not header:
+            return
+        keep = handle.tell()
+        for line in iter(lambda: handle.readline(MAX_LINE), b""):
+            row = parse_line(line)
+            if row is None or len(row) != len(header):
+                break  # a row cut short by a kill
+            try:
+                if int(float(row[header.index("global_step")])) > last_step:
+                    break
+            except (ValueError, IndexError, OverflowError):
                 break
-        except (ValueError, IndexError):
-            break
-        kept.append(line)
-    if len(kept) != len(lines):
-        tmp = path.with_name(".metrics.csv.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
-
-
+            keep = handle.tell()
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > keep:
+            handle.truncate(keep)

@@ -116,7 +116,7 @@ def test_train_twice_in_one_script_makes_two_run_folders(tmp_path, monkeypatch):
             return datetime(2026, 1, 1, 12, 0, 0)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("ppokit.run.datetime", FrozenClock)
+    monkeypatch.setattr("ppokit.run_folder.datetime", FrozenClock)
     first = ppokit.train("CartPole-v1", total_steps=32, **SMALL)
     second = ppokit.train("CartPole-v1", total_steps=32, **SMALL)
     assert first.run_dir != second.run_dir

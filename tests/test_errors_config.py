@@ -69,6 +69,7 @@ BAD_VALUES = [
     ("device", "cuda:x", "device: expected one of auto, cpu, cuda, cuda:N"),
     ("device", "CPU", "did you mean 'cpu'?"),
     ("torch_threads", "0", "torch_threads: expected a positive integer"),
+    ("torch_threads", str(2**40), "torch_threads: expected a positive integer up to 1024"),
     ("update_path", "maybe", "update_path: expected one of auto, eager, fast, autograd, compile"),
     ("compile", "maybe", "compile: expected one of auto, on, off (now update_path"),
     ("checkpoint_every", "0", "checkpoint_every: expected a positive integer"),
@@ -77,6 +78,7 @@ BAD_VALUES = [
     ("eval_episodes", "-1", "eval_episodes: expected an integer >= 0"),
     ("eval.every_steps", "-1", "eval.every_steps: expected an integer >= 0"),
     ("eval.episodes", "0", "eval.episodes: expected a positive integer"),
+    ("eval_max_episode_steps", "0", "eval_max_episode_steps: expected a positive integer"),
     ("solved_threshold", ".inf", "solved_threshold: expected a finite number or null"),
     ("rollout.num_envs", "0", "rollout.num_envs: expected a positive integer"),
     ("rollout.num_steps", "-3", "rollout.num_steps: expected a positive integer"),
@@ -95,6 +97,7 @@ BAD_VALUES = [
     ("model.hidden_sizes", "64", "model.hidden_sizes: expected a list"),
     ("model.activation", "rel", "did you mean 'relu'?"),
     ("model.log_std_init", "-.inf", "model.log_std_init: expected a finite number"),
+    ("model.log_std_init", "1e300", "model.log_std_init: expected a number in [-20.0, 20.0]"),
     ("ppo.learning_rate", "0", "ppo.learning_rate: expected a positive number"),
     ("ppo.learning_rate", "-3e-4", "ppo.learning_rate: expected a positive number"),
     ("ppo.learning_rate", "inf", "ppo.learning_rate: expected a finite number"),
@@ -249,7 +252,7 @@ def test_malformed_set(text: str, expected: str) -> None:
     (b"ppo: {learning_rate: fast}\n", "ppo.learning_rate: expected a number, got 'fast'"),
     (b"!!python/object/apply:os.system ['touch /tmp/ppokit-yaml-pwned']\n", "is not valid YAML"),
     (b"\xff\xfe\x00garbage", "cannot be read"),
-    (b"a: &x [*x]\n", "unknown config section or field 'a'"),
+    (b"a: &x [*x]\n", "anchors and aliases (&name, *name) are not accepted"),
 ])
 def test_config_file_errors(tmp_path: Path, content: bytes, expected: str) -> None:
     path = tmp_path / "config.yaml"
