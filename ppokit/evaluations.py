@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+
 if TYPE_CHECKING:
     import gymnasium as gym
 
@@ -49,10 +51,11 @@ def is_due(step_before: int, step: int, every_steps: int, last: bool) -> bool:
     return last or step // every_steps > step_before // every_steps
 
 
-def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int],
-                  deterministic: bool = True) -> tuple[list[float], list[int]]:
+def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int], deterministic: bool = True,
+                  step_cap: int = DEFAULT_STEP_CAP) -> tuple[list[float], list[int]]:
     """One episode on each of ``envs`` (reset with ``seeds``), stepped together: each step runs
-    the agent once on the observations ``[K, *obs]`` of the K episodes still going.
+    the agent once on the observations ``[K, *obs]`` of the K episodes still going. An episode
+    the env has not ended after ``step_cap`` steps is stopped there (its length is ``step_cap``).
 
     Returns the raw returns and lengths, in the order of ``envs``."""
     observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
@@ -65,7 +68,7 @@ def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int],
             observations[i], reward, terminated, truncated, _ = envs[i].step(action)
             returns[i] += float(reward)
             lengths[i] += 1
-            if not (terminated or truncated):
+            if not (terminated or truncated) and lengths[i] < step_cap:
                 still_going.append(i)
         going = still_going
     return returns, lengths
@@ -98,8 +101,9 @@ class PeriodicEvaluation:
     ``make_env()`` returns one new env (made like the training envs); the envs are made at the
     first evaluation and kept until :meth:`close`."""
 
-    def __init__(self, settings: EvalConfig, make_env: Callable[[], gym.Env], seed: int, path: Path | None):
-        self.settings, self.make_env, self.path = settings, make_env, path
+    def __init__(self, settings: EvalConfig, make_env: Callable[[], gym.Env], seed: int, path: Path | None,
+                 step_cap: int = DEFAULT_STEP_CAP):
+        self.settings, self.make_env, self.path, self.step_cap = settings, make_env, path, step_cap
         self.seeds = [seed + SEED_OFFSET + episode for episode in range(settings.episodes)]
         self.envs: list[gym.Env] = []
 
@@ -112,7 +116,10 @@ class PeriodicEvaluation:
         if not self.envs:
             self.envs = [self.make_env() for _ in self.seeds]
         with global_rngs_kept(next(agent.parameters()).device):
-            returns, lengths = play_episodes(agent, self.envs, self.seeds, self.settings.deterministic)
+            returns, lengths = play_episodes(agent, self.envs, self.seeds, self.settings.deterministic,
+                                             self.step_cap)
+        report_capped(sum(length >= self.step_cap for length in lengths), len(lengths), "the evaluation envs",
+                      self.step_cap)
         result = Evaluation(step, wall_time_s, returns, lengths, time.perf_counter() - start)
         if self.path is not None:
             append_row(self.path, result.row())

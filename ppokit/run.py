@@ -191,7 +191,8 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
     def make_env() -> Any:
         return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs), cfg.env_id, None)
 
-    periodic = PeriodicEvaluation(cfg.eval, make_env, cfg.seed, run_dir / EVALUATIONS_FILE)
+    periodic = PeriodicEvaluation(cfg.eval, make_env, cfg.seed, run_dir / EVALUATIONS_FILE,
+                                  cfg.eval_max_episode_steps)
 
     def evaluate_if_due(progress: Progress) -> dict[str, Any]:
         last = progress.iteration >= progress.total_iterations

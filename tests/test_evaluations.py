@@ -62,6 +62,13 @@ def test_play_episodes_steps_all_envs_together_until_each_ends():
     assert [env.seeds for env in envs] == [[7], [8], [9]]
 
 
+def test_play_episodes_stops_an_episode_at_the_step_cap(caplog):
+    """An env that never ends its episode (CliffWalking walking into a wall) is stopped at the cap."""
+    envs, agent = [_Countdown(10**9), _Countdown(2)], _BatchAgent()
+    returns, lengths = play_episodes(agent, envs, seeds=[0, 1], step_cap=5)
+    assert (returns, lengths) == ([5.0, 2.0], [5, 2])
+
+
 def _metrics(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -75,7 +82,7 @@ def test_best_is_the_first_agent_with_the_highest_evaluation(tmp_path, monkeypat
     """Scripted evaluations (means 10, 30, 20, 30, 5): best is the agent evaluated second."""
     scripted = iter([10.0, 30.0, 20.0, 30.0, 5.0])
 
-    def fake_play(agent, envs, seeds, deterministic=True):
+    def fake_play(agent, envs, seeds, deterministic=True, step_cap=None):
         value = next(scripted)
         return [value - 1, value + 1], [4, 6]
 
