@@ -97,6 +97,17 @@ def register() -> None:
 register()
 
 
+def one_error_line(capsys, *words: str) -> str:
+    """The one line a bad input printed on stderr (no traceback), checked to contain ``words``."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 def run_cli(capsys, args: list[str]) -> tuple[int, str, list[str]]:
     """``ppokit.cli.main(args)`` in this process: ``(exit code, stdout, stderr lines)``."""
     capsys.readouterr()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -32,11 +31,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("values") / "run"
     assert train_tiny(run, "--set", "env.normalize_obs=true") == 0
     return run
-
-
-@pytest.fixture()
-def run(trained: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 def latest(run: Path) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import ppokit.cli
 from ppokit.cli import build_parser, main
 from ppokit.version import __version__
-from tests.errors_support import TOY
+from tests.errors_support import TOY, one_error_line
 from tests.helpers import COUNTER_ID
 
 SMALL = ["--set", "rollout.num_envs=2", "--set", "rollout.num_steps=16", "--set", "ppo.minibatch_size=16",
@@ -31,16 +31,6 @@ def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "run"
     assert main(["train", "CartPole-v1", "--run-dir", str(path), "--total-steps", "64", "--seed", "3", *SMALL]) == 0
     return path
-
-
-def one_error_line(capsys, *words: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def test_train_writes_a_run(run_dir):

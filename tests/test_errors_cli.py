@@ -18,21 +18,7 @@ import pytest
 import ppokit
 from ppokit.algos import ALGOS
 from ppokit.errors import first_line
-from tests.errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env, train_tiny
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny CartPole run (checkpoints/latest and best, metrics.csv, summary.json)."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    assert train_tiny(run) == 0
-    return run
-
-
-@pytest.fixture()
-def run(trained: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained run, free to damage."""
-    return Path(shutil.copytree(trained, tmp_path / "run"))
+from tests.errors_support import DICT_OBS, PYTHON, TINY, TOY, bad_input, run_cli, subprocess_env
 
 
 def edit_meta(checkpoint: Path, change) -> None:

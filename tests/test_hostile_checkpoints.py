@@ -12,7 +12,6 @@ import os
 import pathlib
 import pickle
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import torch
 
 import ppokit
 from ppokit.errors import CheckpointError
-from tests.errors_support import bad_input, train_tiny
+from tests.errors_support import bad_input
 
 
 class Payload:
@@ -39,18 +38,6 @@ class ShellPayload:
 
     def __reduce__(self):
         return (os.system, (f"touch '{self.marker}'",))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("hostile") / "run"
-    assert train_tiny(run) == 0
-    return run
-
-
-@pytest.fixture()
-def run(trained: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 @pytest.fixture()

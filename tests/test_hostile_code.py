@@ -11,7 +11,6 @@ Each planted module creates a marker file when imported; the marker must not app
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,21 +20,9 @@ import torch
 
 import ppokit
 from ppokit.errors import ConfigError
-from tests.errors_support import PYTHON, bad_input, run_cli, subprocess_env, train_tiny
+from tests.errors_support import PYTHON, bad_input, run_cli, subprocess_env
 
 MODULE = "ppokit_planted_env_module"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("code") / "run"
-    assert train_tiny(run) == 0
-    return run
-
-
-@pytest.fixture()
-def run(trained: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 def plant_module(folder: Path, name: str, marker: Path) -> None:

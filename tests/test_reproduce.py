@@ -16,6 +16,7 @@ from ppokit.config import validate
 from ppokit.presets import build_config
 from ppokit.reproduce import runs, scores, table1
 from ppokit.reproduce.table1 import SETTINGS
+from tests.errors_support import one_error_line
 
 CONSTANT_ID = "PpokitTest/ConstantBox-v0"
 
@@ -37,16 +38,6 @@ class ConstantBoxEnv(gym.Env):
 
 if CONSTANT_ID not in gym.envs.registry:
     gym.register(CONSTANT_ID, entry_point=ConstantBoxEnv, max_episode_steps=3)
-
-
-def one_error_line(capsys, *words: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- the paper's table as data

@@ -18,18 +18,6 @@ from ppokit import run_folder
 from tests.errors_support import BATCH, PYTHON, TINY, bad_input, run_cli, subprocess_env, summary, train_tiny
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("folder") / "run"
-    assert train_tiny(run) == 0
-    return run
-
-
-@pytest.fixture()
-def run(trained: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
 @pytest.fixture()
 def outside(tmp_path: Path) -> Path:
     """A user's file outside the run folder, which links inside the run point to."""
