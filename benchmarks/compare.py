@@ -165,6 +165,9 @@ def ppokit_command(
     cmd += ["--run-dir", str(run_dir), "--quiet"]
     if threshold is not None:
         cmd += ["--set", f"solved_threshold={threshold}"]
+    if not args.keep_eval:
+        # Like SB3 here, no evaluation during training (ppokit 0.2's default evaluates every 20k steps).
+        cmd += ["--set", "eval.every_steps=0"]
     return cmd
 
 
@@ -320,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--keep-eval", action="store_true",
+                        help="keep ppokit's evaluation during training (off by default, as SB3 runs none here; "
+                             "needed for --ppokit-cmd of ppokit 0.1, which has no such setting)")
     add_ppokit_options(parser)
     args = parser.parse_args(argv)
 
