@@ -95,4 +95,4 @@ def test_tune_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_optuna)
     assert main(["tune", "CartPole-v1", "--trials", "1", "--out", str(tmp_path / "y")]) == 2
-    assert capsys.readouterr().err.strip() == "ppokit: error: ppokit tune needs optuna: pip install 'ppokit[tune]'"
+    assert capsys.readouterr().err.strip() == "ppokit: error: ppokit tune needs the optuna package: pip install 'ppokit[tune]'"
