@@ -71,6 +71,7 @@ def train(
     wrappers: Sequence[Wrapper] = (),
     networks: dict[str, torch.nn.Module] | None = None,
     log_every: int | None = None,
+    track: bool | str = False,
     **overrides: Any,
 ) -> Agent:
     """Train and return the agent; the run folder is written as by ``ppokit train``.
@@ -93,6 +94,8 @@ def train(
     ``"completed"`` with a ``stop_reason``. The returned agent's ``run_dir`` and ``summary`` are
     the run folder and summary.json of this run. With ``quiet=False`` progress shows as a bar on
     a terminal, else as a line every ``log_every`` iterations (default: 10 unless quiet, when 0).
+    ``track=True`` (or a project name) logs the run to Weights & Biases (project ``"ppokit"``
+    by default; needs ``pip install 'ppokit[wandb]'``, see :mod:`ppokit.tracking`).
     """
     from ppokit.envs import ensure_registered, source_for
     from ppokit.presets import build_config
@@ -106,7 +109,7 @@ def train(
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
     log_every = log_every if log_every is not None else (0 if quiet else 10)
     result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source, networks=networks,
-                    log_every=log_every)
+                    log_every=log_every, track=_project(track))
     agent = result.agent
     agent.run_dir, agent.summary, agent.env_source = result.run_dir, result.summary, source
     return agent
@@ -140,3 +143,12 @@ def evaluate(agent: Agent, env: str | EnvFactory | None = None, episodes: int = 
     env_kwargs = agent.config.env.kwargs if own_env and agent.config is not None else None
     return _evaluate(agent, env, episodes, seed=seed, deterministic=deterministic, env_kwargs=env_kwargs,
                      wrappers=tuple(wrappers))
+
+
+def _project(track: bool | str) -> str | None:
+    """The W&B project of ``train(track=...)``: None when off, the default project for True."""
+    from ppokit.tracking import DEFAULT_PROJECT
+
+    if track is True:
+        return DEFAULT_PROJECT
+    return track or None

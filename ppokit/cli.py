@@ -61,6 +61,7 @@ CAP_HELP = ("stop an episode the env has not ended after N steps, and say so (de
 
 def build_parser() -> argparse.ArgumentParser:
     from ppokit.algos import ALGOS
+    from ppokit.tracking import DEFAULT_PROJECT
     from ppokit.version import __version__
 
     parser = _Parser(prog="ppokit", description="PPO-family reinforcement learning on Gymnasium environments.")
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true",
                        help="no progress bar: a plain line every --log-every iterations instead (as when stdout "
                             "is not a terminal)")
+    train.add_argument("--track", nargs="?", const=DEFAULT_PROJECT, default=None, metavar="PROJECT",
+                       help="log the run to Weights & Biases (project default: %(const)s; pip install "
+                            "'ppokit[wandb]'; WANDB_MODE=offline works without network)")
     train.add_argument("--log-every", type=_non_negative_int, default=10, metavar="N",
                        help="without a progress bar, print the run's state every N iterations; 0: never "
                             "(default: %(default)s)")
@@ -210,7 +214,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = build_config(args.env_id, algo=args.algo, preset=args.preset, config_file=args.config,
                            sets=args.set, overrides=shorthands)
     try:
-        result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet, log_every=args.log_every)
+        result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet, log_every=args.log_every,
+                       track=args.track)
     except Interrupted as stop:
         saved = stop.result.summary.get("checkpoint_step")
         run_dir = stop.result.run_dir

@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from ppokit.errors import ConfigError, EnvError, did_you_mean, first_line, quote
+from ppokit.extras import install_command
 from ppokit.spaces import check_spaces
 
 if TYPE_CHECKING:
@@ -31,11 +32,11 @@ if TYPE_CHECKING:
 
 # Module named in a DependencyNotInstalled / ImportError message -> what installs it.
 INSTALL_FOR_MODULE = {
-    "mujoco": "pip install 'ppokit[mujoco]'",
-    "ale_py": "pip install 'ppokit[atari]'",
-    "ale-py": "pip install 'ppokit[atari]'",
+    "mujoco": install_command("mujoco"),
+    "ale_py": install_command("atari"),
+    "ale-py": install_command("atari"),
     "box2d": "pip install 'gymnasium[box2d]'",
-    "pygame": "pip install pygame",
+    "pygame": install_command("video"),  # classic-control rendering (ppokit record, watch)
 }
 
 
@@ -72,7 +73,7 @@ def ensure_registered(env_id: str, import_module: bool = False) -> gym.envs.regi
 
             gym.register_envs(ale_py)
         except ImportError:
-            raise ConfigError(f"env {quote(env_id)} needs the Atari extra: pip install 'ppokit[atari]'") from None
+            raise ConfigError(f"env {quote(env_id)} needs the Atari extra: {install_command('atari')}") from None
     name = env_id
     if ":" in env_id:  # importing the module registers the env
         module, name = env_id.split(":", 1)

@@ -24,6 +24,7 @@ from torch import nn
 from ppokit.config import check_output_file
 from ppokit.distributions import CategoricalHead, DiagGaussianHead, MultiCategoricalHead
 from ppokit.errors import ConfigError, quote
+from ppokit.extras import require
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -92,7 +93,7 @@ def export(agent: Agent, out: str | Path, fmt: str = "onnx") -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporters' deprecation notes are not the user's business
             if fmt == "onnx":
-                _require("onnx", "export")
+                require("onnx", "export", "export to ONNX")
                 torch.onnx.export(policy, (example,), str(tmp), input_names=[INPUT], output_names=[OUTPUT],
                                   dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET,
                                   dynamo=False)
@@ -104,10 +105,3 @@ def export(agent: Agent, out: str | Path, fmt: str = "onnx") -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-def _require(module: str, extra: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise ConfigError(f"export to ONNX needs the {module} package: pip install 'ppokit[{extra}]'") from None

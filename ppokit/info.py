@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from torch import nn
 
-from ppokit.errors import ConfigError, quote
+from ppokit.errors import ConfigError, EnvError, quote
 from ppokit.evaluations import read_evaluations
 
 
@@ -149,7 +150,7 @@ def has_display() -> bool:
 def watch(path: str | Path, episodes: int = 1, seed: int = 0) -> list[float]:
     """Play ``episodes`` deterministic episodes in a window; returns their returns."""
     from ppokit.agent import load_agent
-    from ppokit.envs import ReportErrors, make_env
+    from ppokit.envs import ReportErrors, creation_error, make_env
     from ppokit.evaluations import play_episodes
     from ppokit.spaces import check_agent_fits
 
@@ -162,5 +163,9 @@ def watch(path: str | Path, episodes: int = 1, seed: int = 0) -> list[float]:
     try:
         check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         return [play_episodes(agent, [env], [seed + episode])[0][0] for episode in range(episodes)]
+    except EnvError as error:  # a package the window needs (pygame for classic control) is bad setup, not a crash
+        if isinstance(error.__cause__, (gym.error.DependencyNotInstalled, ImportError)):
+            raise creation_error(env_id, error.__cause__) from None
+        raise
     finally:
         env.close()

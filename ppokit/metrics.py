@@ -1,4 +1,4 @@
-"""Run outputs: metrics.csv, TensorBoard events, the progress display and summary.json.
+"""Run outputs: metrics.csv, TensorBoard events, the progress display, W&B tracking and summary.json.
 
 Only rank 0 writes; every method is a no-op on other ranks (``enabled=False``).
 """
@@ -18,6 +18,7 @@ from ppokit.progress import ProgressDisplay
 
 if TYPE_CHECKING:
     from ppokit.algos.registry import AlgoSpec
+    from ppokit.tracking import Tracker
 
 CSV_COLUMNS = [
     "global_step", "wall_time_s", "sps", "episodic_return_mean", "episodic_length_mean", "episodes",
@@ -81,14 +82,16 @@ class EpisodeWindow:
 
 
 class MetricsWriter:
-    """Appends one row per iteration to metrics.csv and TensorBoard; shows progress (:mod:`ppokit.progress`)."""
+    """Appends one row per iteration to metrics.csv, TensorBoard and the ``tracker`` if any
+    (:mod:`ppokit.tracking`); shows progress (:mod:`ppokit.progress`)."""
 
     def __init__(self, run_dir: Path, columns: list[str], total_steps: int, start_step: int, *, enabled: bool,
-                 quiet: bool, log_every: int = 0):
+                 quiet: bool, log_every: int = 0, tracker: Tracker | None = None):
         self.enabled = enabled
         self.run_dir = run_dir
         self.display: ProgressDisplay | None = None
         self.tb = None
+        self.tracker = tracker if enabled else None
         if not enabled:
             return
         path = run_dir / "metrics.csv"
@@ -112,16 +115,19 @@ class MetricsWriter:
         self.csv.writerow({k: _cell(row.get(k)) for k in self.columns})
         self.csv_file.flush()
         step = int(row["global_step"])
-        self._write_tensorboard(row, step)
+        scalars = {_tb_name(key): float(value) for key, value in row.items()
+                   if key != "global_step" and isinstance(value, (int, float)) and math.isfinite(value)}
+        self._write_tensorboard(scalars, step)
+        if self.tracker is not None:
+            self.tracker.log(scalars, step)
         if self.display is not None:
             self.display.update(row)
 
-    def _write_tensorboard(self, row: dict[str, Any], step: int) -> None:
+    def _write_tensorboard(self, scalars: dict[str, float], step: int) -> None:
         """All of a row's scalars as one TensorBoard event (``add_scalar`` per value costs ~25x more)."""
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        values = [Summary.Value(tag=_tb_name(key), simple_value=float(value)) for key, value in row.items()
-                  if key != "global_step" and isinstance(value, (int, float)) and math.isfinite(value)]
+        values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
         self.tb.add_summary(Summary(value=values), step)
 
     def close(self) -> None:
@@ -132,6 +138,14 @@ class MetricsWriter:
         self.csv_file.close()
         if self.tb is not None:
             self.tb.close()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """The end of the run: the summary to the tracker, then summary.json (see :func:`write_summary`)."""
+        if not self.enabled:
+            return
+        if self.tracker is not None:
+            self.tracker.finish(summary)
+        write_summary(self.run_dir, summary)
 
 
 def _tb_name(key: str) -> str:

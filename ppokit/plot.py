@@ -19,6 +19,7 @@ import numpy as np
 
 from ppokit.config import ConfigError, check_output_file, load_yaml, quote
 from ppokit.evaluations import read_evaluations
+from ppokit.extras import require
 from ppokit.files import write_atomic_with
 
 X_AXES = {"steps": ("global_step", "environment steps"), "time": ("wall_time_s", "wall-clock time (s)")}
@@ -152,6 +153,15 @@ def _title(settings: list[Setting]) -> str:
     return f"{' / '.join(envs)}: {', '.join(algos)}"
 
 
+def pyplot(feature: str, extra: str) -> Any:
+    """matplotlib.pyplot drawing to files (the Agg backend); ConfigError naming ``extra`` when missing."""
+    matplotlib = require("matplotlib", extra, feature)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_runs(run_dirs: list[Path], out: Path, x: str = "steps") -> dict[str, Any]:
     """Draw the runs' learning curves, grouped by setting (see the module docstring).
 
@@ -167,10 +177,7 @@ def plot_runs(run_dirs: list[Path], out: Path, x: str = "steps") -> dict[str, An
             raise ConfigError(f"run {quote(run_dir)} has no finished episode yet (its metrics.csv has no "
                               "episodic_return_mean); plot needs runs with at least one (train longer)")
     settings = group_runs(run_dirs)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("ppokit plot", "plot")
 
     figure, axes = plt.subplots(figsize=(8, 5))
     drawn: dict[str, Any] = {"title": _title(settings), "lines": [], "threshold": _threshold(settings)}

@@ -16,6 +16,7 @@ from ppokit.config import check_output_file
 from ppokit.envs import ENV_FAILURES, ReportErrors, creation_error, make_env
 from ppokit.errors import ConfigError, EnvError, first_line, quote
 from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+from ppokit.extras import install_command, require
 from ppokit.files import write_atomic_with
 from ppokit.memory import available_bytes, format_bytes
 from ppokit.spaces import check_agent_fits
@@ -42,12 +43,13 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
     from ppokit.agent import load_agent
 
     out = check_output_file(out, FORMATS)
+    require("imageio", "video", "ppokit record")
     if out.suffix.lower() == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
             raise ConfigError(
-                f"--out {quote(out)}: MP4 needs imageio-ffmpeg (pip install 'ppokit[video]'); or write a .gif"
+                f"--out {quote(out)}: MP4 needs imageio-ffmpeg ({install_command('video')}); or write a .gif"
             ) from None
     agent, _, meta = load_agent(path)
     env_id = env_id or meta["env_id"]
@@ -143,5 +145,5 @@ def _write(out: Path, frames: list[np.ndarray], fps: int) -> None:
             write_atomic_with(out, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264"))
         except (ImportError, ValueError) as error:
             raise ConfigError(
-                f"--out {quote(out)}: cannot write MP4 ({error}); use .gif or pip install 'ppokit[video]'"
+                f"--out {quote(out)}: cannot write MP4 ({error}); use .gif or {install_command('video')}"
             ) from None

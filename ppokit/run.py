@@ -20,18 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppokit import checkpoint, distributed, memory, run_folder, training_state
+from ppokit import checkpoint, distributed, memory, run_folder, tracking, training_state
 from ppokit.agent import Agent, shape_only
 from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
-from ppokit.config import Config, save_yaml, validate
+from ppokit.config import Config, save_yaml, to_dict, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
 from ppokit.errors import ConfigError, EnvError, TrainingError
 from ppokit.evaluate import evaluate
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
 from ppokit.loop import Callback, Learner, Progress, run_iterations
-from ppokit.metrics import MetricsWriter, columns_for, write_summary
+from ppokit.metrics import MetricsWriter, columns_for
 from ppokit.rollout import CollectorState, Rollout
 from ppokit.signals import StopRequest
 from ppokit.spaces import check_spaces
@@ -208,7 +208,7 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, callbacks: list[Callback] | None = None,
           source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None,
-          log_every: int = 0) -> RunResult:
+          log_every: int = 0, track: str | None = None) -> RunResult:
     """Train ``cfg`` into ``run_dir`` (or continue the run in ``resume``).
 
     Bad input raises ConfigError before any work. Ctrl-C / SIGTERM finish the current iteration,
@@ -218,17 +218,22 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     the envs when they are not simply ``cfg.env_id`` (an env factory, wrappers); ``networks`` are
     custom modules for the agent (see :func:`ppokit.agent.check_networks`). Progress shows as a
     bar on a terminal unless ``quiet``; otherwise as a plain line every ``log_every`` iterations
-    (0: nothing; see :mod:`ppokit.progress`).
+    (0: nothing; see :mod:`ppokit.progress`). ``track`` names a Weights & Biases project to log
+    the run to (:mod:`ppokit.tracking`; the ``wandb`` extra).
     """
     with StopRequest() as stop, contextlib.ExitStack() as cleanup:
         return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, cleanup,
-                      log_every)
+                      log_every, track)
 
 
 def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
            callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
-           stop: StopRequest, cleanup: contextlib.ExitStack, log_every: int = 0) -> RunResult:
+           stop: StopRequest, cleanup: contextlib.ExitStack, log_every: int = 0,
+           track: str | None = None) -> RunResult:
     run_folder.check_run_dir_argument(run_dir)
+    if track is not None:
+        tracking.check_project(track)
+        tracking.require_wandb()
     rank, world_size = distributed.init()
     is_main = rank == 0
     saved: tuple[dict, dict, Path] | None = None
@@ -271,6 +276,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         if saved is not None:
             tensors, meta, folder = saved
             training_state.restore(tensors, meta, learner, progress, resume, folder)
+        tracker = tracking.Tracker(track, to_dict(cfg), run_dir, quiet) if is_main and track is not None else None
     except ConfigError:
         envs.close()
         raise
@@ -283,7 +289,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         if not quiet:
             log.info("device %s (%s)", device, device_reason)
     writer = MetricsWriter(run_dir, columns_for(ALGOS[cfg.algo]), progress.total_iterations * global_batch,
-                           progress.step, enabled=is_main, quiet=quiet, log_every=log_every)
+                           progress.step, enabled=is_main, quiet=quiet, log_every=log_every, tracker=tracker)
     checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main,
                               by_evaluation=cfg.eval.every_steps > 0)
     evaluation, close_evaluation = evaluation_hook(cfg, source, agent, run_dir, checkpoints, is_main)
@@ -326,7 +332,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
         summary["status"] = status = _final_evaluation(agent, cfg, source, summary, stop)
     if is_main:
         try:
-            write_summary(run_dir, summary)
+            writer.finish(summary)
         except OSError as error:
             log.warning("cannot write summary.json: %s", error)
     result = RunResult(agent, summary, run_dir)

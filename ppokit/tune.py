@@ -25,6 +25,7 @@ import yaml
 from ppokit.config import Config, to_dict, validate
 from ppokit.envs import ensure_registered
 from ppokit.errors import ConfigError, quote
+from ppokit.extras import require
 
 log = logging.getLogger("ppokit")
 
@@ -58,11 +59,8 @@ class TuneSettings:
 
 
 def require_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("ppokit tune needs optuna: pip install 'ppokit[tune]'") from None
-    return optuna
+    """The optuna module; ConfigError with the pip command when the ``tune`` extra is missing."""
+    return require("optuna", "tune", "ppokit tune")
 
 
 def sample(trial: Any) -> dict[str, Any]:

@@ -352,7 +352,7 @@ def render_raises(monkeypatch, error: Exception) -> None:
 def test_record_env_that_cannot_render(capsys, monkeypatch, run: Path, tmp_path: Path) -> None:
     render_raises(monkeypatch, gym.error.DependencyNotInstalled(
         'pygame is not installed, run `pip install "gymnasium[classic-control]"`'))
-    bad_input(capsys, ["record", run, "--out", tmp_path / "x.gif"], "needs pygame", "pip install pygame")
+    bad_input(capsys, ["record", run, "--out", tmp_path / "x.gif"], "needs pygame", "pip install 'ppokit[video]'")
     assert not (tmp_path / "x.gif").exists()
 
 

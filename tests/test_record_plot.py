@@ -35,7 +35,7 @@ def test_record_gif_has_every_frame(counter_run, tmp_path):
 
 
 def test_record_cartpole_after_a_plain_install(tmp_path, capfd, monkeypatch):
-    """Classic-control envs render with pygame, which the base install brings; no display is needed."""
+    """Classic-control envs render with pygame, which the video extra brings; no display is needed."""
     for variable in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(variable, raising=False)
     run = train(small_config("CartPole-v1"), run_dir=tmp_path / "run", quiet=True)
@@ -48,10 +48,13 @@ def test_record_cartpole_after_a_plain_install(tmp_path, capfd, monkeypatch):
     assert "SDL_VIDEODRIVER" not in os.environ
 
 
-def test_pygame_is_a_base_dependency():
+def test_pygame_comes_with_the_video_extra():
+    """``pip install 'ppokit[video]'`` is all ``record`` needs for the classic-control envs."""
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    assert any(re.match(r"pygame\b", requirement) for requirement in pyproject["project"]["dependencies"])
+    video = pyproject["project"]["optional-dependencies"]["video"]
+    assert any(re.match(r"pygame\b", requirement) for requirement in video)
+    assert any(re.match(r"imageio\b", requirement) for requirement in video)
 
 
 def test_record_rejects_bad_output(counter_run, tmp_path):

@@ -39,14 +39,10 @@ class Results:
 
 def require_rliable() -> None:
     """ConfigError (one line, with the pip command) when the ``repro`` extra is not installed."""
-    try:
-        import rliable.library  # noqa: F401
-        import rliable.metrics  # noqa: F401
-    except ImportError as error:
-        from ppokit.errors import ConfigError
+    from ppokit.extras import require
 
-        raise ConfigError(f"ppokit reproduce needs the rliable package ({error}); install it with: "
-                          "pip install 'ppokit[repro]'") from None
+    for module in ("rliable.library", "rliable.metrics", "matplotlib"):
+        require(module, "repro", "ppokit reproduce")
 
 
 def intervals(results: Results) -> dict[str, dict[str, tuple[float, float, float]]]:
@@ -131,10 +127,9 @@ def plot_curves(curves: dict[tuple[str, str], list[tuple[list[float], list[float
                 settings: list[Setting], out: Path) -> None:
     """One panel per env, one line per setting: the training return (mean of the last 20
     episodes) averaged over seeds, on the steps all its seeds reached."""
-    import matplotlib
+    from ppokit.plot import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("ppokit reproduce's curves", "repro")
 
     columns = min(4, len(envs))
     rows = math.ceil(len(envs) / columns)
