@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppokit.envs import EnvFactory, EnvSource, ReportErrors, Wrapper
 from ppokit.errors import ConfigError
 from ppokit.spaces import check_agent_fits, check_spaces
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from ppokit.agent import Agent
 
 log = logging.getLogger("ppokit")
 
@@ -26,6 +31,29 @@ def report_capped(capped: int, episodes: int, name: str, step_cap: int) -> None:
         log.warning("%d of %d evaluation episodes of %s were stopped at the step cap of %s steps (the env did not end "
                     "them; the return counts the steps played; raise it with --max-episode-steps or "
                     "eval_max_episode_steps)", capped, episodes, name, f"{step_cap:,}")
+
+
+def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int], deterministic: bool = True,
+                  step_cap: int = DEFAULT_STEP_CAP) -> tuple[list[float], list[int]]:
+    """One episode on each of ``envs`` (reset with ``seeds``), stepped together: each step runs
+    the agent once on the observations ``[K, *obs]`` of the K episodes still going. An episode
+    the env has not ended after ``step_cap`` steps is stopped there (its length is ``step_cap``).
+
+    Returns the raw returns and lengths, in the order of ``envs``."""
+    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+    returns, lengths = [0.0] * len(envs), [0] * len(envs)
+    going = list(range(len(envs)))
+    while going:
+        actions = agent.act(np.stack([observations[i] for i in going]), deterministic=deterministic)
+        still_going = []
+        for i, action in zip(going, actions):
+            observations[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += float(reward)
+            lengths[i] += 1
+            if not (terminated or truncated) and lengths[i] < step_cap:
+                still_going.append(i)
+        going = still_going
+    return returns, lengths
 
 
 def evaluate(agent: Any, env_id: str | EnvFactory | None = None, episodes: int = 10, seed: int = 0,
@@ -53,20 +81,14 @@ def evaluate(agent: Any, env_id: str | EnvFactory | None = None, episodes: int =
     try:
         check_spaces(name, env.observation_space, env.action_space)
         check_agent_fits(agent, name, env.observation_space, env.action_space)
-        returns, lengths, capped = [], [], 0
+        returns, lengths = [], []
         for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            total, length, done = 0.0, 0, False
-            while not done and length < step_cap:
-                obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic=deterministic))
-                total += float(reward)
-                length += 1
-                done = terminated or truncated
-            capped += not done
-            returns.append(total)
-            lengths.append(length)
+            episode_return, episode_length = play_episodes(agent, [env], [seed + episode], deterministic, step_cap)
+            returns += episode_return
+            lengths += episode_length
     finally:
         env.close()
+    capped = sum(length >= step_cap for length in lengths)
     report_capped(capped, episodes, name, step_cap)
     return {"mean": float(np.mean(returns)) if returns else float("nan"),
             "std": float(np.std(returns)) if returns else float("nan"),

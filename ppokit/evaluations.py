@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+from ppokit.evaluate import DEFAULT_STEP_CAP, play_episodes, report_capped
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -49,29 +49,6 @@ def is_due(step_before: int, step: int, every_steps: int, last: bool) -> bool:
     if every_steps <= 0:
         return False
     return last or step // every_steps > step_before // every_steps
-
-
-def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int], deterministic: bool = True,
-                  step_cap: int = DEFAULT_STEP_CAP) -> tuple[list[float], list[int]]:
-    """One episode on each of ``envs`` (reset with ``seeds``), stepped together: each step runs
-    the agent once on the observations ``[K, *obs]`` of the K episodes still going. An episode
-    the env has not ended after ``step_cap`` steps is stopped there (its length is ``step_cap``).
-
-    Returns the raw returns and lengths, in the order of ``envs``."""
-    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
-    returns, lengths = [0.0] * len(envs), [0] * len(envs)
-    going = list(range(len(envs)))
-    while going:
-        actions = agent.act(np.stack([observations[i] for i in going]), deterministic=deterministic)
-        still_going = []
-        for i, action in zip(going, actions):
-            observations[i], reward, terminated, truncated, _ = envs[i].step(action)
-            returns[i] += float(reward)
-            lengths[i] += 1
-            if not (terminated or truncated) and lengths[i] < step_cap:
-                still_going.append(i)
-        going = still_going
-    return returns, lengths
 
 
 @dataclass

@@ -151,7 +151,7 @@ def watch(path: str | Path, episodes: int = 1, seed: int = 0) -> list[float]:
     """Play ``episodes`` deterministic episodes in a window; returns their returns."""
     from ppokit.agent import load_agent
     from ppokit.envs import ReportErrors, creation_error, make_env
-    from ppokit.evaluations import play_episodes
+    from ppokit.evaluate import play_episodes
     from ppokit.spaces import check_agent_fits
 
     if not has_display():

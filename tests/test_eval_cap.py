@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ppokit.evaluate import DEFAULT_STEP_CAP, evaluate
@@ -29,7 +30,7 @@ class Stuck:
         return getattr(self.inner, name)
 
     def act(self, obs, deterministic=True):
-        return 3
+        return np.full(len(obs), 3) if np.ndim(obs) else 3  # one action per observation (Discrete obs: ints)
 
 
 @pytest.fixture(scope="module")
