@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -113,18 +113,11 @@ def test_cli_exports_a_trained_run(tmp_path, capsys):
 
 
 def test_missing_onnx_is_one_line_with_the_pip_command(tmp_path, capsys, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_onnx(name, *args, **kwargs):
-        if name == "onnx":
-            raise ImportError("No module named 'onnx'")
-        return real_import(name, *args, **kwargs)
-
     agent = random_agent(ACTION_SPACES["discrete"])
     agent.config = Config()
     agent.config.model, agent.config.env = ModelConfig(hidden_sizes=[16, 16]), EnvConfig(normalize_obs=True, clip_obs=3)
     agent.save(str(tmp_path / "agent"))
-    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
     assert main(["export", str(tmp_path / "agent")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "ppokit: error: export to ONNX needs the onnx package: pip install 'ppokit[export]'"
