@@ -105,7 +105,7 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             os.replace(old, path)  # an earlier crash left only the old copy: it is the checkpoint
         if os.path.lexists(path):
             if os.path.lexists(old):  # a complete checkpoint is at path: the old copy is not needed
-                _remove(old)
+                _discard(old, ignore_errors=False)
             os.replace(path, old)  # between this and the next rename, readers fall back to .old
         try:
             os.replace(tmp, path)
@@ -114,9 +114,25 @@ def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
                 os.replace(old, path)  # put the previous checkpoint back
             raise
         _fsync_dir(path.parent)
-        _remove(old, ignore_errors=True)
+        _discard(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(path: Path, ignore_errors: bool = True) -> None:
+    """Remove a checkpoint folder that readers may still be opening: renamed away first (to a name
+    the next :func:`write` cleans up if this one is killed), so a reader that resolved ``path``
+    sees it replaced, never half deleted."""
+    if not os.path.lexists(path):
+        return
+    doomed = path.with_name(f".{path.name.lstrip('.').removesuffix('.old')}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.replace(path, doomed)
+    except OSError:
+        if not ignore_errors:
+            raise
+        return
+    _remove(doomed, ignore_errors=ignore_errors)
 
 
 def _remove(path: Path, ignore_errors: bool = False) -> None:

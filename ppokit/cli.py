@@ -489,9 +489,7 @@ def _leave_process_group() -> None:
     """Leave the torchrun process group (a no-op in one process; nothing is imported for it: an
     interrupted start-up may have left a library half imported)."""
     distributed = sys.modules.get("ppokit.distributed")
-    torch_distributed = sys.modules.get("torch.distributed")
-    if distributed is not None and torch_distributed is not None and getattr(torch_distributed, "is_initialized",
-                                                                             None) is not None:
+    if distributed is not None and hasattr(distributed, "shutdown"):
         distributed.shutdown()
 
 

@@ -88,6 +88,8 @@ def gather_objects(obj: object) -> list[object]:
 
 
 def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group, if this process joined one (safe at exit after an interrupted
+    start-up: a torch.distributed left half imported is not touched)."""
+    if getattr(dist, "is_available", None) and getattr(dist, "is_initialized", None) \
+            and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
