@@ -72,8 +72,10 @@ def train(
     networks: dict[str, torch.nn.Module] | None = None,
     log_every: int | None = None,
     track: bool | str = False,
+    seeds: Sequence[int] | None = None,
+    sweep: dict[str, Sequence[float]] | None = None,
     **overrides: Any,
-) -> Agent:
+) -> Agent | list[Agent]:
     """Train and return the agent; the run folder is written as by ``ppokit train``.
 
     ``env`` is a registered env id (``"CartPole-v1"``) or a callable that returns a new
@@ -96,6 +98,11 @@ def train(
     a terminal, else as a line every ``log_every`` iterations (default: 10 unless quiet, when 0).
     ``track=True`` (or a project name) logs the run to Weights & Biases (project ``"ppokit"``
     by default; needs ``pip install 'ppokit[wandb]'``, see :mod:`ppokit.tracking`).
+
+    ``seeds`` (a list of seeds) and/or ``sweep`` (``{"ppo.clip_coef": [0.1, 0.2]}``: float fields)
+    train a population in one process, one agent per combination (:mod:`ppokit.population`), into
+    the population folder ``run_dir``; they return the list of agents (each with its own
+    ``run_dir`` and ``summary``) and raise nothing for an agent that failed (its summary says so).
     """
     from ppokit.envs import ensure_registered, source_for
     from ppokit.presets import build_config
@@ -108,11 +115,34 @@ def train(
     fields.update({key.replace("__", "."): value for key, value in overrides.items()})
     cfg = build_config(env_id, algo=algo, preset=preset, config_file=config, overrides=fields)
     log_every = log_every if log_every is not None else (0 if quiet else 10)
+    if seeds is not None or sweep is not None:
+        return _train_population(cfg, seeds, sweep, run_dir, source, dict(
+            quiet=quiet, callbacks=callbacks, source=source, networks=networks, log_every=log_every,
+            track=_project(track)))
     result = _train(cfg, run_dir=run_dir, quiet=quiet, callbacks=callbacks, source=source, networks=networks,
                     log_every=log_every, track=_project(track))
     agent = result.agent
     agent.run_dir, agent.summary, agent.env_source = result.run_dir, result.summary, source
     return agent
+
+
+def _train_population(cfg: Config, seeds: Sequence[int] | None, sweep: dict[str, Sequence[float]] | None,
+                      run_dir: str | Path | None, source: Any, options: dict[str, Any]) -> list[Agent]:
+    from ppokit import population
+
+    seed_list = [cfg.seed] if seeds is None else [int(s) for s in seeds]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"seeds: expected distinct seeds, got {list(seed_list)}")
+    try:
+        texts = [f"{key}={','.join(repr(float(v)) for v in values)}" for key, values in (sweep or {}).items()]
+    except (TypeError, ValueError):
+        raise ConfigError(f"sweep: expected {{\"field\": [numbers, ...]}}, got {sweep!r:.200}") from None
+    result = population.train(cfg, seed_list, population.parse_sweep(texts), run_dir, **options)
+    agents = []
+    for run in result.results:
+        run.agent.run_dir, run.agent.summary, run.agent.env_source = run.run_dir, run.summary, source
+        agents.append(run.agent)
+    return agents
 
 
 def load(path: str | Path, device: str = "cpu", networks: dict[str, torch.nn.Module] | None = None) -> Agent:

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="environment steps to train for (sets total_steps)")
     train.add_argument("--seed", type=_non_negative_int, default=None, metavar="S",
                        help="random seed, a non-negative integer (sets seed)")
+    train.add_argument("--seeds", default=None, metavar="SEEDS",
+                       help="train a population: one agent per seed in one process, e.g. 0-7 or 0,3,5 "
+                            "(each agent writes a run folder inside --run-dir)")
+    train.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="population: one agent per value (times --seeds) of a float field, e.g. "
+                            "--sweep ppo.clip_coef=0.1,0.2,0.3 (repeatable: every combination)")
     train.add_argument("--num-envs", type=_positive_int, default=None, metavar="N",
                        help="parallel environments (sets rollout.num_envs)")
     train.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
@@ -194,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from ppokit.config import ConfigError
     from ppokit.presets import build_config
+    from ppokit.population import is_population
     from ppokit.run import Interrupted, TrainingFailed, train
 
     if args.env_id is None and args.resume is None:
@@ -204,6 +211,8 @@ def _train(args: argparse.Namespace) -> int:
         _import_env_module(args.env_id)
     shorthands = {"total_steps": args.total_steps, "seed": args.seed, "rollout.num_envs": args.num_envs,
                   "device": args.device}
+    if args.seeds is not None or args.sweep or (args.resume is not None and is_population(args.resume)):
+        return _train_population(args, shorthands)
     if args.resume is not None:
         for flag, value in (("--preset", args.preset), ("--config", args.config), ("--run-dir", args.run_dir)):
             if value is not None:
@@ -238,6 +247,43 @@ def _train(args: argparse.Namespace) -> int:
           f"{'; ' + solved if solved else ''}")
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _train_population(args: argparse.Namespace, shorthands: dict) -> int:
+    """``ppokit train ENV --seeds ... [--sweep ...]``, or ``--resume`` of a population folder."""
+    from ppokit import population
+    from ppokit.errors import ConfigError
+    from ppokit.presets import build_config
+
+    if args.seed is not None and args.seeds is not None:
+        raise ConfigError("--seed and --seeds: give one (--seeds 0-7 trains one agent per seed)")
+    options = dict(quiet=args.quiet, log_every=args.log_every, track=args.track)
+    if args.resume is not None:
+        if args.seeds is not None or args.sweep:
+            raise ConfigError("--seeds and --sweep cannot be combined with --resume (a resumed population keeps its "
+                              "agents; change fields with --set)")
+        for flag, value in (("--preset", args.preset), ("--config", args.config), ("--run-dir", args.run_dir)):
+            if value is not None:
+                raise ConfigError(f"{flag} cannot be combined with --resume (a resumed population keeps its config "
+                                  "and folder; change fields with --set)")
+        sets = args.set + [f"{key}={value}" for key, value in shorthands.items() if value is not None]
+        result = population.resume(args.resume, sets, **options)
+    else:
+        seeds = population.parse_seeds(args.seeds) if args.seeds is not None else None
+        sweep = population.parse_sweep(args.sweep)
+        cfg = build_config(args.env_id, algo=args.algo, preset=args.preset, config_file=args.config,
+                           sets=args.set, overrides=shorthands)
+        result = population.train(cfg, seeds if seeds is not None else [cfg.seed], sweep, args.run_dir, **options)
+    for line in population.format_table(result.table):
+        print(line)
+    print(f"population folder: {result.folder}")
+    failed = [r for r in result.results if r.summary["status"] == "failed"]
+    for run in failed:
+        print(f"ppokit: agent {run.run_dir.name} failed: {run.summary.get('error')}", file=sys.stderr)
+    if result.status == "interrupted":
+        print(f"ppokit: interrupted; continue with --resume {result.folder}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failed else 0
 
 
 def _import_env_module(env_id: str) -> None:

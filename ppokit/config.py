@@ -157,6 +157,20 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def field_annotation(dotted: str, cls: type = None) -> Any:  # type: ignore[assignment]
+    """The declared type of a config field by dotted name (``"ppo.clip_coef"`` -> ``float``), or
+    None when there is no such field."""
+    cls = cls or Config
+    head, _, rest = dotted.partition(".")
+    hints = _field_types(cls) if dataclasses.is_dataclass(cls) else {}
+    if head not in hints:
+        return None
+    annotation = hints[head]
+    if not rest:
+        return annotation
+    return field_annotation(rest, annotation) if dataclasses.is_dataclass(annotation) else None
+
+
 INT_LIMIT = 2**63  # every integer field must fit in an int64 (torch, numpy)
 
 

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ppokit import distributed
 from ppokit.advantages import gae
 from ppokit.algos.common import explained_variance
 from ppokit.batch import flatten
+from ppokit.errors import EnvError, TrainingError
 from ppokit.health import check_rollout, check_update
 from ppokit.metrics import EpisodeWindow
 from ppokit.rollout import CollectorState, Episodes, Rollout, Timings, collect
@@ -131,31 +133,97 @@ class Progress:
         }
 
 
-def run_iterations(learner: Learner, progress: Progress, writer: MetricsWriter, callbacks: list[Callback],
-                   after_iteration: Callable[[], None], should_stop: Callable[[], bool],
-                   evaluation: Callable[[Progress], dict[str, Any]] | None = None) -> None:
-    """Iterate until ``progress.total_iterations``, ``should_stop()`` or a callback returning False.
+class RandomStreams:
+    """One agent's random number generators: torch's (and the GPU's) and numpy's global ones.
+
+    Every agent of a population draws from its own streams, exactly as a single run with its
+    seed would: ``with member.streams:`` puts them in place for that agent's work and keeps
+    where they stopped. (The global generators are what a checkpoint saves and restores.)"""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.capture()
+
+    def capture(self) -> None:
+        self.torch = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.numpy = np.random.get_state()
+
+    def __enter__(self) -> RandomStreams:
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+        np.random.set_state(self.numpy)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.capture()
+
+
+@dataclass
+class Member:
+    """One agent being trained: a single run is a population of one.
 
     ``evaluation(progress)`` runs after each iteration and returns the fields it adds to the row
     (``{}`` when it was not due; see :mod:`ppokit.evaluations`); ``after_iteration`` runs after
-    each iteration's row is logged (periodic checkpoints).
-    """
-    while progress.iteration < progress.total_iterations:
-        progress.in_iteration = True
-        finished, stats = iteration(learner, progress.iteration, progress.iteration / progress.total_iterations)
-        progress.iteration += 1
-        gathered = distributed.gather_objects((finished.returns, finished.lengths))
-        progress.in_iteration = False
+    each iteration's row is logged (periodic checkpoints)."""
 
-        row = progress.record(gathered, stats, learner.timings)  # type: ignore[arg-type]
-        if evaluation is not None:
-            row.update(evaluation(progress))
-        writer.log(row)
-        stopped_by = [fn for fn in callbacks if fn(row, learner.agent) is False]
-        if distributed.any_true(bool(stopped_by)):
-            name = getattr(stopped_by[0], "__name__", repr(stopped_by[0])) if stopped_by else "another process"
-            progress.stop_reason = f"callback {name} returned False at step {progress.step}"
+    learner: Learner
+    progress: Progress
+    writer: MetricsWriter
+    streams: RandomStreams
+    after_iteration: Callable[[], None] = lambda: None
+    evaluation: Callable[[Progress], dict[str, Any]] | None = None
+    failure: Exception | None = None  # why this agent stopped early (a non-finite number, an env error)
+
+    def running(self) -> bool:
+        progress = self.progress
+        return (self.failure is None and progress.stop_reason is None
+                and progress.iteration < progress.total_iterations)
+
+
+# The errors that end one agent of a population (its run fails; the others go on). Anything
+# else (Ctrl-C, a full disk, a bug) ends them all.
+MemberError = (TrainingError, EnvError)
+
+
+def run_iterations(members: list[Member], callbacks: list[Callback], should_stop: Callable[[], bool]) -> None:
+    """Iterate every member until its ``total_iterations``, its failure or a callback returning
+    False; all stop when ``should_stop()``. The members take their iterations in turn, each with
+    its own random streams; an error of :data:`MemberError` ends that member only."""
+    while True:
+        active = [member for member in members if member.running()]
+        if not active:
             return
+        for member in active:
+            with member.streams:
+                _iterate(member, callbacks, should_stop)
         if should_stop():
             return
-        after_iteration()
+
+
+def _iterate(member: Member, callbacks: list[Callback], should_stop: Callable[[], bool]) -> None:
+    """One iteration of one member and its bookkeeping: statistics, metrics row, evaluation,
+    callbacks, checkpoints."""
+    learner, progress = member.learner, member.progress
+    progress.in_iteration = True
+    try:
+        finished, stats = iteration(learner, progress.iteration, progress.iteration / progress.total_iterations)
+    except MemberError as error:
+        member.failure = error
+        return
+    progress.iteration += 1
+    gathered = distributed.gather_objects((finished.returns, finished.lengths))
+    progress.in_iteration = False
+
+    row = progress.record(gathered, stats, learner.timings)  # type: ignore[arg-type]
+    if member.evaluation is not None:
+        row.update(member.evaluation(progress))
+    member.writer.log(row)
+    stopped_by = [fn for fn in callbacks if fn(row, learner.agent) is False]
+    if distributed.any_true(bool(stopped_by)):
+        name = getattr(stopped_by[0], "__name__", repr(stopped_by[0])) if stopped_by else "another process"
+        progress.stop_reason = f"callback {name} returned False at step {progress.step}"
+        return
+    if not should_stop():
+        member.after_iteration()

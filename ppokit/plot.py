@@ -21,12 +21,12 @@ from ppokit.config import ConfigError, check_output_file, load_yaml, quote
 from ppokit.evaluations import read_evaluations
 from ppokit.extras import require
 from ppokit.files import write_atomic_with
+from ppokit.stats import bootstrap_mean_ci
 
 X_AXES = {"steps": ("global_step", "environment steps"), "time": ("wall_time_s", "wall-clock time (s)")}
 # Config fields that do not change what is learned: runs differing only in these are one setting.
 NOT_A_SETTING = ("seed", "total_steps", "device", "torch_threads", "update_path", "checkpoint_every",
                  "checkpoint_interval_s", "eval_episodes", "eval", "preset")
-RESAMPLES = 2000  # bootstrap resamples of the runs for the 95% band
 
 
 def read_curve(run_dir: Path, x: str = "global_step") -> tuple[list[float], list[float]]:
@@ -135,11 +135,7 @@ def mean_band(curves: list[tuple[list[float], list[float]]], points: int = 200
     grid = np.linspace(low, high, points) if high > low else np.array([high])
     values = np.stack([np.interp(grid, x, y) for x, y in curves])  # [R, G]
     mean = values.mean(0)
-    if len(curves) < 2:
-        return grid, mean, None
-    picks = np.random.default_rng(0).integers(0, len(curves), (RESAMPLES, len(curves)))  # [S, R]
-    means = values[picks].mean(1)  # [S, G]
-    return grid, mean, (np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0))
+    return grid, mean, bootstrap_mean_ci(values)
 
 
 def _threshold(settings: list[Setting]) -> float | None:

@@ -30,7 +30,7 @@ from ppokit.errors import ConfigError, EnvError, TrainingError
 from ppokit.evaluate import evaluate
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
-from ppokit.loop import Callback, Learner, Progress, run_iterations
+from ppokit.loop import Callback, Learner, Member, Progress, RandomStreams, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for
 from ppokit.rollout import CollectorState, Rollout
 from ppokit.signals import StopRequest
@@ -205,6 +205,15 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
     return evaluate_if_due, periodic.close
 
 
+@dataclass
+class MemberRun:
+    """What one agent's training needs beside its config: where it goes, or what it resumes."""
+
+    cfg: Config
+    run_dir: str | Path | None = None
+    resume: str | Path | None = None
+
+
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, callbacks: list[Callback] | None = None,
           source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None,
@@ -221,15 +230,123 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
     (0: nothing; see :mod:`ppokit.progress`). ``track`` names a Weights & Biases project to log
     the run to (:mod:`ppokit.tracking`; the ``wandb`` extra).
     """
+    result = train_members([MemberRun(cfg, run_dir, resume)], quiet=quiet, callbacks=callbacks, source=source,
+                           networks=networks, log_every=log_every, track=track)[0]
+    _raise_unless_completed(result)
+    return result
+
+
+def _raise_unless_completed(result: RunResult) -> None:
+    status = result.summary["status"]
+    if status == "interrupted":
+        raise Interrupted(result)
+    if status == "failed":
+        raise TrainingFailed(result.summary.get("error") or "training failed", result)
+
+
+def train_members(runs: list[MemberRun], quiet: bool = False, callbacks: list[Callback] | None = None,
+                  source: EnvSource = FROM_ENV_ID, networks: dict[str, torch.nn.Module] | None = None,
+                  log_every: int = 0, track: str | None = None) -> list[RunResult]:
+    """Train several agents in one process, iteration by iteration in turn (a population, see
+    :mod:`ppokit.population`); one agent is the single run of :func:`train`. Each writes its own
+    run folder as :func:`train` does. Returns one result per agent, whatever its status: a failing
+    agent (a non-finite number, an env error) stops alone; Ctrl-C stops and saves them all. A bug
+    (an unexpected exception) is raised after every agent's summary is written."""
     with StopRequest() as stop, contextlib.ExitStack() as cleanup:
-        return _train(cfg, run_dir, resume, quiet, list(callbacks or []), source, networks, stop, cleanup,
-                      log_every, track)
+        sessions: list[Session] = []
+        try:
+            for run in runs:
+                sessions.append(_open(run, quiet, source, networks, cleanup, log_every, track))
+        except BaseException:
+            for session in sessions:
+                session.abandon()
+            raise
+        members = [session.member for session in sessions]
+        status, error_message, unexpected = "completed", None, None
+        try:
+            run_iterations(members, list(callbacks or []), lambda: stop.requested)
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except OSError as error:  # e.g. the disk filled up while writing metrics or a checkpoint
+            status, error_message = "failed", f"cannot write the run folder: {error}"
+        except Exception as error:  # a bug: record the failure, then let the traceback through
+            status, error_message, unexpected = "failed", f"{type(error).__name__}: {error}", error
+        stop.mode = "saving"
+        if stop.requested and status == "completed":
+            status = "interrupted"  # stopped after the last iteration: the final evaluation is still to do
+        results = []
+        for session in sessions:
+            with session.member.streams:
+                results.append(session.close(status, error_message, stop))
+        if unexpected is not None:
+            raise unexpected
+        return results
 
 
-def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, quiet: bool,
-           callbacks: list[Callback], source: EnvSource, networks: dict[str, torch.nn.Module] | None,
-           stop: StopRequest, cleanup: contextlib.ExitStack, log_every: int = 0,
-           track: str | None = None) -> RunResult:
+@dataclass
+class Session:
+    """One agent's run between :func:`_open` and :meth:`close`: its folder, the loop's member,
+    and what the end of the run needs."""
+
+    cfg: Config
+    run_dir: Path
+    member: Member
+    checkpoints: Checkpoints
+    envs: Any
+    close_evaluation: Callable[[], None]
+    source: EnvSource
+    device: torch.device
+    device_reason: str
+    is_main: bool
+
+    def abandon(self) -> None:
+        """Close what a session that never ran holds (another agent failed to start)."""
+        self.close_evaluation()
+        self.envs.close()
+        self.member.writer.close()
+
+    def close(self, status: str, error_message: str | None, stop: StopRequest) -> RunResult:
+        """Save what can be saved, run the final evaluation and write summary.json; the result."""
+        member, cfg = self.member, self.cfg
+        learner, progress = member.learner, member.progress
+        if member.failure is not None and status != "interrupted":
+            status, error_message = "failed", str(member.failure)
+            if isinstance(member.failure, EnvError):
+                error_message += f" (iteration {progress.iteration + 1})"
+        try:
+            if status != "failed" and not progress.in_iteration:
+                self.checkpoints.at_end()
+            elif status == "interrupted":
+                log.info("abandoned iteration %d; checkpoints/latest is %s", progress.iteration + 1,
+                         f"from step {progress.saved_step:,}" if progress.saved_step is not None
+                         else "not written yet")
+        except OSError as error:
+            status, error_message = "failed", f"cannot write the checkpoint: {error}"
+        summary = _summary(cfg, learner, progress, status, self.device, self.device_reason, learner.algo)
+        if error_message:
+            summary["error"] = error_message
+        member.writer.close()
+        try:
+            self.close_evaluation()
+            self.envs.close()
+        except Exception as error:  # noqa: BLE001  (a crashed async worker can make closing fail)
+            log.warning("closing the envs failed: %s", error)
+        if status == "completed" and cfg.eval_episodes > 0 and self.is_main:
+            summary["status"] = _final_evaluation(learner.agent, cfg, self.source, summary, stop)
+        if self.is_main:
+            try:
+                member.writer.finish(summary)
+            except OSError as error:
+                log.warning("cannot write summary.json: %s", error)
+        return RunResult(learner.agent, summary, self.run_dir)
+
+
+def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, torch.nn.Module] | None,
+          cleanup: contextlib.ExitStack, log_every: int, track: str | None) -> Session:
+    """Check, create and lock the run folder, make the envs, the agent, the algorithm and the
+    storage, restore a resumed run: everything before the first iteration. Bad input raises
+    ConfigError before any work."""
+    cfg, run_dir, resume = run.cfg, run.run_dir, run.resume
     run_folder.check_run_dir_argument(run_dir)
     if track is not None:
         tracking.check_project(track)
@@ -280,6 +397,7 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     except ConfigError:
         envs.close()
         raise
+    streams = RandomStreams(device)  # this agent's generators from here on (seeded, or restored)
 
     if is_main:
         save_yaml(cfg, run_dir / "config.yaml")
@@ -293,56 +411,8 @@ def _train(cfg: Config, run_dir: str | Path | None, resume: str | Path | None, q
     checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main,
                               by_evaluation=cfg.eval.every_steps > 0)
     evaluation, close_evaluation = evaluation_hook(cfg, source, agent, run_dir, checkpoints, is_main)
-    status, error_message, unexpected = "completed", None, None
-    try:
-        run_iterations(learner, progress, writer, callbacks, checkpoints.after_iteration, lambda: stop.requested,
-                       evaluation)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except (TrainingError, EnvError) as error:
-        status, error_message = "failed", str(error)
-        if isinstance(error, EnvError):
-            error_message += f" (iteration {progress.iteration + 1})"
-    except OSError as error:  # e.g. the disk filled up while writing metrics or a checkpoint
-        status, error_message = "failed", f"cannot write the run folder: {error}"
-    except Exception as error:  # a bug: record the failure, then let the traceback through
-        status, error_message, unexpected = "failed", f"{type(error).__name__}: {error}", error
-
-    stop.mode = "saving"
-    if stop.requested and status == "completed":
-        status = "interrupted"  # stopped after the last iteration: the final evaluation is still to do
-    try:
-        if status != "failed" and not progress.in_iteration:
-            checkpoints.at_end()
-        elif status == "interrupted":
-            log.info("abandoned iteration %d; checkpoints/latest is %s", progress.iteration + 1,
-                     f"from step {progress.saved_step:,}" if progress.saved_step is not None else "not written yet")
-    except OSError as error:
-        status, error_message = "failed", f"cannot write the checkpoint: {error}"
-    summary = _summary(cfg, learner, progress, status, device, device_reason, algo)
-    if error_message:
-        summary["error"] = error_message
-    writer.close()
-    try:
-        close_evaluation()
-        envs.close()
-    except Exception as error:  # noqa: BLE001  (a crashed async worker can make closing fail)
-        log.warning("closing the envs failed: %s", error)
-    if status == "completed" and cfg.eval_episodes > 0 and is_main:
-        summary["status"] = status = _final_evaluation(agent, cfg, source, summary, stop)
-    if is_main:
-        try:
-            writer.finish(summary)
-        except OSError as error:
-            log.warning("cannot write summary.json: %s", error)
-    result = RunResult(agent, summary, run_dir)
-    if unexpected is not None:
-        raise unexpected
-    if status == "interrupted":
-        raise Interrupted(result)
-    if status == "failed":
-        raise TrainingFailed(error_message or "training failed", result)
-    return result
+    member = Member(learner, progress, writer, streams, checkpoints.after_iteration, evaluation)
+    return Session(cfg, run_dir, member, checkpoints, envs, close_evaluation, source, device, device_reason, is_main)
 
 
 def _summary(cfg: Config, learner: Learner, progress: Progress, status: str, device: torch.device,
