@@ -75,7 +75,7 @@ class Minibatch(Samples):
         so they are also the minibatch's ``normalized_advantages``."""
         weights = samples["weights"]
         return cls(**{name: samples[name] for name in SAMPLE_FIELDS},
-                   mean_weights=weights / weights.sum().clamp(min=1.0), want_stats=want_stats,
+                   mean_weights=weights / weights.sum(-1, keepdim=True).clamp(min=1.0), want_stats=want_stats,
                    normalized_advantages=samples["advantages"] if advantages_normalized else None)
 
     def with_stats(self, want_stats: bool) -> Minibatch:
@@ -134,8 +134,10 @@ def weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def masked_mean(x: torch.Tensor, mean_weights: torch.Tensor) -> torch.Tensor:
     """Mean of ``x [M]`` over the valid samples, given ``mean_weights [M]`` (weights / their sum,
-    as in every :class:`Minibatch`). One dot product."""
-    return torch.dot(x, mean_weights)
+    as in every :class:`Minibatch`). One dot product; ``[K, M]`` (a population) gives ``[K]``."""
+    if x.dim() == 1:
+        return torch.dot(x, mean_weights)
+    return torch.matmul(x.unsqueeze(-2), mean_weights.unsqueeze(-1))[..., 0, 0]  # one mean per agent, [K]
 
 
 def normalize_advantages(
@@ -146,8 +148,8 @@ def normalize_advantages(
     """``(A - mean) / (std + 1e-8)`` over the valid samples of the minibatch, ``[M]``.
 
     ``mean_fn=ppokit.algos.common.global_weighted_mean`` takes the statistics over every process's batch."""
-    mean = mean_fn(advantages, weights)
-    var = mean_fn((advantages - mean).square(), weights)
+    mean = mean_fn(advantages, weights)[..., None]  # [1], or [K, 1] for a population's [K, M]
+    var = mean_fn((advantages - mean).square(), weights)[..., None]
     return (advantages - mean) / (var.sqrt() + 1e-8)
 
 

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from ppokit.rollout import CollectorState, Episodes, Rollout, Timings, collect
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
+    from ppokit.batch import Batch
     from ppokit.algos.registry import Algorithm
     from ppokit.config import Config
     from ppokit.envs import VectorEnvs
@@ -59,6 +60,16 @@ def iteration(learner: Learner, index: int, progress: float) -> tuple[Episodes, 
 
     Returns the training episodes that finished during it and the update's statistics.
     """
+    finished, batch = act_and_judge(learner, index)  # 1-2
+    start = time.perf_counter()
+    stats = learner.algo.update(batch, progress)  # 3. Learn: the algorithm's update on the flat batch [B, ...]
+    learner.timings.update += time.perf_counter() - start
+    after_learning(learner, index, batch, stats)  # 4
+    return finished, stats
+
+
+def act_and_judge(learner: Learner, index: int) -> tuple[Episodes, Batch]:
+    """Steps 1 and 2 of an iteration: the finished episodes and the flat batch ``[B, ...]`` to learn from."""
     cfg, agent, storage = learner.cfg, learner.agent, learner.storage
     # A C-ordered copy: vector envs may return transposed views, and matmul rounding depends on the
     # memory layout, which would make a resumed run (whose observations a checkpoint restored) differ.
@@ -68,23 +79,26 @@ def iteration(learner: Learner, index: int, progress: float) -> tuple[Episodes, 
     finished = collect(agent, learner.envs, learner.collector, storage, cfg.rollout.gamma, learner.timings)
     check_rollout(index, cfg.env_id, storage, learner.collector, agent)
 
-    update_start = time.perf_counter()
+    start = time.perf_counter()
     # 2. Judge: GAE advantages and the critic's targets, [T, N] (GAE paper eq. 16; time limits bootstrap).
     advantages, returns = gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
                               storage.truncated, cfg.rollout.gamma, cfg.rollout.gae_lambda)
-
-    # 3. Learn: the algorithm's update on the flat batch [B, ...].
     batch = flatten(storage, advantages, returns)
-    stats = learner.algo.update(batch, progress)
-    check_update(index, stats, agent)
+    learner.timings.update += time.perf_counter() - start
+    return finished, batch
 
+
+def after_learning(learner: Learner, index: int, batch: Batch, stats: dict[str, float]) -> None:
+    """Step 4 of an iteration, after the update gave ``stats`` (completed in place)."""
+    start = time.perf_counter()
+    agent, storage = learner.agent, learner.storage
+    check_update(index, stats, agent)
     # 4. Only now move the observation normalizer: the policy acted and learned with the old statistics.
     if agent.obs_normalizer is not None:
         agent.obs_normalizer.update(storage.obs[storage.valid])
         distributed.mean_(list(agent.obs_normalizer.buffers()))
     stats["explained_variance"] = explained_variance(batch.values, batch.returns, batch.weights)
-    learner.timings.update += time.perf_counter() - update_start
-    return finished, stats
+    learner.timings.update += time.perf_counter() - start
 
 
 @dataclass
@@ -175,6 +189,7 @@ class Member:
     after_iteration: Callable[[], None] = lambda: None
     evaluation: Callable[[Progress], dict[str, Any]] | None = None
     failure: Exception | None = None  # why this agent stopped early (a non-finite number, an env error)
+    finished: Episodes = field(default_factory=Episodes)  # the episodes that ended in this iteration
 
     def running(self) -> bool:
         progress = self.progress
@@ -187,31 +202,69 @@ class Member:
 MemberError = (TrainingError, EnvError)
 
 
-def run_iterations(members: list[Member], callbacks: list[Callback], should_stop: Callable[[], bool]) -> None:
+class JointUpdate(Protocol):
+    """Step 3 for several agents at once (:class:`ppokit.fast.stacked.StackedPPO`): one set of
+    batched operations instead of one update per agent."""
+
+    def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]: ...
+
+
+def run_iterations(members: list[Member], callbacks: list[Callback], should_stop: Callable[[], bool],
+                   joint: JointUpdate | None = None) -> None:
     """Iterate every member until its ``total_iterations``, its failure or a callback returning
-    False; all stop when ``should_stop()``. The members take their iterations in turn, each with
-    its own random streams; an error of :data:`MemberError` ends that member only."""
+    False; all stop when ``should_stop()``. Each iteration: every member acts and judges (steps 1-2,
+    with its own random streams), all learn (step 3: ``joint`` when given, else each its own
+    update), then each finishes its iteration and bookkeeping. An error of :data:`MemberError`
+    ends that member only."""
     while True:
         active = [member for member in members if member.running()]
         if not active:
             return
-        for member in active:
+        batches = {}
+        for member in active:  # 1-2
+            member.progress.in_iteration = True
             with member.streams:
-                _iterate(member, callbacks, should_stop)
+                try:
+                    member.finished, batches[id(member)] = act_and_judge(member.learner, member.progress.iteration)
+                except MemberError as error:
+                    member.failure = error
+        ready = [member for member in active if id(member) in batches]
+        for member, stats in zip(ready, _learn(ready, [batches[id(m)] for m in ready], joint)):  # 3
+            with member.streams:
+                _finish_iteration(member, batches[id(member)], stats, callbacks, should_stop)  # 4
         if should_stop():
             return
 
 
-def _iterate(member: Member, callbacks: list[Callback], should_stop: Callable[[], bool]) -> None:
-    """One iteration of one member and its bookkeeping: statistics, metrics row, evaluation,
+def _learn(members: list[Member], batches: list[Batch], joint: JointUpdate | None) -> list[dict[str, float]]:
+    """Step 3 of an iteration for every member: the joint update, or each member's own."""
+    start = time.perf_counter()
+    if joint is not None and len(members) > 1:
+        stats = joint.update(members, batches)
+        for member in members:
+            member.learner.timings.update += (time.perf_counter() - start) / len(members)
+        return stats
+    stats = []
+    for member, batch in zip(members, batches):
+        progress = member.progress
+        with member.streams:
+            stats.append(member.learner.algo.update(batch, progress.iteration / progress.total_iterations))
+        member.learner.timings.update += time.perf_counter() - start
+        start = time.perf_counter()
+    return stats
+
+
+def _finish_iteration(member: Member, batch: Batch, stats: dict[str, float], callbacks: list[Callback],
+                      should_stop: Callable[[], bool]) -> None:
+    """Step 4 of one member's iteration and its bookkeeping: statistics, metrics row, evaluation,
     callbacks, checkpoints."""
     learner, progress = member.learner, member.progress
-    progress.in_iteration = True
     try:
-        finished, stats = iteration(learner, progress.iteration, progress.iteration / progress.total_iterations)
+        after_learning(learner, progress.iteration, batch, stats)
     except MemberError as error:
         member.failure = error
         return
+    finished = member.finished
     progress.iteration += 1
     gathered = distributed.gather_objects((finished.returns, finished.lengths))
     progress.in_iteration = False

@@ -43,11 +43,14 @@ class FlatLayout:
             size += math.ceil(numel / self.unit) * self.unit
         self.size = size
 
-    def zeros(self) -> torch.Tensor:
-        """A zero buffer ``[S]`` whose first element is 64-byte aligned."""
-        spare = torch.zeros(self.size + self.unit, device=self.device, dtype=self.dtype)
+    def zeros(self, rows: int | None = None) -> torch.Tensor:
+        """A zero buffer ``[S]`` (or ``[rows, S]``: one row per agent of a population, each row
+        64-byte aligned too, as S is a multiple of the alignment) whose first element is 64-byte aligned."""
+        count = 1 if rows is None else rows
+        spare = torch.zeros(count * self.size + self.unit, device=self.device, dtype=self.dtype)
         skip = (-spare.data_ptr() % ALIGNMENT_BYTES) // spare.element_size()
-        return spare[skip:skip + self.size]
+        flat = spare[skip:skip + count * self.size]
+        return flat if rows is None else flat.view(rows, self.size)
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Views of ``flat [S]`` with the tensors' shapes."""
@@ -106,7 +109,21 @@ def adam_step_(
 ) -> None:
     """One Adam step (Kingma & Ba, Algorithm 1) on the flat ``params [S]`` in place, as
     ``torch.optim.Adam`` takes it (fused on CPU and CUDA, the single-tensor loop elsewhere)."""
-    fused = params.device.type in ("cpu", "cuda")
-    adam([params], [grad], [state.exp_avg], [state.exp_avg_sq], [], [state.step], foreach=False,
-         fused=fused or None, amsgrad=False, beta1=betas[0], beta2=betas[1], lr=float(lr), weight_decay=0.0,
-         eps=eps, maximize=False)
+    adam_steps_([params], [grad], [state], lr, betas, eps)
+
+
+@torch.no_grad()
+def adam_steps_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    states: list[AdamState],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
+    """:func:`adam_step_` on several flat vectors at once (agents of a population with the same
+    learning rate): one fused kernel, each vector with its own moments and step count."""
+    fused = params[0].device.type in ("cpu", "cuda")
+    adam(params, grads, [s.exp_avg for s in states], [s.exp_avg_sq for s in states], [], [s.step for s in states],
+         foreach=False, fused=fused or None, amsgrad=False, beta1=betas[0], beta2=betas[1], lr=float(lr),
+         weight_decay=0.0, eps=eps, maximize=False)

@@ -28,6 +28,7 @@ from ppokit.config import Config, save_yaml, to_dict, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
 from ppokit.errors import ConfigError, EnvError, TrainingError
 from ppokit.evaluate import evaluate
+from ppokit.fast.stacked import StackedPPO, stackable
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
 from ppokit.loop import Callback, Learner, Member, Progress, RandomStreams, run_iterations
@@ -262,9 +263,11 @@ def train_members(runs: list[MemberRun], quiet: bool = False, callbacks: list[Ca
                 session.abandon()
             raise
         members = [session.member for session in sessions]
+        learners = [member.learner for member in members]
+        joint = StackedPPO(learners) if stackable(learners) else None  # one batched update for them all
         status, error_message, unexpected = "completed", None, None
         try:
-            run_iterations(members, list(callbacks or []), lambda: stop.requested)
+            run_iterations(members, list(callbacks or []), lambda: stop.requested, joint)
         except KeyboardInterrupt:
             status = "interrupted"
         except OSError as error:  # e.g. the disk filled up while writing metrics or a checkpoint

@@ -20,7 +20,7 @@ from ppokit.algos.registry import SectionCheck
 from ppokit.batch import Minibatch, masked_mean, minibatches, normalize_advantages, weighted_mean
 from ppokit.distributions import ActionHead, approx_kl
 from ppokit.errors import ConfigError
-from ppokit.fast.network import GradientBuffers, backward_cached, forward_cached
+from ppokit.fast.network import backward_cached, forward_cached, gradient_targets
 from ppokit.optim import AdamState, FlatLayout, adam_step_, clip_by_global_norm_
 from ppokit.validation import fits_batch, positive, positive_int
 
@@ -236,7 +236,8 @@ class GradientStep:
             )
         self.mode = "fast" if supported and path != "autograd" else "autograd"
         if self.mode == "fast":
-            self.grad_buffers = GradientBuffers(agent, dict(zip(self.names, self.grad_views)))
+            self.param_dict = {name: p.detach() for name, p in agent.named_parameters()}
+            self.grad_targets = gradient_targets(agent, dict(zip(self.names, self.grad_views)))
         # Collectives cannot live inside the compiled graph: compile only on one process.
         self.compiled = path == "compile" and not distributed.active()
         self._gradients = self._eager_gradients()
@@ -246,6 +247,25 @@ class GradientStep:
             fast_traces = self.mode == "fast" and output_gradients is not None
             traced = self._fast_grads if fast_traces else self._functional_grads
             self._gradients = torch.compile(traced, dynamic=False)
+
+    @torch.no_grad()
+    def adopt_storage(self, params: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+                      exp_avg_sq: torch.Tensor) -> None:
+        """Move the flat parameters, gradient and Adam moments into the given ``[S]`` tensors (rows
+        of a population's ``[K, S]`` buffers, :mod:`ppokit.fast.stacked`), values included; the
+        agent's parameters become views of the new buffer."""
+        for new, old in ((params, self.flat_params), (grad, self.grad), (exp_avg, self.adam.exp_avg),
+                         (exp_avg_sq, self.adam.exp_avg_sq)):
+            new.copy_(old)
+        self.flat_params, self.grad = params, grad
+        self.adam.exp_avg, self.adam.exp_avg_sq = exp_avg, exp_avg_sq
+        for parameter, view in zip(self.parameters, self.layout.views(params)):
+            parameter.data = view
+        self.params = [p.detach() for p in self.parameters]
+        self.grad_views = self.layout.views(grad)
+        if self.mode == "fast":
+            self.param_dict = {name: p.detach() for name, p in self.agent.named_parameters()}
+            self.grad_targets = gradient_targets(self.agent, dict(zip(self.names, self.grad_views)))
 
     def _eager_gradients(self) -> Callable:
         return self._fast_grads if self.mode == "fast" else self._autograd_grads
@@ -268,9 +288,11 @@ class GradientStep:
         return grad_policy, grad_values, stats
 
     def _fast_grads(self, minibatch: Minibatch, hyper: dict[str, Any]):
-        policy_out, values, cache = forward_cached(self.agent, minibatch.obs)
+        agent = self.agent
+        x = agent.actor_trunk[0](agent.preprocess(minibatch.obs))  # the flatten encoder
+        policy_out, values, cache = forward_cached(agent, self.param_dict, x)
         grad_policy, grad_values, stats = self._grad_of_outputs(policy_out, values, minibatch, hyper)
-        backward_cached(self.agent, cache, grad_policy, grad_values, self.grad_buffers)
+        backward_cached(agent, self.param_dict, cache, grad_policy, grad_values, self.grad_targets)
         return self.grad, stats
 
     def _autograd_grads(self, minibatch: Minibatch, hyper: dict[str, Any]):

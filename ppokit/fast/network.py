@@ -1,4 +1,10 @@
-"""Forward with cached activations and the hand-written backward of the MLP actor-critic."""
+"""Forward with cached activations and the hand-written backward of the MLP actor-critic.
+
+Every function takes the parameters as a ``name -> tensor`` dict (the agent's parameter names)
+and works on one agent (``x [M, D]``, weights ``[out, in]``) or on a population stacked along a
+leading dimension (``x [K, M, D]``, weights ``[K, out, in]``, see :mod:`ppokit.fast.stacked`):
+:func:`linear` and its two derivatives are the only places that tell the two apart.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ if TYPE_CHECKING:
     from ppokit.agent import Agent
 
 ACTIVATIONS = ("tanh", "relu")  # the ones whose derivative the backward below knows
+Params = dict[str, torch.Tensor]
 
 
 def supports(agent: Agent) -> bool:
@@ -21,78 +28,107 @@ def supports(agent: Agent) -> bool:
                for t in trunks)
 
 
-def mlp_forward_cached(mlp: MLP, x: torch.Tensor) -> list[torch.Tensor]:
-    """Inputs of every layer plus the output: ``[x [M, D], h1 [M, H1], ..., hL [M, HL]]``."""
+# ---------------------------------------------------------------------------- one layer, [M] or [K, M]
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x W^T + b``: ``[M, in] -> [M, out]``, or ``[K, M, in] -> [K, M, out]`` per agent."""
+    if x.dim() == 2:
+        return torch.addmm(bias, x, weight.t())
+    return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(-1, -2))
+
+
+def linear_param_grads(grad: torch.Tensor, x: torch.Tensor, weight_out: torch.Tensor, bias_out: torch.Tensor) -> None:
+    """``dW = grad^T x`` and ``db = sum over samples of grad``, written into ``weight_out``/``bias_out``."""
+    if grad.dim() == 2:
+        torch.mm(grad.t(), x, out=weight_out)
+        torch.sum(grad, 0, out=bias_out)
+    else:
+        weight_out.copy_(torch.bmm(grad.transpose(1, 2), x))
+        bias_out.copy_(grad.sum(1))
+
+
+def linear_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``dx = grad W``."""
+    return torch.mm(grad, weight) if grad.dim() == 2 else torch.bmm(grad, weight)
+
+
+# ---------------------------------------------------------------------------- the MLP trunks and heads
+
+
+def _layers(mlp: MLP, prefix: str, params: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(params[f"{prefix}.1.layers.{i}.weight"], params[f"{prefix}.1.layers.{i}.bias"])
+            for i in range(len(mlp.layers))]
+
+
+def mlp_forward_cached(mlp: MLP, prefix: str, params: Params, x: torch.Tensor) -> list[torch.Tensor]:
+    """Inputs of every layer plus the output: ``[x [.., M, D], h1 [.., M, H1], ..., hL]``."""
     outputs = [x]
-    for layer in mlp.layers:
-        outputs.append(mlp.act(torch.addmm(layer.bias, outputs[-1], layer.weight.t())))
+    for weight, bias in _layers(mlp, prefix, params):
+        outputs.append(mlp.act(linear(outputs[-1], weight, bias)))
     return outputs
 
 
-def mlp_backward(mlp: MLP, outputs: list[torch.Tensor], grad: torch.Tensor, out: list[torch.Tensor]) -> None:
-    """Write ``[dW1, db1, ..., dWL, dbL]`` (parameter order) into ``out`` given ``dLoss/dhL [M, HL]``."""
-    for i in range(len(mlp.layers) - 1, -1, -1):
+def mlp_backward(mlp: MLP, prefix: str, params: Params, outputs: list[torch.Tensor], grad: torch.Tensor,
+                 out: Params) -> None:
+    """Write every layer's ``dW, db`` into ``out`` (by parameter name) given ``dLoss/dhL``."""
+    layers = _layers(mlp, prefix, params)
+    for i in range(len(layers) - 1, -1, -1):
         h = outputs[i + 1]
         # d tanh(z)/dz = 1 - tanh(z)^2; d relu(z)/dz = [z > 0] = [relu(z) > 0] (one fused op each)
         if mlp.activation == "tanh":
             grad = torch.ops.aten.tanh_backward(grad, h)
         else:
             grad = torch.ops.aten.threshold_backward(grad, h, 0)
-        torch.mm(grad.t(), outputs[i], out=out[2 * i])
-        torch.sum(grad, 0, out=out[2 * i + 1])
+        linear_param_grads(grad, outputs[i], out[f"{prefix}.1.layers.{i}.weight"], out[f"{prefix}.1.layers.{i}.bias"])
         if i > 0:
-            grad = torch.mm(grad, mlp.layers[i].weight)
+            grad = linear_input_grad(grad, layers[i][0])
 
 
 @torch.no_grad()
-def forward_cached(agent: Agent, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """``agent(obs)`` without an autograd graph: ``(policy_out [M, P], values [M], cache)``,
-    the cache holding the activations that :func:`backward_cached` needs."""
-    x = agent.preprocess(obs)
-    actor = mlp_forward_cached(agent.actor_trunk[1], agent.actor_trunk[0](x))
+def forward_cached(agent: Agent, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """The agent's outputs on flat, preprocessed inputs ``x [.., M, D]`` without an autograd
+    graph: ``(policy_out [.., M, P], values [.., M], cache)``, the cache holding the activations
+    that :func:`backward_cached` needs."""
+    actor = mlp_forward_cached(agent.actor_trunk[1], "actor_trunk", params, x)
     critic = actor
     if agent.critic_trunk is not None:
-        critic = mlp_forward_cached(agent.critic_trunk[1], agent.critic_trunk[0](x))
-    policy_out = agent.policy_out(actor[-1])
-    values = torch.addmm(agent.value_head.bias, critic[-1], agent.value_head.weight.t()).squeeze(-1)
+        critic = mlp_forward_cached(agent.critic_trunk[1], "critic_trunk", params, x)
+    policy_out = linear(actor[-1], params["policy_head.weight"], params["policy_head.bias"])
+    if agent.log_std is not None:
+        log_std = params["log_std"]
+        log_std = log_std if policy_out.dim() == 2 else log_std.unsqueeze(-2)
+        policy_out = torch.cat([policy_out, log_std.expand_as(policy_out)], dim=-1)
+    values = linear(critic[-1], params["value_head.weight"], params["value_head.bias"]).squeeze(-1)
     return policy_out, values, (actor, critic)
 
 
-class GradientBuffers:
-    """Where :func:`backward_cached` writes each parameter's gradient, resolved once: ``targets``
-    (parameter name -> tensor of its shape, e.g. views of a flat buffer) for the parameters a step
-    updates, scratch tensors for the others (their gradients are computed on the way, not used)."""
-
-    def __init__(self, agent: Agent, targets: dict[str, torch.Tensor]):
-        self.by_name = {name: targets[name] if name in targets else torch.empty_like(p.detach())
-                        for name, p in agent.named_parameters()}
-        # Per trunk, its MLP's gradients in the MLP's parameter order (what mlp_backward writes).
-        self.trunks = {prefix: [self.by_name[f"{prefix}.1.{name}"] for name, _ in trunk[1].named_parameters()]
-                       for prefix, trunk in (("actor_trunk", agent.actor_trunk), ("critic_trunk", agent.critic_trunk))
-                       if trunk is not None}
+def gradient_targets(agent: Agent, targets: Params) -> Params:
+    """Where :func:`backward_cached` writes each parameter's gradient: ``targets`` (e.g. views of a
+    flat buffer) for the parameters a step updates, scratch tensors of the same shape for the
+    others (their gradients are computed on the way, not used)."""
+    return {name: targets[name] if name in targets else torch.empty_like(p.detach())
+            for name, p in agent.named_parameters()}
 
 
 @torch.no_grad()
-def backward_cached(
-    agent: Agent, cache: tuple, grad_policy_out: torch.Tensor, grad_values: torch.Tensor, out: GradientBuffers
-) -> None:
-    """Parameter gradients from ``dLoss/dpolicy_out [M, P]`` and ``dLoss/dvalues [M]``, written into ``out``."""
+def backward_cached(agent: Agent, params: Params, cache: tuple, grad_policy_out: torch.Tensor,
+                    grad_values: torch.Tensor, out: Params) -> None:
+    """Parameter gradients from ``dLoss/dpolicy_out [.., M, P]`` and ``dLoss/dvalues [.., M]``,
+    written into ``out`` (by parameter name, see :func:`gradient_targets`)."""
     actor, critic = cache
-    grads = out.by_name
     grad_mean = grad_policy_out
     if agent.log_std is not None:
         action_dim = agent.log_std.shape[0]
-        grad_mean = grad_policy_out[:, :action_dim]
-        torch.sum(grad_policy_out[:, action_dim:], 0, out=grads["log_std"])
+        grad_mean = grad_policy_out[..., :action_dim]
+        out["log_std"].copy_(grad_policy_out[..., action_dim:].sum(-2))
     grad_values = grad_values.unsqueeze(-1)
-    torch.mm(grad_mean.t(), actor[-1], out=grads["policy_head.weight"])
-    torch.sum(grad_mean, 0, out=grads["policy_head.bias"])
-    torch.mm(grad_values.t(), critic[-1], out=grads["value_head.weight"])
-    torch.sum(grad_values, 0, out=grads["value_head.bias"])
-    grad_actor = torch.mm(grad_mean, agent.policy_head.weight)
-    grad_critic = torch.mm(grad_values, agent.value_head.weight)
+    linear_param_grads(grad_mean, actor[-1], out["policy_head.weight"], out["policy_head.bias"])
+    linear_param_grads(grad_values, critic[-1], out["value_head.weight"], out["value_head.bias"])
+    grad_actor = linear_input_grad(grad_mean, params["policy_head.weight"])
+    grad_critic = linear_input_grad(grad_values, params["value_head.weight"])
     if agent.critic_trunk is None:
-        mlp_backward(agent.actor_trunk[1], actor, grad_actor + grad_critic, out.trunks["actor_trunk"])
+        mlp_backward(agent.actor_trunk[1], "actor_trunk", params, actor, grad_actor + grad_critic, out)
     else:
-        mlp_backward(agent.actor_trunk[1], actor, grad_actor, out.trunks["actor_trunk"])
-        mlp_backward(agent.critic_trunk[1], critic, grad_critic, out.trunks["critic_trunk"])
+        mlp_backward(agent.actor_trunk[1], "actor_trunk", params, actor, grad_actor, out)
+        mlp_backward(agent.critic_trunk[1], "critic_trunk", params, critic, grad_critic, out)

@@ -1,0 +1,219 @@
+"""PPO's update for a population: the minibatch steps of K agents as one set of batched operations.
+
+On a CPU a minibatch step of a small MLP costs per-operation overhead, not arithmetic
+(docs/performance.md), so K agents stacked into the same operations (``torch.baddbmm`` for
+``addmm``, ``torch.bmm`` for ``mm``: :mod:`ppokit.fast.network`) cost little more than one.
+
+The agents' parameters, gradients and Adam moments move into the rows of ``[K, S]`` buffers
+(:meth:`ppokit.algos.common.GradientStep.adopt_storage`): each agent's own tensors are views of
+its row, so checkpoints, evaluation and export see ordinary agents, and the stacked views
+``[K, *shape]`` of each parameter feed the batched operations. Everything that is per agent stays
+per agent: its minibatch order (drawn from its own random stream), advantage normalization,
+global-norm gradient clipping, learning-rate and clip schedules, the swept coefficients
+(learning rate, clip, entropy and value coefficients), and the target-KL stop (a mask: a stopped
+agent's rows are computed but not applied).
+
+Agent k then follows the single run with seed k up to float rounding (a batched matrix product
+and a per-row norm may round differently from their one-agent forms; tests/test_population.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ppokit import distributed
+from ppokit.algos.common import global_weighted_mean
+from ppokit.algos.ppo import PPO
+from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages
+from ppokit.fast.network import backward_cached, forward_cached
+from ppokit.fast.ppo import output_gradients
+from ppokit.optim import adam_steps_
+
+if TYPE_CHECKING:
+    from ppokit.batch import Batch
+    from ppokit.loop import Learner, Member
+
+# PPO config fields that shape the update loop: the agents of one stacked update share them
+# (the float coefficients may differ).
+SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps")
+
+
+def stackable(learners: list[Learner]) -> bool:
+    """True when the learners' PPO updates can run as one: plain PPO on the fast path (not
+    compiled, one process), the same network and action space, the same batch and loop shape."""
+    if len(learners) < 2 or distributed.active():
+        return False
+    algos = [learner.algo for learner in learners]
+    if any(type(algo) is not PPO for algo in algos):
+        return False
+    steps = [algo.gradient_step for algo in algos]
+    if any(step.mode != "fast" or step.compiled for step in steps):
+        return False
+    first = learners[0]
+
+    def signature(learner: Learner) -> tuple:
+        cfg, step = learner.algo.cfg, learner.algo.gradient_step
+        return (step.names, [tuple(p.shape) for p in step.parameters], str(step.flat_params.device),
+                learner.cfg.batch_size, learner.agent.action_space, learner.agent.observation_space,
+                cfg.clip_coef is None, cfg.target_kl is None, cfg.max_grad_norm is None,
+                *(getattr(cfg, name) for name in SHARED_FIELDS))
+
+    return all(signature(learner) == signature(first) for learner in learners[1:])
+
+
+class StackedPPO:
+    """The PPO update of K learners as one (a :class:`ppokit.loop.JointUpdate`). Build it with
+    :func:`stackable` learners; it takes their parameters into its ``[K, S]`` buffers."""
+
+    def __init__(self, learners: list[Learner]):
+        self.learners = learners
+        self.algos: list[PPO] = [learner.algo for learner in learners]  # type: ignore[misc]
+        self.rows = {id(learner): k for k, learner in enumerate(learners)}
+        steps = [algo.gradient_step for algo in self.algos]
+        layout = steps[0].layout
+        count = len(learners)
+        self.params, self.grad = layout.zeros(count), layout.zeros(count)
+        exp_avg, exp_avg_sq = layout.zeros(count), layout.zeros(count)
+        for k, step in enumerate(steps):
+            step.adopt_storage(self.params[k], self.grad[k], exp_avg[k], exp_avg_sq[k])
+        # Each parameter as a [K, *shape] view of the rows, by the agent's parameter names.
+        def stacked(buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {name: buffer[:, offset:offset + numel].view(count, *shape)
+                    for name, offset, numel, shape in zip(steps[0].names, layout.offsets, layout.numels, layout.shapes)}
+
+        self.stacked_params, self.stacked_grads = stacked(self.params), stacked(self.grad)
+        self.agent = learners[0].agent  # the structure (layers, head); every agent's is the same
+
+    # ------------------------------------------------------------------ one update
+
+    def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
+        """Step 3 of an iteration for ``members`` (each with its batch ``[B, ...]``)."""
+        if [self.rows.get(id(m.learner)) for m in members] != list(range(len(self.learners))):
+            return self._one_by_one(members, batches)  # some agents ended: each updates alone
+        progress = [m.progress.iteration / m.progress.total_iterations for m in members]
+        hypers = [algo.hyperparameters(p) for algo, p in zip(self.algos, progress)]
+        cfg = self._loss_config()
+        data, normalized = self._stack(batches)
+        per_agent = self._epochs(members, data, normalized, cfg, hypers)
+        results = []
+        for algo, hyper, batch, stats in zip(self.algos, hypers, batches, per_agent):
+            stats["learning_rate"] = hyper["lr"]
+            algo.after_epochs(batch, hyper, stats)
+            results.append(stats)
+        return results
+
+    def _one_by_one(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
+        out = []
+        for member, batch in zip(members, batches):
+            progress = member.progress
+            with member.streams:
+                out.append(member.learner.algo.update(batch, progress.iteration / progress.total_iterations))
+        return out
+
+    def _loss_config(self) -> Any:
+        """The first agent's PPO section with the coefficients that may differ as ``[K, 1]`` tensors."""
+        cfgs = [algo.cfg for algo in self.algos]
+        column = lambda name: torch.tensor([[float(getattr(c, name))] for c in cfgs], device=self.params.device)  # noqa: E731
+        return replace(cfgs[0], ent_coef=column("ent_coef"), vf_coef=column("vf_coef"))
+
+    def _stack(self, batches: list[Batch]) -> tuple[dict[str, torch.Tensor], bool]:
+        """The agents' batches as ``[K, B, ...]`` tensors, observations already normalized and flat
+        (the normalizers do not move during the update); advantages normalized over each agent's
+        whole batch when ``norm_adv_scope`` is ``batch``."""
+        cfg = self.algos[0].cfg
+        normalized = cfg.norm_adv and cfg.norm_adv_scope == "batch"
+        data = {}
+        for name in SAMPLE_FIELDS:
+            if name == "obs":
+                rows = [learner.agent.actor_trunk[0](learner.agent.preprocess(batch.obs))
+                        for learner, batch in zip(self.learners, batches)]
+            elif name == "advantages" and normalized:
+                rows = [normalize_advantages(batch.advantages, batch.weights, mean_fn=global_weighted_mean)
+                        for batch in batches]
+            else:
+                rows = [getattr(batch, name) for batch in batches]
+            data[name] = torch.stack(rows)
+        return data, normalized
+
+    def _epochs(self, members: list[Member], data: dict[str, torch.Tensor], normalized: bool, cfg: Any,
+                hypers: list[dict[str, float]]) -> list[dict[str, float]]:
+        """``update_epochs`` passes of minibatch steps, each agent in its own order; an agent whose
+        epoch's mean approx KL exceeds ``target_kl`` stops (its later rows are not applied)."""
+        count, size = data["obs"].shape[:2]
+        minibatch_size = cfg.minibatch_size
+        hyper = {"clip_coef": torch.tensor([[h["clip_coef"]] for h in hypers], device=self.params.device)}
+        active = [True] * count
+        epochs_run, stopped = [0] * count, [False] * count
+        history: list[tuple[list[bool], dict[str, torch.Tensor]]] = []
+        whole = None
+        if minibatch_size >= size:
+            whole = Minibatch.of(data, advantages_normalized=normalized)
+            if whole.normalized_advantages is None:
+                whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights,
+                                                                   mean_fn=masked_mean)
+        for epoch in range(cfg.update_epochs):
+            first = len(history)
+            want_stats = cfg.target_kl is not None or epoch == cfg.update_epochs - 1
+            if whole is not None:
+                parts = [whole.with_stats(want_stats)]
+            else:
+                shuffled = self._shuffled(members, data, size)
+                parts = [Minibatch.of({k: v[:, i:i + minibatch_size] for k, v in shuffled.items()}, want_stats,
+                                      normalized) for i in range(0, size, minibatch_size)]
+            for minibatch in parts:
+                history.append((list(active), self._step(minibatch, cfg, hyper, hypers, active)))
+            for k in range(count):
+                epochs_run[k] += active[k]
+            if cfg.target_kl is not None:
+                epoch_kl = torch.stack([stats["approx_kl"] for _, stats in history[first:]]).mean(0)  # [K]
+                for k in range(count):
+                    if active[k] and float(epoch_kl[k]) > cfg.target_kl:
+                        active[k], stopped[k] = False, True
+                if not any(active):
+                    break
+        return [self._agent_stats(k, history, epochs_run[k], stopped[k]) for k in range(count)]
+
+    def _shuffled(self, members: list[Member], data: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+        """The samples of each agent in a new random order from that agent's stream, ``[K, B, ...]``."""
+        orders = []
+        for member in members:
+            with member.streams:
+                orders.append(torch.randperm(size, device=self.params.device))
+        order = torch.stack(orders)  # [K, B]
+        rows = torch.arange(order.shape[0], device=order.device).unsqueeze(-1)
+        return {name: value[rows, order] for name, value in data.items()}
+
+    @torch.no_grad()
+    def _step(self, minibatch: Minibatch, cfg: Any, hyper: dict[str, torch.Tensor], hypers: list[dict[str, float]],
+              active: list[bool]) -> dict[str, torch.Tensor]:
+        """One minibatch step of every agent; only the ``active`` ones apply it. Stats ``[K]`` each."""
+        agent = self.agent
+        policy_out, values, cache = forward_cached(agent, self.stacked_params, minibatch.obs)
+        grad_policy, grad_values, stats = output_gradients(cfg, agent.head, policy_out, values, minibatch, hyper)
+        backward_cached(agent, self.stacked_params, cache, grad_policy, grad_values, self.stacked_grads)
+        norms = torch.linalg.vector_norm(self.grad, dim=1)  # [K]: each agent's global norm
+        if cfg.max_grad_norm is not None:
+            self.grad.mul_(torch.clamp(cfg.max_grad_norm / (norms + 1e-6), max=1.0).unsqueeze(-1))
+        by_lr: dict[float, list[int]] = {}
+        for k, h in enumerate(hypers):
+            if active[k]:
+                by_lr.setdefault(h["lr"], []).append(k)
+        for lr, rows in by_lr.items():
+            adam_steps_([self.params[k] for k in rows], [self.grad[k] for k in rows],
+                        [self.algos[k].gradient_step.adam for k in rows], lr, eps=cfg.adam_eps)
+        return {**stats, "grad_norm": norms}
+
+    @staticmethod
+    def _agent_stats(k: int, history: list[tuple[list[bool], dict[str, torch.Tensor]]], epochs: int,
+                     stopped: bool) -> dict[str, float]:
+        """Agent k's statistics as :func:`ppokit.algos.common.run_epochs` reports them."""
+        mine = [stats for active, stats in history if active[k]]
+        keys = sorted({key for stats in mine for key in stats})
+        out = {key: float(torch.stack([stats[key][k] if stats[key].dim() else stats[key]
+                                       for stats in mine if key in stats]).mean()) for key in keys}
+        out["epochs"], out["grad_steps"], out["early_stop"] = float(epochs), float(len(mine)), float(stopped)
+        return out
+
