@@ -170,8 +170,8 @@ class DiagGaussianHead(ActionHead):
         self.high = space.high.reshape(-1).astype(np.float32)
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, 2A]`` -> ``(mean [B, A], log_std [B, A])``."""
-        return out[:, : self.action_dim], out[:, self.action_dim :]
+        """``[.., B, 2A]`` -> ``(mean [.., B, A], log_std [.., B, A])``."""
+        return out[..., : self.action_dim], out[..., self.action_dim :]
 
     def log_prob(self, out, actions):
         mean, log_std = self.split(out)

@@ -19,7 +19,6 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from ppokit.config import Config, ConfigError, field_annotation, from_dict, merge, parse_override, to_dict
 from ppokit.errors import quote
 from ppokit.files import read_regular, write_atomic
+from ppokit.run_folder import new_folder_name
 from ppokit.stats import bootstrap_mean_ci
 
 FILE = "population.json"
@@ -114,13 +114,7 @@ def agents(cfg: Config, seeds: list[int], sweep: list[tuple[str, list[float]]]) 
 
 def default_folder(cfg: Config, count: int) -> Path:
     """``runs/{env}__{algo}__pop{K}__{timestamp}`` (with ``-2``, ... if taken)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__pop{count}__{stamp}"
-    candidate, number = base, 1
-    while candidate.exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
+    return new_folder_name(f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__pop{count}")
 
 
 def summary_table(members: list[AgentSpec], summaries: list[dict[str, Any]]) -> dict[str, Any]:

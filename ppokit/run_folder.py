@@ -38,8 +38,13 @@ RUN_ENTRIES = {"config.yaml": False, "metrics.csv": False, "summary.json": False
 def default_run_dir(cfg: Config) -> Path:
     """``runs/{env}__{algo}__{seed}__{timestamp}``, with ``-2``, ``-3``, ... if that exists already
     (two runs started in the same second, e.g. by one script)."""
+    return new_folder_name(f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__{cfg.seed}")
+
+
+def new_folder_name(prefix: str) -> Path:
+    """``runs/{prefix}__{timestamp}``, with ``-2``, ``-3``, ... if that exists already."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{cfg.env_id.replace('/', '-')}__{cfg.algo}__{cfg.seed}__{stamp}"
+    base = Path("runs") / f"{prefix}__{stamp}"
     candidate, number = base, 1
     while candidate.exists():
         number += 1

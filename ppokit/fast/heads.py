@@ -32,8 +32,8 @@ def terms(head: ActionHead, out: torch.Tensor, actions: torch.Tensor) -> tuple[t
     if isinstance(head, CategoricalHead):
         return _categorical_terms(out, actions)
     if isinstance(head, MultiCategoricalHead):
-        actions = actions.reshape(actions.shape[0], -1)
-        parts = [_categorical_terms(logits, actions[:, i]) for i, logits in enumerate(head.split(out))]
+        actions = actions.reshape(*out.shape[:-1], -1)  # [.., M, dims]
+        parts = [_categorical_terms(logits, actions[..., i]) for i, logits in enumerate(head.split(out))]
         return sum(p[0] for p in parts), sum(p[1] for p in parts), tuple(p[2] for p in parts)  # type: ignore[return-value]
     if isinstance(head, DiagGaussianHead):
         mean, log_std = head.split(out)

@@ -1,0 +1,107 @@
+"""PPO's update batched over a population (ppokit.fast.stacked) against each agent's own update
+(ppokit.algos.ppo on the fast path, the single-run reference) on the same fixed batches."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from ppokit.agent import Agent
+from ppokit.algos.ppo import PPO
+from ppokit.batch import Batch
+from ppokit.config import Config
+from ppokit.fast.stacked import StackedPPO, stackable
+from ppokit.loop import Learner, Member, Progress, RandomStreams
+
+SPACES = {
+    "discrete": (gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3)),
+    "box": (gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (2,), np.float32)),
+    "multidiscrete": (gym.spaces.Box(-1, 1, (5,), np.float32), gym.spaces.MultiDiscrete([2, 3])),
+}
+B = 64
+
+
+def _member(space: str, seed: int, **ppo: object) -> tuple[Member, Batch]:
+    torch.manual_seed(seed)
+    cfg = Config()
+    cfg.rollout.num_envs, cfg.rollout.num_steps = 4, B // 4
+    cfg.env.normalize_obs = True
+    for key, value in ppo.items():
+        setattr(cfg.ppo, key, value)
+    observation_space, action_space = SPACES[space]
+    agent = Agent(observation_space, action_space, cfg.model, cfg.env)
+    agent.obs_normalizer.update(torch.randn(100, *observation_space.shape) * 2 + 1)
+    algo = PPO(agent, cfg, "eager")
+    obs = torch.randn(B, *observation_space.shape)
+    with torch.no_grad():
+        policy_out, values = agent(obs)
+        actions = agent.head.sample(policy_out)
+        log_probs = agent.head.log_prob(policy_out, actions)
+    batch = Batch(obs=obs, actions=actions, log_probs=log_probs + 0.3 * torch.randn(B),
+                  values=values + 0.5 * torch.randn(B), advantages=torch.randn(B), returns=torch.randn(B),
+                  weights=(torch.rand(B) > 0.1).float(), policy_outputs=policy_out)
+    learner = Learner(cfg, agent, algo, None, None, None)  # type: ignore[arg-type]
+    progress = Progress(total_iterations=4, global_batch=B, iteration=1)
+    return Member(learner, progress, None, RandomStreams(torch.device("cpu"))), batch  # type: ignore[arg-type]
+
+
+SWEPT = [{"clip_coef": 0.1, "ent_coef": 0.0, "learning_rate": 3e-3},
+         {"clip_coef": 0.3, "ent_coef": 0.02, "learning_rate": 3e-3},
+         {"clip_coef": 0.2, "ent_coef": 0.01, "learning_rate": 1e-3, "vf_coef": 1.0}]
+
+
+@pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete"])
+@pytest.mark.parametrize("shared", [
+    {"minibatch_size": 16, "update_epochs": 3},
+    {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True},
+    {"minibatch_size": 16, "update_epochs": 6, "target_kl": 0.002},
+])
+def test_stacked_update_equals_each_agents_own(space: str, shared: dict) -> None:
+    def population() -> tuple[list[Member], list[Batch]]:
+        pairs = [_member(space, seed, **shared, **swept) for seed, swept in zip((0, 1, 2), SWEPT)]
+        return [m for m, _ in pairs], [b for _, b in pairs]
+
+    members, batches = population()
+    reference, _ = population()  # the same agents, updated one by one as single runs are
+    expected = []
+    for member, batch in zip(reference, batches):
+        with member.streams:
+            expected.append(member.learner.algo.update(batch, 0.25))
+    learners = [m.learner for m in members]
+    assert stackable(learners)
+    stats = StackedPPO(learners).update(members, batches)
+    for member, twin, got, want in zip(members, reference, stats, expected):
+        for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+        assert got.keys() == want.keys()
+        assert (got["epochs"], got["grad_steps"], got["early_stop"]) == \
+            (want["epochs"], want["grad_steps"], want["early_stop"])
+        for key in got:
+            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+        step = member.learner.algo.gradient_step
+        assert float(step.adam.step) == float(twin.learner.algo.gradient_step.adam.step)
+    if "target_kl" in shared:
+        assert {s["epochs"] for s in stats} != {6.0}, "the target-KL stop is exercised"
+
+
+def test_agents_stay_views_of_the_stacked_rows_and_checkpoint_alike() -> None:
+    members = [_member("discrete", seed)[0] for seed in (0, 1)]
+    before = [{k: v.clone() for k, v in m.learner.agent.state_dict().items()} for m in members]
+    stacked = StackedPPO([m.learner for m in members])
+    for k, member in enumerate(members):
+        for name, value in member.learner.agent.state_dict().items():
+            assert torch.equal(value, before[k][name]), name  # moving in changes no value
+        weight = member.learner.agent.policy_head.weight
+        assert weight.untyped_storage().data_ptr() == stacked.params.untyped_storage().data_ptr()
+    assert not torch.equal(members[0].learner.agent.policy_head.weight, members[1].learner.agent.policy_head.weight)
+
+
+def test_what_cannot_be_stacked_is_not() -> None:
+    a, _ = _member("discrete", 0)
+    b, _ = _member("discrete", 1, minibatch_size=32)
+    c, _ = _member("box", 2)
+    assert not stackable([a.learner])
+    assert not stackable([a.learner, b.learner])  # the loop's shape differs
+    assert not stackable([a.learner, c.learner])  # another network
