@@ -148,6 +148,9 @@ REFUSED = [
     # a value refused by the config's checks, in one agent only: no half-made population
     (["--seeds", "0-1", "--sweep", "rollout.gamma=0.9,1.5"], ["rollout.gamma"]),
     (["--seeds", "0-1", "--sweep", "ppo.learning_rate=0.001,-0.001"], ["ppo.learning_rate"]),
+    # refused while the agents open (their envs, their memory): the population folder goes again
+    (["--seeds", "0-1", "--set", "env.kwargs={nope: 1}"], ["env.kwargs", "nope"]),
+    (["--seeds", "0-1", "--num-envs", "100000000"], ["memory"]),
 ]
 
 
@@ -397,7 +400,7 @@ def hostile(pop: Path, names: list[str]) -> None:
     (lambda pop: hostile(pop, [".."]), ["names are folders inside it"]),
     (lambda pop: hostile(pop, [""]), ["names are folders inside it"]),
     (lambda pop: hostile(pop, ["x" * 300]), ["names are folders inside it"]),
-    (lambda pop: hostile(pop, ["seed-0", "seed-0"]), ["seed-0"]),
+    (lambda pop: hostile(pop, ["seed-0", "seed-0"]), ["each once"]),
     (lambda pop: hostile(pop, ["seed-0", "missing"]), ["missing"]),
     (lambda pop: (os.symlink(pop.parent / "outside", pop / "linked"), hostile(pop, ["seed-0", "linked"])),
      ["linked"]),
@@ -407,6 +410,19 @@ def test_hostile_population_file_on_resume(pop, damage, words, capsys):
     before = snapshot(pop.parent)
     bad_input(capsys, ["train", "--resume", str(pop), "--set", f"total_steps={2 * STEPS}", "--quiet"], *words)
     assert snapshot(pop.parent) == before  # the outside run, the agents and population.json untouched
+
+
+def test_resume_refused_while_opening_keeps_population_json(pop, capsys):
+    """An agent's folder in use by another training: refused when its run opens, after the checks;
+    population.json keeps its summary (it is not left saying "running")."""
+    fcntl = pytest.importorskip("fcntl")
+    before = (pop / population.FILE).read_bytes()
+    with open(pop / "seed-1" / ".ppokit.lock", "a") as held:  # seed-0 opens, then seed-1 is refused
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        bad_input(capsys, ["train", "--resume", str(pop), "--set", f"total_steps={2 * STEPS}", "--quiet"],
+                  "seed-1", "in use")
+    assert (pop / population.FILE).read_bytes() == before
+    assert pop_json(pop)["status"] == "completed"
 
 
 def test_population_file_as_a_link_is_refused(pop, capsys):
