@@ -10,6 +10,7 @@ Public API::
 
 from __future__ import annotations
 
+import operator
 import sys
 import types
 from collections.abc import Sequence
@@ -130,7 +131,10 @@ def _train_population(cfg: Config, seeds: Sequence[int] | None, sweep: dict[str,
                       run_dir: str | Path | None, source: Any, options: dict[str, Any]) -> list[Agent]:
     from ppokit import population
 
-    seed_list = [cfg.seed] if seeds is None else [int(s) for s in seeds]
+    try:
+        seed_list = [cfg.seed] if seeds is None else [operator.index(s) for s in seeds]
+    except TypeError:
+        raise ConfigError(f"seeds: expected a list of integers, got {seeds!r:.200}") from None
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"seeds: expected distinct seeds, got {list(seed_list)}")
     try:

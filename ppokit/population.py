@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -107,9 +108,16 @@ def agents(cfg: Config, seeds: list[int], sweep: list[tuple[str, list[float]]]) 
             for key, value in combo.items():
                 data = merge(data, parse_override(f"{key}={value!r}"))
             data["seed"] = seed
-            name = ",".join([f"{key}={value:g}" for key, value in combo.items()] + [f"seed-{seed}"])
+            name = ",".join([f"{key}={number_text(value)}" for key, value in combo.items()] + [f"seed-{seed}"])
             out.append(AgentSpec(name, combo, from_dict(data)))
     return out
+
+
+def number_text(value: float) -> str:
+    """``0.1`` -> ``"0.1"``, ``3e-4`` -> ``"0.0003"`` (as ``:g``), but exact: values that ``:g``
+    would round alike (``0.1000001``, ``0.1000002``) keep distinct names (and agent folders)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def default_folder(cfg: Config, count: int) -> Path:
@@ -168,7 +176,7 @@ def format_table(table: dict[str, Any]) -> list[str]:
     """The summary as lines of text: one per setting."""
     lines = []
     for group in table["settings"]:
-        label = ", ".join(f"{k}={v:g}" for k, v in group["settings"].items()) or "all seeds"
+        label = ", ".join(f"{k}={number_text(v)}" for k, v in group["settings"].items()) or "all seeds"
         train, evaluation = group["train_return_last20"], group["eval_return_mean"]
         lines.append(f"{label}: {group['agents']} agents ({group['completed']} completed); "
                      f"train return {_show(train)}; eval {_show(evaluation)}; "
@@ -200,49 +208,91 @@ def train(cfg: Config, seeds: list[int], sweep: list[tuple[str, list[float]]], f
           **options: Any) -> PopulationResult:
     """Train the population of ``cfg`` x ``seeds`` x ``sweep`` into ``folder`` (a new folder);
     ``options`` as for :func:`ppokit.run.train_members` (quiet, callbacks, source, networks, ...)."""
+    from ppokit.config import validate
     from ppokit.run import MemberRun
 
     members = agents(cfg, seeds, sweep)
+    for member in members:  # a swept value out of range: refused before anything is created
+        validate(member.cfg)
     folder = Path(folder) if folder is not None else default_folder(cfg, len(members))
     _check_new_folder(folder)
     runs = [MemberRun(member.cfg, folder / member.name) for member in members]
-    return _train(folder, members, runs, options)
+    return _train(folder, members, runs, options, new=True)
 
 
 def resume(folder: str | Path, sets: list[str] | None = None, **options: Any) -> PopulationResult:
     """Continue every agent of the population in ``folder`` that has not completed, each from its
     ``checkpoints/latest`` (with ``sets``, ``--set KEY=VALUE`` texts, applied to each config)."""
     from ppokit.checkpoint import config_of, read
+    from ppokit.config import validate
     from ppokit.run import MemberRun
+    from ppokit.training_state import check_resume
 
     folder = Path(folder)
     members = read_members(folder)
     runs = []
     for member in members:
         _, meta, checkpoint_folder = read(folder / member.name)
-        data = to_dict(config_of(meta, checkpoint_folder))
+        saved = config_of(meta, checkpoint_folder)
+        data = to_dict(saved)
         for text in sets or []:
             data = merge(data, parse_override(text))
         member.cfg = from_dict(data)
+        # Checked here, before population.json is rewritten (the run checks them again).
+        check_resume(saved, member.cfg, meta, folder / member.name)
+        validate(member.cfg)
         runs.append(MemberRun(member.cfg, resume=folder / member.name))
-    return _train(folder, members, runs, options)
+    return _train(folder, members, runs, options, new=False)
 
 
-def _train(folder: Path, members: list[AgentSpec], runs: list[Any], options: dict[str, Any]) -> PopulationResult:
+def _train(folder: Path, members: list[AgentSpec], runs: list[Any], options: dict[str, Any],
+           new: bool) -> PopulationResult:
     from ppokit import distributed
     from ppokit.run import train_members
 
     if distributed.init()[1] > 1:
         raise ConfigError("--seeds / --sweep: a population trains in one process; under torchrun train one agent "
                           "(its envs are split over the processes), or run the population without torchrun")
+    created = None  # the first folder of the path this creates (e.g. runs/ for the default folder)
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        created = candidate
+    previous = None if new else (folder / FILE).read_bytes()
+    before = _summary_stamps(folder, members)
     folder.mkdir(parents=True, exist_ok=True)
     write(folder, members, None, "running")
-    results = train_members(runs, **options)
+    try:
+        results = train_members(runs, **options)
+    except ConfigError:
+        # An agent was refused before any training (its config, env or folder): leave no trace
+        # (a new population's folder goes; a resumed one keeps its population.json).
+        if _summary_stamps(folder, members) == before:
+            if previous is not None:
+                write_atomic(folder / FILE, previous)
+            elif created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            else:  # an empty folder the caller gave: empty again
+                for child in folder.iterdir():
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        raise
     table = summary_table(members, [result.summary for result in results])
     statuses = {result.summary["status"] for result in results}
     status = next(s for s in ("failed", "interrupted", "completed") if s in statuses)
     write(folder, members, table, status)
     return PopulationResult(folder, results, table, status)
+
+
+def _summary_stamps(folder: Path, members: list[AgentSpec]) -> list[tuple[int, int] | None]:
+    """Each agent's summary.json as (mtime, size), None where it has none: unchanged when no agent ran."""
+    stamps: list[tuple[int, int] | None] = []
+    for member in members:
+        try:
+            stat = (folder / member.name / "summary.json").stat()
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamps.append(None)
+    return stamps
 
 
 def _check_new_folder(folder: Path) -> None:
@@ -270,8 +320,14 @@ def read_members(folder: Path) -> list[AgentSpec]:
                    for e in entries]
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ConfigError(f"{where} is unreadable or not a ppokit population ({type(error).__name__})") from None
-    if not 1 <= len(members) <= MAX_AGENTS or any(not _plain_name(m.name) for m in members):
-        raise ConfigError(f"{where}: expected 1 to {MAX_AGENTS} agents whose names are folders inside it")
+    names = [m.name for m in members]
+    if not 1 <= len(members) <= MAX_AGENTS or any(not _plain_name(name) for name in names) \
+            or len(set(names)) != len(names):
+        raise ConfigError(f"{where}: expected 1 to {MAX_AGENTS} agents whose names are folders inside it, "
+                          "each once")
+    for name in names:  # a real folder, not a link that leads out of the population
+        if (folder / name).is_symlink() or not (folder / name).is_dir():
+            raise ConfigError(f"{where}: agent {quote(name)} is not a folder inside it")
     return members
 
 
