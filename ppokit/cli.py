@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from ppokit.config import ConfigError
-    from ppokit.presets import build_config
     from ppokit.population import is_population
+    from ppokit.presets import build_config
     from ppokit.run import Interrupted, TrainingFailed, train
 
     if args.env_id is None and args.resume is None:

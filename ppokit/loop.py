@@ -31,8 +31,8 @@ from ppokit.rollout import CollectorState, Episodes, Rollout, Timings, collect
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
-    from ppokit.batch import Batch
     from ppokit.algos.registry import Algorithm
+    from ppokit.batch import Batch
     from ppokit.config import Config
     from ppokit.envs import VectorEnvs
     from ppokit.metrics import MetricsWriter

@@ -26,11 +26,11 @@ from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, to_dict, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
-from ppokit.errors import ConfigError, EnvError, TrainingError
+from ppokit.errors import ConfigError, EnvError
 from ppokit.evaluate import evaluate
-from ppokit.fast.stacked import StackedPPO, stackable
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
+from ppokit.fast.stacked import StackedPPO, stackable
 from ppokit.loop import Callback, Learner, Member, Progress, RandomStreams, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for
 from ppokit.rollout import CollectorState, Rollout
