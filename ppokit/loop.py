@@ -11,9 +11,10 @@ Shapes: T = ``rollout.num_steps``, N = this process's envs, B = T * N.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +28,7 @@ from ppokit.batch import flatten
 from ppokit.errors import EnvError, TrainingError
 from ppokit.health import check_rollout, check_update
 from ppokit.metrics import EpisodeWindow
-from ppokit.rollout import CollectorState, Episodes, Rollout, Timings, collect
+from ppokit.rollout import Collection, CollectorState, Episodes, Rollout, Timings, collect
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -70,13 +71,20 @@ def iteration(learner: Learner, index: int, progress: float) -> tuple[Episodes, 
 
 def act_and_judge(learner: Learner, index: int) -> tuple[Episodes, Batch]:
     """Steps 1 and 2 of an iteration: the finished episodes and the flat batch ``[B, ...]`` to learn from."""
-    cfg, agent, storage = learner.cfg, learner.agent, learner.storage
+    cfg = learner.cfg
     # A C-ordered copy: vector envs may return transposed views, and matmul rounding depends on the
     # memory layout, which would make a resumed run (whose observations a checkpoint restored) differ.
     learner.collector.obs = np.ascontiguousarray(learner.collector.obs)
 
     # 1. Act: step every env T times with the current policy, filling storage [T, N, ...].
-    finished = collect(agent, learner.envs, learner.collector, storage, cfg.rollout.gamma, learner.timings)
+    finished = collect(learner.agent, learner.envs, learner.collector, learner.storage, cfg.rollout.gamma,
+                       learner.timings)
+    return finished, judge(learner, index)
+
+
+def judge(learner: Learner, index: int) -> Batch:
+    """Step 2 of an iteration, after the rollout was collected: the flat batch ``[B, ...]``."""
+    cfg, agent, storage = learner.cfg, learner.agent, learner.storage
     check_rollout(index, cfg.env_id, storage, learner.collector, agent)
 
     start = time.perf_counter()
@@ -85,7 +93,7 @@ def act_and_judge(learner: Learner, index: int) -> tuple[Episodes, Batch]:
                               storage.truncated, cfg.rollout.gamma, cfg.rollout.gae_lambda)
     batch = flatten(storage, advantages, returns)
     learner.timings.update += time.perf_counter() - start
-    return finished, batch
+    return batch
 
 
 def after_learning(learner: Learner, index: int, batch: Batch, stats: dict[str, float]) -> None:
@@ -173,6 +181,19 @@ class RandomStreams:
     def __exit__(self, *exc: object) -> None:
         self.capture()
 
+    @contextlib.contextmanager
+    def torch_only(self) -> Iterator[None]:
+        """Only torch's generators (what sampling an action draws from): cheap enough for every
+        env step (numpy's state costs ~65 us to swap, torch's ~1 us)."""
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+        try:
+            yield
+        finally:
+            self.torch = torch.get_rng_state()
+            self.cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
 
 @dataclass
 class Member:
@@ -202,32 +223,41 @@ class Member:
 MemberError = (TrainingError, EnvError)
 
 
-class JointUpdate(Protocol):
-    """Step 3 for several agents at once (:class:`ppokit.fast.stacked.StackedPPO`): one set of
-    batched operations instead of one update per agent."""
+class Stacked(Protocol):
+    """Several agents' acting forward and update as batched operations
+    (:class:`ppokit.fast.stacked.StackedPPO`) instead of one per agent."""
+
+    def covers(self, members: list[Member]) -> bool: ...
+
+    def policy(self, observations: list[torch.Tensor]) -> torch.Tensor: ...
 
     def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]: ...
 
 
 def run_iterations(members: list[Member], callbacks: list[Callback], should_stop: Callable[[], bool],
-                   joint: JointUpdate | None = None) -> None:
+                   joint: Stacked | None = None) -> None:
     """Iterate every member until its ``total_iterations``, its failure or a callback returning
     False; all stop when ``should_stop()``. Each iteration: every member acts and judges (steps 1-2,
-    with its own random streams), all learn (step 3: ``joint`` when given, else each its own
-    update), then each finishes its iteration and bookkeeping. An error of :data:`MemberError`
-    ends that member only."""
+    with its own random streams), all learn (step 3), then each finishes its iteration and
+    bookkeeping; ``joint``, when given, does the acting forward and the update of all the members
+    as batched operations. An error of :data:`MemberError` ends that member only."""
     while True:
         active = [member for member in members if member.running()]
         if not active:
             return
-        batches = {}
-        for member in active:  # 1-2
+        for member in active:
             member.progress.in_iteration = True
-            with member.streams:
-                try:
-                    member.finished, batches[id(member)] = act_and_judge(member.learner, member.progress.iteration)
-                except MemberError as error:
-                    member.failure = error
+        if joint is not None and len(active) > 1 and joint.covers(active):
+            batches = _act_together(active, joint)  # 1-2
+        else:
+            batches = {}
+            for member in active:  # 1-2
+                with member.streams:
+                    try:
+                        member.finished, batches[id(member)] = act_and_judge(member.learner,
+                                                                             member.progress.iteration)
+                    except MemberError as error:
+                        member.failure = error
         ready = [member for member in active if id(member) in batches]
         for member, stats in zip(ready, _learn(ready, [batches[id(m)] for m in ready], joint)):  # 3
             with member.streams:
@@ -236,7 +266,46 @@ def run_iterations(members: list[Member], callbacks: list[Callback], should_stop
             return
 
 
-def _learn(members: list[Member], batches: list[Batch], joint: JointUpdate | None) -> list[dict[str, float]]:
+def _act_together(members: list[Member], joint: Stacked) -> dict[int, Batch]:
+    """Steps 1-2 for members that act together: per env step one batched forward of every actor,
+    then each samples (from its own stream) and steps its own envs. Returns the batches by member id."""
+    rollouts = []
+    for member in members:
+        learner = member.learner
+        learner.collector.obs = np.ascontiguousarray(learner.collector.obs)  # as act_and_judge does
+        rollouts.append(Collection(learner.agent, learner.envs, learner.collector, learner.storage,
+                                   learner.cfg.rollout.gamma, learner.timings))
+    going = list(range(len(members)))  # the members whose envs have not failed
+    with torch.inference_mode():
+        for t in range(rollouts[0].num_steps):
+            start = time.perf_counter()
+            policy_out = joint.policy([rollout.storage.obs[t] for rollout in rollouts])  # [K, N, P]
+            share = (time.perf_counter() - start) / len(going)
+            for k in list(going):
+                member = members[k]
+                member.learner.timings.inference += share
+                with member.streams.torch_only():
+                    action = member.learner.agent.head.sample(policy_out[k])
+                try:
+                    rollouts[k].step(t, action)
+                except MemberError as error:
+                    member.failure = error
+                    going.remove(k)
+        for k in going:
+            with members[k].streams:
+                members[k].finished = rollouts[k].finish()
+    batches = {}
+    for k in going:
+        member = members[k]
+        with member.streams:
+            try:
+                batches[id(member)] = judge(member.learner, member.progress.iteration)
+            except MemberError as error:
+                member.failure = error
+    return batches
+
+
+def _learn(members: list[Member], batches: list[Batch], joint: Stacked | None) -> list[dict[str, float]]:
     """Step 3 of an iteration for every member: the joint update, or each member's own."""
     start = time.perf_counter()
     if joint is not None and len(members) > 1:

@@ -118,68 +118,94 @@ def collect(
     Rewards in ``storage`` are scaled when the agent has a return normalizer (its statistics
     are updated from this rollout's discounted returns first); episode returns are raw.
     """
-    device = storage.obs.device
-    head = agent.head
-    T, N = storage.obs.shape[:2]
-    same_step = envs.autoreset_mode == AutoresetMode.SAME_STEP
-    rewards = np.zeros((T, N))
-    terminated = np.zeros((T, N), bool)
-    truncated = np.zeros((T, N), bool)
-    valid = np.ones((T, N), bool)
-    final_obs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # SAME_STEP truncations: t -> (envs, obs)
-    next_is_reset = state.next_is_reset
-    next_obs = state.obs
-    storage.obs[0] = torch.as_tensor(next_obs)
-    for t in range(T):
+    rollout = Collection(agent, envs, state, storage, gamma, timings)
+    for t in range(rollout.num_steps):
         start = time.perf_counter()
-        action = head.sample(agent.policy(storage.obs[t]))
+        action = agent.head.sample(agent.policy(storage.obs[t]))
+        timings.inference += time.perf_counter() - start
+        rollout.step(t, action)
+    return rollout.finish()
+
+
+class Collection:
+    """One rollout being collected, step by step: :func:`collect` drives it for one agent; a
+    population acts for all its agents with one batched forward per step and then steps each
+    agent's collection (:mod:`ppokit.loop`). Call under ``torch.inference_mode()``."""
+
+    def __init__(self, agent: Agent, envs: VectorEnvs, state: CollectorState, storage: Rollout, gamma: float,
+                 timings: Timings):
+        self.agent, self.envs, self.state, self.storage = agent, envs, state, storage
+        self.gamma, self.timings = gamma, timings
+        self.num_steps, num_envs = storage.obs.shape[:2]
+        shape = (self.num_steps, num_envs)
+        self.same_step = envs.autoreset_mode == AutoresetMode.SAME_STEP
+        self.rewards = np.zeros(shape)
+        self.terminated = np.zeros(shape, bool)
+        self.truncated = np.zeros(shape, bool)
+        self.valid = np.ones(shape, bool)
+        self.final_obs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # SAME_STEP truncations: t -> (envs, obs)
+        self.next_obs = state.obs
+        storage.obs[0] = torch.as_tensor(self.next_obs)
+
+    def step(self, t: int, action: torch.Tensor) -> None:
+        """Step ``t``: store the sampled ``action [N, ...]`` and step the envs with it."""
+        storage, state = self.storage, self.state
+        start = time.perf_counter()
         storage.actions[t] = action
-        env_action = head.to_env(action.cpu().numpy())
+        env_action = self.agent.head.to_env(action.cpu().numpy())
         middle = time.perf_counter()
-        next_obs, rewards[t], terminated[t], truncated[t], infos = envs.step(env_action)
+        self.next_obs, self.rewards[t], self.terminated[t], self.truncated[t], infos = self.envs.step(env_action)
         after = time.perf_counter()
-        timings.env += after - middle
-        timings.inference += middle - start
-        if same_step:
-            if truncated[t].any():
-                index = np.flatnonzero(truncated[t] & ~terminated[t])
+        self.timings.env += after - middle
+        self.timings.inference += middle - start
+        if self.same_step:
+            if self.truncated[t].any():
+                index = np.flatnonzero(self.truncated[t] & ~self.terminated[t])
                 if index.size:
-                    final_obs[t] = (index, np.stack([infos["final_obs"][i] for i in index]))
+                    self.final_obs[t] = (index, np.stack([infos["final_obs"][i] for i in index]))
         else:
-            valid[t] = ~next_is_reset
-            next_is_reset = terminated[t] | truncated[t]
-        if t + 1 < T:
-            storage.obs[t + 1] = torch.as_tensor(next_obs)
-    state.obs = next_obs
-    state.next_is_reset = next_is_reset
+            self.valid[t] = ~state.next_is_reset
+            state.next_is_reset = self.terminated[t] | self.truncated[t]
+        if t + 1 < self.num_steps:
+            storage.obs[t + 1] = torch.as_tensor(self.next_obs)
 
-    start = time.perf_counter()
-    # The policy did not change during the rollout: evaluate it on the whole block at once.
-    flat_obs = storage.obs.reshape(T * N, *storage.obs.shape[2:])
-    policy_out, values = agent(flat_obs)
-    storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
-    storage.values.copy_(values.reshape(T, N))
-    flat_actions = storage.actions.reshape(T * N, *storage.actions.shape[2:])
-    storage.log_probs.copy_(head.log_prob(policy_out, flat_actions).reshape(T, N))
-    # C order: the numpy CartPole returns a transposed view, and a matmul on it rounds differently
-    # from one on the C-ordered copy that a checkpoint restores (a resume would not be exact).
-    last_value = agent(torch.as_tensor(np.ascontiguousarray(next_obs), device=device))[1]
-    # next_values[t] = V(obs[t+1]); in NEXT_STEP mode obs[t+1] after a done *is* the final obs.
-    storage.next_values[:-1] = storage.values[1:]
-    storage.next_values[-1] = last_value
-    for t, (index, obs) in final_obs.items():  # SAME_STEP: bootstrap from V(final observation)
-        storage.next_values[t, torch.as_tensor(index, device=device)] = agent(torch.as_tensor(obs, device=device))[1]
-    timings.inference += time.perf_counter() - start
+    def finish(self) -> Episodes:
+        """After the last step: values, log-probabilities, bootstraps, scaled rewards; the episodes that ended."""
+        agent, storage, state, head = self.agent, self.storage, self.state, self.agent.head
+        device = storage.obs.device
+        T, N = self.num_steps, storage.obs.shape[1]
+        next_obs, rewards, terminated, truncated, valid = (self.next_obs, self.rewards, self.terminated,
+                                                            self.truncated, self.valid)
+        state.obs = next_obs
 
-    terminated &= valid
-    truncated &= valid & ~terminated
-    rewards *= valid
-    storage.terminated.copy_(torch.from_numpy(terminated))
-    storage.truncated.copy_(torch.from_numpy(truncated))
-    storage.valid.copy_(torch.from_numpy(valid))
-    dones = terminated | truncated
-    storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, rewards, dones, valid, gamma)))
-    return _finished_episodes(state, rewards, dones, valid)
+        start = time.perf_counter()
+        # The policy did not change during the rollout: evaluate it on the whole block at once.
+        flat_obs = storage.obs.reshape(T * N, *storage.obs.shape[2:])
+        policy_out, values = agent(flat_obs)
+        storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
+        storage.values.copy_(values.reshape(T, N))
+        flat_actions = storage.actions.reshape(T * N, *storage.actions.shape[2:])
+        storage.log_probs.copy_(head.log_prob(policy_out, flat_actions).reshape(T, N))
+        # C order: the numpy CartPole returns a transposed view, and a matmul on it rounds differently
+        # from one on the C-ordered copy that a checkpoint restores (a resume would not be exact).
+        last_value = agent(torch.as_tensor(np.ascontiguousarray(next_obs), device=device))[1]
+        # next_values[t] = V(obs[t+1]); in NEXT_STEP mode obs[t+1] after a done *is* the final obs.
+        storage.next_values[:-1] = storage.values[1:]
+        storage.next_values[-1] = last_value
+        for t, (index, obs) in self.final_obs.items():  # SAME_STEP: bootstrap from V(final observation)
+            final_values = agent(torch.as_tensor(obs, device=device))[1]
+            storage.next_values[t, torch.as_tensor(index, device=device)] = final_values
+        self.timings.inference += time.perf_counter() - start
+
+        terminated &= valid
+        truncated &= valid & ~terminated
+        rewards *= valid
+        storage.terminated.copy_(torch.from_numpy(terminated))
+        storage.truncated.copy_(torch.from_numpy(truncated))
+        storage.valid.copy_(torch.from_numpy(valid))
+        dones = terminated | truncated
+        storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, rewards, dones, valid, self.gamma)))
+        return _finished_episodes(state, rewards, dones, valid)
 
 
 def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> Episodes:

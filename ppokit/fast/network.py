@@ -94,13 +94,26 @@ def forward_cached(agent: Agent, params: Params, x: torch.Tensor) -> tuple[torch
     critic = actor
     if agent.critic_trunk is not None:
         critic = mlp_forward_cached(agent.critic_trunk[1], "critic_trunk", params, x)
-    policy_out = linear(actor[-1], params["policy_head.weight"], params["policy_head.bias"])
+    values = linear(critic[-1], params["value_head.weight"], params["value_head.bias"]).squeeze(-1)
+    return policy_head(agent, params, actor[-1]), values, (actor, critic)
+
+
+def policy_head(agent: Agent, params: Params, features: torch.Tensor) -> torch.Tensor:
+    """The policy head on the actor's features ``[.., M, H]``: ``policy_out [.., M, P]`` (with the log-std)."""
+    policy_out = linear(features, params["policy_head.weight"], params["policy_head.bias"])
     if agent.log_std is not None:
         log_std = params["log_std"]
         log_std = log_std if policy_out.dim() == 2 else log_std.unsqueeze(-2)
         policy_out = torch.cat([policy_out, log_std.expand_as(policy_out)], dim=-1)
-    values = linear(critic[-1], params["value_head.weight"], params["value_head.bias"]).squeeze(-1)
-    return policy_out, values, (actor, critic)
+    return policy_out
+
+
+def policy_forward(agent: Agent, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """The actor alone on flat, preprocessed inputs ``x [.., M, D]``: ``policy_out [.., M, P]``."""
+    features = x
+    for weight, bias in _layers(agent.actor_trunk[1], "actor_trunk", params):
+        features = agent.actor_trunk[1].act(linear(features, weight, bias))
+    return policy_head(agent, params, features)
 
 
 def gradient_targets(agent: Agent, targets: Params) -> Params:

@@ -1,4 +1,4 @@
-"""PPO's update for a population: the minibatch steps of K agents as one set of batched operations.
+"""PPO for a population: the acting forward and the minibatch steps of K agents as batched operations.
 
 On a CPU a minibatch step of a small MLP costs per-operation overhead, not arithmetic
 (docs/performance.md), so K agents stacked into the same operations (``torch.baddbmm`` for
@@ -28,7 +28,7 @@ from ppokit import distributed
 from ppokit.algos.common import global_weighted_mean
 from ppokit.algos.ppo import PPO
 from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages
-from ppokit.fast.network import backward_cached, forward_cached
+from ppokit.fast.network import backward_cached, forward_cached, policy_forward
 from ppokit.fast.ppo import output_gradients
 from ppokit.optim import adam_steps_
 
@@ -57,7 +57,8 @@ def stackable(learners: list[Learner]) -> bool:
     def signature(learner: Learner) -> tuple:
         cfg, step = learner.algo.cfg, learner.algo.gradient_step
         return (step.names, [tuple(p.shape) for p in step.parameters], str(step.flat_params.device),
-                learner.cfg.batch_size, learner.agent.action_space, learner.agent.observation_space,
+                learner.cfg.rollout.num_envs, learner.cfg.rollout.num_steps, learner.agent.action_space,
+                learner.agent.observation_space,
                 cfg.clip_coef is None, cfg.target_kl is None, cfg.max_grad_norm is None,
                 *(getattr(cfg, name) for name in SHARED_FIELDS))
 
@@ -65,8 +66,9 @@ def stackable(learners: list[Learner]) -> bool:
 
 
 class StackedPPO:
-    """The PPO update of K learners as one (a :class:`ppokit.loop.JointUpdate`). Build it with
-    :func:`stackable` learners; it takes their parameters into its ``[K, S]`` buffers."""
+    """Acting and the PPO update of K learners, each as one set of batched operations (a
+    :class:`ppokit.loop.Stacked`). Build it with :func:`stackable` learners; it takes their
+    parameters into its ``[K, S]`` buffers."""
 
     def __init__(self, learners: list[Learner]):
         self.learners = learners
@@ -87,11 +89,25 @@ class StackedPPO:
         self.stacked_params, self.stacked_grads = stacked(self.params), stacked(self.grad)
         self.agent = learners[0].agent  # the structure (layers, head); every agent's is the same
 
+    # ------------------------------------------------------------------ acting
+
+    def covers(self, members: list[Member]) -> bool:
+        """True when ``members`` are exactly this population's agents, in order (none has ended)."""
+        return [self.rows.get(id(m.learner)) for m in members] == list(range(len(self.learners)))
+
+    @torch.no_grad()
+    def policy(self, observations: list[torch.Tensor]) -> torch.Tensor:
+        """Every agent's actor on its own observations ``[N, *obs]`` (normalized by its own
+        statistics) as one batched forward: ``policy_out [K, N, P]``."""
+        x = torch.stack([learner.agent.actor_trunk[0](learner.agent.preprocess(obs))
+                         for learner, obs in zip(self.learners, observations)])
+        return policy_forward(self.agent, self.stacked_params, x)
+
     # ------------------------------------------------------------------ one update
 
     def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
         """Step 3 of an iteration for ``members`` (each with its batch ``[B, ...]``)."""
-        if [self.rows.get(id(m.learner)) for m in members] != list(range(len(self.learners))):
+        if not self.covers(members):
             return self._one_by_one(members, batches)  # some agents ended: each updates alone
         progress = [m.progress.iteration / m.progress.total_iterations for m in members]
         hypers = [algo.hyperparameters(p) for algo, p in zip(self.algos, progress)]
