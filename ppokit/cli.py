@@ -283,7 +283,7 @@ def _train_population(args: argparse.Namespace, shorthands: dict) -> int:
     if result.status == "interrupted":
         print(f"ppokit: interrupted; continue with --resume {result.folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if failed else 0
+    return EXIT_FAILED if result.status == "failed" else 0
 
 
 def _import_env_module(env_id: str) -> None:

@@ -25,7 +25,7 @@ from statistics import median
 from typing import Any
 
 from ppokit.config import Config, ConfigError, field_annotation, from_dict, merge, parse_override, to_dict
-from ppokit.errors import quote
+from ppokit.errors import CheckpointError, quote
 from ppokit.files import read_regular, write_atomic
 from ppokit.run_folder import new_folder_name
 from ppokit.stats import bootstrap_mean_ci
@@ -90,7 +90,8 @@ class AgentSpec:
 
     name: str
     settings: dict[str, float]
-    cfg: Config
+    cfg: Config | None  # None until read from the agent's checkpoint (a resumed population)
+    seed: int
 
 
 def agents(cfg: Config, seeds: list[int], sweep: list[tuple[str, list[float]]]) -> list[AgentSpec]:
@@ -109,7 +110,7 @@ def agents(cfg: Config, seeds: list[int], sweep: list[tuple[str, list[float]]]) 
                 data = merge(data, parse_override(f"{key}={value!r}"))
             data["seed"] = seed
             name = ",".join([f"{key}={number_text(value)}" for key, value in combo.items()] + [f"seed-{seed}"])
-            out.append(AgentSpec(name, combo, from_dict(data)))
+            out.append(AgentSpec(name, combo, from_dict(data), seed))
     return out
 
 
@@ -131,7 +132,7 @@ def summary_table(members: list[AgentSpec], summaries: list[dict[str, Any]]) -> 
     how many seeds reached the threshold (with the median steps to it)."""
     rows = []
     for member, summary in zip(members, summaries):
-        rows.append({"name": member.name, "seed": member.cfg.seed, "settings": member.settings,
+        rows.append({"name": member.name, "seed": member.seed, "settings": member.settings,
                      **{key: summary.get(key) for key in ROW_FIELDS}})
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -142,8 +143,10 @@ def summary_table(members: list[AgentSpec], summaries: list[dict[str, Any]]) -> 
         settings.append({
             "settings": group[0]["settings"], "agents": len(group),
             "completed": sum(row["status"] == "completed" for row in group),
-            "train_return_last20": _spread([row["train_return_last20"] for row in group]),
-            "eval_return_mean": _spread([row["eval_return_mean"] for row in group]),
+            # over the completed agents: a failed one's partial return is no final result
+            "train_return_last20": _spread([row["train_return_last20"] for row in group
+                                            if row["status"] == "completed"]),
+            "eval_return_mean": _spread([row["eval_return_mean"] for row in group if row["status"] == "completed"]),
             "solved": len(solved), "solved_at_step_median": median(solved) if solved else None,
         })
     return {"agents": rows, "settings": settings}
@@ -165,7 +168,7 @@ def _spread(values: list[float | None]) -> dict[str, Any]:
 def write(folder: Path, members: list[AgentSpec], table: dict[str, Any] | None, status: str) -> None:
     """population.json: the agents (name, seed, settings, folder) and the summary table once known."""
     data = {"format_version": 1, "status": status,
-            "agents": [{"name": m.name, "seed": m.cfg.seed, "settings": m.settings, "run_dir": m.name}
+            "agents": [{"name": m.name, "seed": m.seed, "settings": m.settings, "run_dir": m.name}
                        for m in members]}
     if table is not None:
         data["summary"] = table
@@ -230,9 +233,16 @@ def resume(folder: str | Path, sets: list[str] | None = None, **options: Any) ->
 
     folder = Path(folder)
     members = read_members(folder)
-    runs = []
+    runs, kept = [], {}
     for member in members:
-        _, meta, checkpoint_folder = read(folder / member.name)
+        try:
+            _, meta, checkpoint_folder = read(folder / member.name)
+        except CheckpointError:
+            summary = _failed_summary(folder / member.name)
+            if summary is None:
+                raise
+            kept[member.name] = summary  # failed before its first checkpoint: nothing to continue
+            continue
         saved = config_of(meta, checkpoint_folder)
         data = to_dict(saved)
         for text in sets or []:
@@ -242,11 +252,25 @@ def resume(folder: str | Path, sets: list[str] | None = None, **options: Any) ->
         check_resume(saved, member.cfg, meta, folder / member.name)
         validate(member.cfg)
         runs.append(MemberRun(member.cfg, resume=folder / member.name))
-    return _train(folder, members, runs, options, new=False)
+    if not runs:
+        raise ConfigError(f"population {quote(folder)}: no agent can continue (each failed before its first "
+                          "checkpoint)")
+    return _train(folder, members, runs, options, new=False, kept=kept)
+
+
+def _failed_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary.json of an agent that failed (None if it has none, or did not fail)."""
+    try:
+        summary = json.loads(read_regular(run_dir / "summary.json", MAX_FILE, "summary file", follow_links=False))
+    except (ConfigError, ValueError, RecursionError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") == "failed" else None
 
 
 def _train(folder: Path, members: list[AgentSpec], runs: list[Any], options: dict[str, Any],
-           new: bool) -> PopulationResult:
+           new: bool, kept: dict[str, dict[str, Any]] | None = None) -> PopulationResult:
+    """Train ``runs`` (the agents of ``members`` not in ``kept``, in order); ``kept`` are the
+    summaries of the agents that are not trained again."""
     from ppokit import distributed
     from ppokit.run import train_members
 
@@ -276,8 +300,10 @@ def _train(folder: Path, members: list[AgentSpec], runs: list[Any], options: dic
                 for child in folder.iterdir():
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         raise
-    table = summary_table(members, [result.summary for result in results])
-    statuses = {result.summary["status"] for result in results}
+    trained = iter(results)
+    summaries = [(kept or {}).get(m.name) or next(trained).summary for m in members]
+    table = summary_table(members, summaries)
+    statuses = {summary["status"] for summary in summaries}
     status = next(s for s in ("failed", "interrupted", "completed") if s in statuses)
     write(folder, members, table, status)
     return PopulationResult(folder, results, table, status)
@@ -316,7 +342,8 @@ def read_members(folder: Path) -> list[AgentSpec]:
     try:
         data = json.loads(raw)
         entries = data["agents"]
-        members = [AgentSpec(str(e["name"]), {str(k): float(v) for k, v in e["settings"].items()}, None)  # type: ignore[arg-type]
+        members = [AgentSpec(str(e["name"]), {str(k): float(v) for k, v in e["settings"].items()}, None,
+                             _seed(e["seed"]))
                    for e in entries]
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ConfigError(f"{where} is unreadable or not a ppokit population ({type(error).__name__})") from None
@@ -329,6 +356,12 @@ def read_members(folder: Path) -> list[AgentSpec]:
         if (folder / name).is_symlink() or not (folder / name).is_dir():
             raise ConfigError(f"{where}: agent {quote(name)} is not a folder inside it")
     return members
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError("seed")
+    return value
 
 
 def _plain_name(name: str) -> bool:

@@ -321,6 +321,20 @@ def test_a_failing_agent_stops_alone_cli(tmp_path, capsys):
     assert_close_run(tmp_path / "pop" / "seed-1", tmp_path / "single")
 
 
+def test_resume_goes_on_without_an_agent_that_failed_before_its_first_checkpoint(tmp_path, capsys):
+    assert train(capsys, *FAULT, "--seeds", "0-1", "--run-dir", str(tmp_path / "pop"), env=TOY)[0] == 1
+    assert not (tmp_path / "pop" / "seed-0" / "checkpoints" / "latest").exists()  # failed in iteration 1
+    failed_summary = (tmp_path / "pop" / "seed-0" / "summary.json").read_bytes()
+    code, _, err = run_cli(capsys, ["train", "--resume", str(tmp_path / "pop"), "--total-steps", str(2 * STEPS)])
+    assert code == 1, err  # the population still holds a failed agent
+    assert (tmp_path / "pop" / "seed-0" / "summary.json").read_bytes() == failed_summary  # left as it was
+    rows = {row["name"]: row for row in pop_json(tmp_path / "pop")["summary"]["agents"]}
+    assert rows["seed-0"]["status"] == "failed"
+    assert rows["seed-1"]["status"] == "completed" and rows["seed-1"]["total_steps"] == 2 * STEPS
+    # per-setting statistics count the completed agent only
+    assert pop_json(tmp_path / "pop")["summary"]["settings"][0]["train_return_last20"]["n"] == 1
+
+
 def test_a_failing_agent_stops_alone_python_api(tmp_path):
     def make_env():  # the sub-env seeded with 2 (only in seed 1's envs) returns NaN rewards
         return ToyEnv(fault="nan_reward", sub_env=2, at=10)
