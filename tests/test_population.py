@@ -321,6 +321,18 @@ def test_a_failing_agent_stops_alone_cli(tmp_path, capsys):
     assert_close_run(tmp_path / "pop" / "seed-1", tmp_path / "single")
 
 
+def test_an_env_that_raises_mid_rollout_ends_its_agent_only(tmp_path, capsys):
+    """The agents act together (one batched forward per step): one agent's env raising in the
+    middle of a rollout ends that agent; the other finishes as its single run does."""
+    step_raise = ["--set", "env.kwargs={fault: step_raise, sub_env: 0, at: 21}"]
+    code, _, err = train(capsys, *step_raise, "--seeds", "0-1", "--run-dir", str(tmp_path / "pop"), env=TOY)
+    assert code == 1 and len(err) == 1 and "agent seed-0 failed" in err[0], err
+    rows = {row["name"]: row for row in pop_json(tmp_path / "pop")["summary"]["agents"]}
+    assert rows["seed-0"]["status"] == "failed" and rows["seed-1"]["status"] == "completed"
+    assert train(capsys, *step_raise, "--seed", "1", "--run-dir", str(tmp_path / "single"), env=TOY)[0] == 0
+    assert_close_run(tmp_path / "pop" / "seed-1", tmp_path / "single")
+
+
 def test_resume_goes_on_without_an_agent_that_failed_before_its_first_checkpoint(tmp_path, capsys):
     assert train(capsys, *FAULT, "--seeds", "0-1", "--run-dir", str(tmp_path / "pop"), env=TOY)[0] == 1
     assert not (tmp_path / "pop" / "seed-0" / "checkpoints" / "latest").exists()  # failed in iteration 1
