@@ -52,7 +52,8 @@ def summaries(folders: list[Path]) -> list[dict[str, Any]]:
 def side(wall: float, runs: list[dict[str, Any]], solved_times: list[float | None]) -> dict[str, Any]:
     steps = sum(run.get("total_steps") or 0 for run in runs)
     solved = [t for t in solved_times if t is not None]
-    return {"wall_s": wall, "sps": steps / wall, "agents": len(runs), "solved": len(solved),
+    return {"wall_s": wall, "sps": steps / wall, "agents": len(runs),
+            "solved": sum(run.get("solved_at_step") is not None for run in runs),
             "solved_at_steps": [run.get("solved_at_step") for run in runs],
             "time_until_all_solved_s": (None if len(solved) < len(runs) else solved_times[-1]),
             "time_split": {key: sum(run.get(key) or 0.0 for run in runs)
@@ -77,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-steps", type=int, default=50_000)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to ppokit train")
+    parser.add_argument("--preset", default=None, help="passed to ppokit train (default: the env's preset)")
     parser.add_argument("--no-sb3", action="store_true")
     parser.add_argument("--ppokit-cmd", default=f"{sys.executable} -m ppokit")
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench" / "population"))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    sets = [item for text in args.set for item in ("--set", text)]
+    sets = [item for text in args.set for item in ("--set", text)] + (["--preset", args.preset] if args.preset else [])
     report: dict[str, Any] = {"command": command_line(sys.argv if argv is None else argv), "date": now_iso(),
                               "machine": machine_info(), "versions": versions(), "reps": []}
     for rep in range(args.reps):
