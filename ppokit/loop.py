@@ -229,6 +229,8 @@ class Stacked(Protocol):
 
     def covers(self, members: list[Member]) -> bool: ...
 
+    def begin_rollout(self) -> None: ...
+
     def policy(self, observations: list[torch.Tensor]) -> torch.Tensor: ...
 
     def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]: ...
@@ -276,6 +278,7 @@ def _act_together(members: list[Member], joint: Stacked) -> dict[int, Batch]:
         rollouts.append(Collection(learner.agent, learner.envs, learner.collector, learner.storage,
                                    learner.cfg.rollout.gamma, learner.timings))
     going = list(range(len(members)))  # the members whose envs have not failed
+    joint.begin_rollout()
     with torch.inference_mode():
         for t in range(rollouts[0].num_steps):
             start = time.perf_counter()

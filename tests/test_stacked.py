@@ -105,3 +105,18 @@ def test_what_cannot_be_stacked_is_not() -> None:
     assert not stackable([a.learner])
     assert not stackable([a.learner, b.learner])  # the loop's shape differs
     assert not stackable([a.learner, c.learner])  # another network
+
+
+@pytest.mark.parametrize("space", ["discrete", "box"])
+def test_batched_acting_forward_equals_each_agents_policy(space: str) -> None:
+    members = [_member(space, seed)[0] for seed in (0, 1, 2)]
+    members[1].learner.agent.obs_normalizer.clip = 0.5  # a swept clip: per agent
+    stacked = StackedPPO([m.learner for m in members])
+    stacked.begin_rollout()
+    observations = [torch.randn(5, *SPACES[space][0].shape) * 3 for _ in members]
+    together = stacked.policy(observations)
+    assert together.shape[:2] == (3, 5)
+    for k, member in enumerate(members):
+        with torch.no_grad():
+            alone = member.learner.agent.policy(observations[k])
+        torch.testing.assert_close(together[k], alone, rtol=1e-5, atol=1e-6)

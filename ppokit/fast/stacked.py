@@ -58,7 +58,8 @@ def stackable(learners: list[Learner]) -> bool:
         cfg, step = learner.algo.cfg, learner.algo.gradient_step
         return (step.names, [tuple(p.shape) for p in step.parameters], str(step.flat_params.device),
                 learner.cfg.rollout.num_envs, learner.cfg.rollout.num_steps, learner.agent.action_space,
-                learner.agent.observation_space,
+                learner.agent.observation_space, learner.agent.obs_normalizer is None,
+                learner.agent.obs_normalizer is not None and learner.agent.obs_normalizer.clip is None,
                 cfg.clip_coef is None, cfg.target_kl is None, cfg.max_grad_norm is None,
                 *(getattr(cfg, name) for name in SHARED_FIELDS))
 
@@ -88,6 +89,7 @@ class StackedPPO:
 
         self.stacked_params, self.stacked_grads = stacked(self.params), stacked(self.grad)
         self.agent = learners[0].agent  # the structure (layers, head); every agent's is the same
+        self.obs_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     # ------------------------------------------------------------------ acting
 
@@ -96,12 +98,32 @@ class StackedPPO:
         return [self.rows.get(id(m.learner)) for m in members] == list(range(len(self.learners)))
 
     @torch.no_grad()
+    def begin_rollout(self) -> None:
+        """Stack the agents' observation statistics ``[K, 1, *obs]`` for this rollout's
+        :meth:`policy` calls (they move only after the update)."""
+        normalizers = [learner.agent.obs_normalizer for learner in self.learners]
+        if normalizers[0] is None:
+            self.obs_stats = None
+            return
+        mean = torch.stack([n.mean.to(torch.float32) for n in normalizers]).unsqueeze(1)
+        std = torch.stack([torch.sqrt(n.var + n.epsilon).to(torch.float32) for n in normalizers]).unsqueeze(1)
+        clip = [n.clip for n in normalizers]
+        bound = None if clip[0] is None else torch.tensor(clip, device=mean.device).view(-1, *[1] * (mean.dim() - 1))
+        self.obs_stats = (mean, std, bound)
+
+    @torch.no_grad()
     def policy(self, observations: list[torch.Tensor]) -> torch.Tensor:
-        """Every agent's actor on its own observations ``[N, *obs]`` (normalized by its own
-        statistics) as one batched forward: ``policy_out [K, N, P]``."""
-        x = torch.stack([learner.agent.actor_trunk[0](learner.agent.preprocess(obs))
-                         for learner, obs in zip(self.learners, observations)])
-        return policy_forward(self.agent, self.stacked_params, x)
+        """Every agent's actor on its own observations ``[N, *obs]`` as one batched forward:
+        ``policy_out [K, N, P]``. Each agent's are normalized with its own statistics, element
+        for element as :meth:`ppokit.normalize.RunningMeanStd.normalize` does (after
+        :meth:`begin_rollout`)."""
+        x = torch.stack(observations).to(torch.float32)  # [K, N, *obs]
+        if self.obs_stats is not None:
+            mean, std, bound = self.obs_stats
+            x = (x - mean) / std
+            if bound is not None:
+                x = torch.clamp(x, -bound, bound)
+        return policy_forward(self.agent, self.stacked_params, x.reshape(*x.shape[:2], -1))
 
     # ------------------------------------------------------------------ one update
 
