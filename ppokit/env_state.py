@@ -33,7 +33,7 @@ def _captured(value: Any) -> str | None:
     """The kind of attribute value :func:`capture` saves ("scalar", "array", "generator"), else None."""
     if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
         return "scalar"
-    if isinstance(value, np.ndarray) and value.dtype != object:
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # numbers (not text, e.g. FrozenLake's map)
         return "array"
     if isinstance(value, np.random.Generator):
         return "generator"

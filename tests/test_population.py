@@ -504,3 +504,12 @@ def test_one_agent_resumes_as_a_single_run(pop, capsys):
 def test_eval_of_the_population_folder_itself_is_bad_input(pop, capsys):
     code, _, lines = run_cli(capsys, ["eval", str(pop), "--episodes", "1"])
     assert code == 2 and len(lines) == 1
+
+
+def test_population_on_discrete_observations(tmp_path, capsys):
+    """FrozenLake: one-hot observations in the batched acting forward, and an env whose state
+    holds a text array (its map), which checkpoints leave out."""
+    assert train(capsys, "--seeds", "0-1", "--run-dir", str(tmp_path / "pop"), env="FrozenLake-v1")[0] == 0
+    assert train(capsys, "--seed", "1", "--run-dir", str(tmp_path / "single"), env="FrozenLake-v1")[0] == 0
+    assert_close_run(tmp_path / "pop" / "seed-1", tmp_path / "single")
+    assert run_cli(capsys, ["train", "--resume", str(tmp_path / "single"), "--total-steps", str(2 * STEPS)])[0] == 0

@@ -19,6 +19,7 @@ SPACES = {
     "discrete": (gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(3)),
     "box": (gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (2,), np.float32)),
     "multidiscrete": (gym.spaces.Box(-1, 1, (5,), np.float32), gym.spaces.MultiDiscrete([2, 3])),
+    "discrete-obs": (gym.spaces.Discrete(6), gym.spaces.Discrete(2)),  # one-hot inputs, no normalizer
 }
 B = 64
 
@@ -32,9 +33,11 @@ def _member(space: str, seed: int, **ppo: object) -> tuple[Member, Batch]:
         setattr(cfg.ppo, key, value)
     observation_space, action_space = SPACES[space]
     agent = Agent(observation_space, action_space, cfg.model, cfg.env)
-    agent.obs_normalizer.update(torch.randn(100, *observation_space.shape) * 2 + 1)
+    if agent.obs_normalizer is not None:
+        agent.obs_normalizer.update(torch.randn(100, *observation_space.shape) * 2 + 1)
     algo = PPO(agent, cfg, "eager")
-    obs = torch.randn(B, *observation_space.shape)
+    obs = torch.as_tensor(np.stack([observation_space.sample() for _ in range(B)])) \
+        if isinstance(observation_space, gym.spaces.Discrete) else torch.randn(B, *observation_space.shape)
     with torch.no_grad():
         policy_out, values = agent(obs)
         actions = agent.head.sample(policy_out)
@@ -52,7 +55,7 @@ SWEPT = [{"clip_coef": 0.1, "ent_coef": 0.0, "learning_rate": 3e-3},
          {"clip_coef": 0.2, "ent_coef": 0.01, "learning_rate": 1e-3, "vf_coef": 1.0}]
 
 
-@pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete"])
+@pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete", "discrete-obs"])
 @pytest.mark.parametrize("shared", [
     {"minibatch_size": 16, "update_epochs": 3},
     {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True},
@@ -107,13 +110,16 @@ def test_what_cannot_be_stacked_is_not() -> None:
     assert not stackable([a.learner, c.learner])  # another network
 
 
-@pytest.mark.parametrize("space", ["discrete", "box"])
+@pytest.mark.parametrize("space", ["discrete", "box", "discrete-obs"])
 def test_batched_acting_forward_equals_each_agents_policy(space: str) -> None:
     members = [_member(space, seed)[0] for seed in (0, 1, 2)]
-    members[1].learner.agent.obs_normalizer.clip = 0.5  # a swept clip: per agent
+    if space != "discrete-obs":
+        members[1].learner.agent.obs_normalizer.clip = 0.5  # a swept clip: per agent
     stacked = StackedPPO([m.learner for m in members])
     stacked.begin_rollout()
-    observations = [torch.randn(5, *SPACES[space][0].shape) * 3 for _ in members]
+    observation_space = SPACES[space][0]
+    observations = [torch.as_tensor(np.stack([observation_space.sample() for _ in range(5)]))
+                    if space == "discrete-obs" else torch.randn(5, *observation_space.shape) * 3 for _ in members]
     together = stacked.policy(observations)
     assert together.shape[:2] == (3, 5)
     for k, member in enumerate(members):

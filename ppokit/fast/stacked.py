@@ -117,6 +117,9 @@ class StackedPPO:
         ``policy_out [K, N, P]``. Each agent's are normalized with its own statistics, element
         for element as :meth:`ppokit.normalize.RunningMeanStd.normalize` does (after
         :meth:`begin_rollout`)."""
+        if self.agent.actor_trunk[0].one_hot is not None:  # Discrete observations: each agent's one-hot
+            x = torch.stack([learner.agent.actor_trunk[0](obs) for learner, obs in zip(self.learners, observations)])
+            return policy_forward(self.agent, self.stacked_params, x)
         x = torch.stack(observations).to(torch.float32)  # [K, N, *obs]
         if self.obs_stats is not None:
             mean, std, bound = self.obs_stats
