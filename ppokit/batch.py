@@ -129,7 +129,7 @@ def minibatches(data: dict[str, torch.Tensor], minibatch_size: int) -> list[dict
 
 def weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean of ``x [B]`` over the samples with weight 1 (0-dim)."""
-    return (x * weights).sum() / weights.sum().clamp(min=1.0)
+    return (x * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)  # [K, M] (a population) -> [K]
 
 
 def masked_mean(x: torch.Tensor, mean_weights: torch.Tensor) -> torch.Tensor:

@@ -113,9 +113,9 @@ class MultiCategoricalHead(ActionHead):
         return torch.split(out, self.nvec, dim=-1)
 
     def log_prob(self, out, actions):
-        actions = actions.long().reshape(actions.shape[0], -1)
+        actions = actions.long().reshape(*out.shape[:-1], -1)  # [.., B, dims]
         return sum(
-            torch.log_softmax(logits, -1).gather(-1, actions[:, i : i + 1]).squeeze(-1)
+            torch.log_softmax(logits, -1).gather(-1, actions[..., i : i + 1]).squeeze(-1)
             for i, logits in enumerate(self.split(out))
         )
 

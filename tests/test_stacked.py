@@ -10,6 +10,7 @@ import torch
 
 from ppokit.agent import Agent
 from ppokit.algos.ppo import PPO
+from ppokit.algos.ppo_kl import PPOKL
 from ppokit.batch import Batch
 from ppokit.config import Config
 from ppokit.fast.stacked import StackedPPO, stackable
@@ -24,18 +25,19 @@ SPACES = {
 B = 64
 
 
-def _member(space: str, seed: int, **ppo: object) -> tuple[Member, Batch]:
+def _member(space: str, seed: int, algo_name: str = "ppo", **section: object) -> tuple[Member, Batch]:
     torch.manual_seed(seed)
     cfg = Config()
     cfg.rollout.num_envs, cfg.rollout.num_steps = 4, B // 4
     cfg.env.normalize_obs = True
-    for key, value in ppo.items():
-        setattr(cfg.ppo, key, value)
+    fields = getattr(cfg, "ppo" if algo_name == "ppo" else "ppo_kl")
+    for key, value in section.items():
+        setattr(fields, key, value)
     observation_space, action_space = SPACES[space]
     agent = Agent(observation_space, action_space, cfg.model, cfg.env)
     if agent.obs_normalizer is not None:
         agent.obs_normalizer.update(torch.randn(100, *observation_space.shape) * 2 + 1)
-    algo = PPO(agent, cfg, "eager")
+    algo = (PPO if algo_name == "ppo" else PPOKL)(agent, cfg, "eager")
     obs = torch.as_tensor(np.stack([observation_space.sample() for _ in range(B)])) \
         if isinstance(observation_space, gym.spaces.Discrete) else torch.randn(B, *observation_space.shape)
     with torch.no_grad():
@@ -51,19 +53,30 @@ def _member(space: str, seed: int, **ppo: object) -> tuple[Member, Batch]:
 
 
 SWEPT = [{"clip_coef": 0.1, "ent_coef": 0.0, "learning_rate": 3e-3},
-         {"clip_coef": 0.3, "ent_coef": 0.02, "learning_rate": 3e-3},
+         {"clip_coef": 0.3, "ent_coef": 0.02, "learning_rate": 3e-3, "max_grad_norm": 0.2},
          {"clip_coef": 0.2, "ent_coef": 0.01, "learning_rate": 1e-3, "vf_coef": 1.0}]
+SWEPT_KL = [{"beta_init": 0.3, "kl_target": 0.003, "ent_coef": 0.0, "learning_rate": 3e-3},
+            {"beta_init": 3.0, "kl_target": 0.01, "ent_coef": 0.02, "learning_rate": 3e-3, "max_grad_norm": 0.2},
+            {"beta_init": 1.0, "kl_target": 0.03, "ent_coef": 0.01, "learning_rate": 1e-3, "vf_coef": 1.0}]
 
 
 @pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete", "discrete-obs"])
-@pytest.mark.parametrize("shared", [
-    {"minibatch_size": 16, "update_epochs": 3},
-    {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True},
-    {"minibatch_size": 16, "update_epochs": 6, "target_kl": 0.002},
+@pytest.mark.parametrize("algo, shared", [
+    ("ppo", {"minibatch_size": 16, "update_epochs": 3}),
+    ("ppo", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True}),
+    ("ppo", {"minibatch_size": 16, "update_epochs": 6, "target_kl": 0.002}),
+    ("ppo-kl", {"minibatch_size": 16, "update_epochs": 3}),
+    ("ppo-kl", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "adaptive": False}),
 ])
-def test_stacked_update_equals_each_agents_own(space: str, shared: dict) -> None:
+def test_stacked_update_equals_each_agents_own(space: str, algo: str, shared: dict) -> None:
+    swept_values = SWEPT if algo == "ppo" else SWEPT_KL
+    if "target_kl" in shared:  # the agents' own targets: one is swept
+        targets = (shared["target_kl"], shared["target_kl"], 0.05)
+        swept_values = [{**v, "target_kl": t} for v, t in zip(swept_values, targets)]
+        shared = {k: v for k, v in shared.items() if k != "target_kl"}
+
     def population() -> tuple[list[Member], list[Batch]]:
-        pairs = [_member(space, seed, **shared, **swept) for seed, swept in zip((0, 1, 2), SWEPT)]
+        pairs = [_member(space, seed, algo, **shared, **swept) for seed, swept in zip((0, 1, 2), swept_values)]
         return [m for m, _ in pairs], [b for _, b in pairs]
 
     members, batches = population()
@@ -85,8 +98,12 @@ def test_stacked_update_equals_each_agents_own(space: str, shared: dict) -> None
             assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
         step = member.learner.algo.gradient_step
         assert float(step.adam.step) == float(twin.learner.algo.gradient_step.adam.step)
-    if "target_kl" in shared:
+    if "target_kl" in swept_values[0]:
         assert {s["epochs"] for s in stats} != {6.0}, "the target-KL stop is exercised"
+    if algo == "ppo-kl":
+        betas = [float(m.learner.algo.beta) for m in members]
+        assert betas == [float(m.learner.algo.beta) for m in reference]
+        assert len({s["beta"] for s in stats}) == 3  # each agent's own beta
 
 
 def test_agents_stay_views_of_the_stacked_rows_and_checkpoint_alike() -> None:

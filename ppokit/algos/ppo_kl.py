@@ -48,6 +48,30 @@ def check_section(section: PPOKLConfig, where: SectionCheck) -> None:
     positive(section.beta_init, f"{where.name}.beta_init")
 
 
+def penalized_loss(
+    cfg: PPOKLConfig,
+    head: ActionHead,
+    policy_out: torch.Tensor,
+    values: torch.Tensor,
+    minibatch: Minibatch,
+    hyper: dict[str, Any],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Penalized loss on one minibatch: ``policy_out [M, P]``, ``values [M]`` from the current
+    agent; ``minibatch.policy_outputs [M, P]`` is the acting policy; ``hyper["beta"]`` is a float
+    (a 0-dim tensor when compiled). A population's ``[K, M, ...]`` gives one loss per agent
+    ``[K]``, with ``beta`` and the coefficients of ``cfg`` as ``[K]`` tensors
+    (:mod:`ppokit.fast.stacked`)."""
+    weights = minibatch.weights
+    log_ratio, ratio = importance_ratio(head, policy_out, minibatch)
+    advantages = policy_advantages(minibatch, cfg.norm_adv)
+    kl = mean_kl(head, minibatch.policy_outputs, policy_out, weights)
+    policy_loss = -weighted_mean(ratio * advantages, weights) + hyper["beta"] * kl
+    return actor_critic_loss(
+        policy_loss, head, policy_out, values, minibatch, log_ratio,
+        vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef, kl=kl,
+    )
+
+
 class PPOKL(MinibatchActorCritic):
     """Epochs of minibatch Adam steps on ``-E[r A] + beta * E[KL] + c1 * L^VF - c2 * H``."""
 
@@ -66,18 +90,7 @@ class PPOKL(MinibatchActorCritic):
         minibatch: Minibatch,
         hyper: dict[str, Any],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Penalized loss on one minibatch: ``policy_out [M, P]``, ``values [M]`` from the current
-        agent; ``minibatch.policy_outputs [M, P]`` is the acting policy; ``hyper["beta"]`` is a
-        float (a 0-dim tensor when compiled)."""
-        weights = minibatch.weights
-        log_ratio, ratio = importance_ratio(head, policy_out, minibatch)
-        advantages = policy_advantages(minibatch, self.cfg.norm_adv)
-        kl = mean_kl(head, minibatch.policy_outputs, policy_out, weights)
-        policy_loss = -weighted_mean(ratio * advantages, weights) + hyper["beta"] * kl
-        return actor_critic_loss(
-            policy_loss, head, policy_out, values, minibatch, log_ratio,
-            vf_coef=self.cfg.vf_coef, ent_coef=self.cfg.ent_coef, kl=kl,
-        )
+        return penalized_loss(self.cfg, head, policy_out, values, minibatch, hyper)
 
     def hyperparameters(self, progress: float) -> dict[str, float]:
         return {**super().hyperparameters(progress), "beta": float(self.beta)}

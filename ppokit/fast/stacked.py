@@ -27,6 +27,7 @@ import torch
 from ppokit import distributed
 from ppokit.algos.common import global_weighted_mean
 from ppokit.algos.ppo import PPO
+from ppokit.algos.ppo_kl import PPOKL, penalized_loss
 from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages
 from ppokit.fast.network import backward_cached, forward_cached, policy_forward
 from ppokit.fast.ppo import output_gradients
@@ -36,18 +37,19 @@ if TYPE_CHECKING:
     from ppokit.batch import Batch
     from ppokit.loop import Learner, Member
 
-# PPO config fields that shape the update loop: the agents of one stacked update share them
-# (the float coefficients may differ).
-SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps")
+# Config fields that shape the update loop: the agents of one stacked update share them (the
+# float coefficients may differ). Missing fields (PPO-KL has no clip_vloss) count as None.
+SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps", "adaptive")
+STACKABLE = (PPO, PPOKL)  # the minibatch algorithms (TRPO and VPG update agent by agent)
 
 
 def stackable(learners: list[Learner]) -> bool:
-    """True when the learners' PPO updates can run as one: plain PPO on the fast path (not
-    compiled, one process), the same network and action space, the same batch and loop shape."""
+    """True when the learners' updates can run as one: all PPO or all PPO-KL, on the fast path
+    (not compiled, one process), the same network and action space, the same batch and loop shape."""
     if len(learners) < 2 or distributed.active():
         return False
     algos = [learner.algo for learner in learners]
-    if any(type(algo) is not PPO for algo in algos):
+    if type(algos[0]) not in STACKABLE or any(type(algo) is not type(algos[0]) for algo in algos):
         return False
     steps = [algo.gradient_step for algo in algos]
     if any(step.mode != "fast" or step.compiled for step in steps):
@@ -60,15 +62,15 @@ def stackable(learners: list[Learner]) -> bool:
                 learner.cfg.rollout.num_envs, learner.cfg.rollout.num_steps, learner.agent.action_space,
                 learner.agent.observation_space, learner.agent.obs_normalizer is None,
                 learner.agent.obs_normalizer is not None and learner.agent.obs_normalizer.clip is None,
-                cfg.clip_coef is None, cfg.target_kl is None, cfg.max_grad_norm is None,
-                *(getattr(cfg, name) for name in SHARED_FIELDS))
+                getattr(cfg, "clip_coef", None) is None, learner.algo.target_kl is None, cfg.max_grad_norm is None,
+                *(getattr(cfg, name, None) for name in SHARED_FIELDS))
 
     return all(signature(learner) == signature(first) for learner in learners[1:])
 
 
 class StackedPPO:
-    """Acting and the PPO update of K learners, each as one set of batched operations (a
-    :class:`ppokit.loop.Stacked`). Build it with :func:`stackable` learners; it takes their
+    """Acting and the PPO (or PPO-KL) update of K learners, each as one set of batched operations
+    (a :class:`ppokit.loop.Stacked`). Build it with :func:`stackable` learners; it takes their
     parameters into its ``[K, S]`` buffers."""
 
     def __init__(self, learners: list[Learner]):
@@ -89,6 +91,11 @@ class StackedPPO:
 
         self.stacked_params, self.stacked_grads = stacked(self.params), stacked(self.grad)
         self.agent = learners[0].agent  # the structure (layers, head); every agent's is the same
+        # PPO's loss has a hand-derived gradient (per sample: coefficients [K, 1]); PPO-KL's is
+        # differentiated by autograd on the outputs (per agent: coefficients [K]).
+        self.by_hand = type(self.algos[0]) is PPO
+        norms = [algo.cfg.max_grad_norm for algo in self.algos]  # each agent's (it may be swept)
+        self.max_norms = None if norms[0] is None else torch.tensor(norms, device=self.params.device)
         self.obs_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     # ------------------------------------------------------------------ acting
@@ -136,9 +143,8 @@ class StackedPPO:
             return self._one_by_one(members, batches)  # some agents ended: each updates alone
         progress = [m.progress.iteration / m.progress.total_iterations for m in members]
         hypers = [algo.hyperparameters(p) for algo, p in zip(self.algos, progress)]
-        cfg = self._loss_config()
         data, normalized = self._stack(batches)
-        per_agent = self._epochs(members, data, normalized, cfg, hypers)
+        per_agent = self._epochs(members, data, normalized, hypers)
         results = []
         for algo, hyper, batch, stats in zip(self.algos, hypers, batches, per_agent):
             stats["learning_rate"] = hyper["lr"]
@@ -154,11 +160,17 @@ class StackedPPO:
                 out.append(member.learner.algo.update(batch, progress.iteration / progress.total_iterations))
         return out
 
+    def _per_agent(self, values: list[float]) -> torch.Tensor:
+        """One value per agent: ``[K, 1]`` for the hand-derived gradient (it scales ``[K, M]``
+        samples), ``[K]`` for autograd's loss (it scales per-agent means)."""
+        column = torch.tensor(values, dtype=torch.float32, device=self.params.device)
+        return column.unsqueeze(-1) if self.by_hand else column
+
     def _loss_config(self) -> Any:
-        """The first agent's PPO section with the coefficients that may differ as ``[K, 1]`` tensors."""
+        """The first agent's section with the coefficients that may differ as per-agent tensors."""
         cfgs = [algo.cfg for algo in self.algos]
-        column = lambda name: torch.tensor([[float(getattr(c, name))] for c in cfgs], device=self.params.device)  # noqa: E731
-        return replace(cfgs[0], ent_coef=column("ent_coef"), vf_coef=column("vf_coef"))
+        return replace(cfgs[0], ent_coef=self._per_agent([c.ent_coef for c in cfgs]),
+                       vf_coef=self._per_agent([c.vf_coef for c in cfgs]))
 
     def _stack(self, batches: list[Batch]) -> tuple[dict[str, torch.Tensor], bool]:
         """The agents' batches as ``[K, B, ...]`` tensors, observations already normalized and flat
@@ -179,13 +191,15 @@ class StackedPPO:
             data[name] = torch.stack(rows)
         return data, normalized
 
-    def _epochs(self, members: list[Member], data: dict[str, torch.Tensor], normalized: bool, cfg: Any,
+    def _epochs(self, members: list[Member], data: dict[str, torch.Tensor], normalized: bool,
                 hypers: list[dict[str, float]]) -> list[dict[str, float]]:
         """``update_epochs`` passes of minibatch steps, each agent in its own order; an agent whose
-        epoch's mean approx KL exceeds ``target_kl`` stops (its later rows are not applied)."""
+        epoch's mean approx KL exceeds its ``target_kl`` stops (its later rows are not applied)."""
         count, size = data["obs"].shape[:2]
+        cfg = self._loss_config()
         minibatch_size = cfg.minibatch_size
-        hyper = {"clip_coef": torch.tensor([[h["clip_coef"]] for h in hypers], device=self.params.device)}
+        targets = [algo.target_kl for algo in self.algos]
+        hyper = {key: self._per_agent([h[key] for h in hypers]) for key in hypers[0] if key != "lr"}
         active = [True] * count
         epochs_run, stopped = [0] * count, [False] * count
         history: list[tuple[list[bool], dict[str, torch.Tensor]]] = []
@@ -197,7 +211,7 @@ class StackedPPO:
                                                                    mean_fn=masked_mean)
         for epoch in range(cfg.update_epochs):
             first = len(history)
-            want_stats = cfg.target_kl is not None or epoch == cfg.update_epochs - 1
+            want_stats = targets[0] is not None or epoch == cfg.update_epochs - 1
             if whole is not None:
                 parts = [whole.with_stats(want_stats)]
             else:
@@ -208,10 +222,10 @@ class StackedPPO:
                 history.append((list(active), self._step(minibatch, cfg, hyper, hypers, active)))
             for k in range(count):
                 epochs_run[k] += active[k]
-            if cfg.target_kl is not None:
+            if targets[0] is not None:
                 epoch_kl = torch.stack([stats["approx_kl"] for _, stats in history[first:]]).mean(0)  # [K]
                 for k in range(count):
-                    if active[k] and float(epoch_kl[k]) > cfg.target_kl:
+                    if active[k] and float(epoch_kl[k]) > targets[k]:
                         active[k], stopped[k] = False, True
                 if not any(active):
                     break
@@ -233,11 +247,11 @@ class StackedPPO:
         """One minibatch step of every agent; only the ``active`` ones apply it. Stats ``[K]`` each."""
         agent = self.agent
         policy_out, values, cache = forward_cached(agent, self.stacked_params, minibatch.obs)
-        grad_policy, grad_values, stats = output_gradients(cfg, agent.head, policy_out, values, minibatch, hyper)
+        grad_policy, grad_values, stats = self._output_gradients(cfg, policy_out, values, minibatch, hyper)
         backward_cached(agent, self.stacked_params, cache, grad_policy, grad_values, self.stacked_grads)
         norms = torch.linalg.vector_norm(self.grad, dim=1)  # [K]: each agent's global norm
-        if cfg.max_grad_norm is not None:
-            self.grad.mul_(torch.clamp(cfg.max_grad_norm / (norms + 1e-6), max=1.0).unsqueeze(-1))
+        if self.max_norms is not None:
+            self.grad.mul_(torch.clamp(self.max_norms / (norms + 1e-6), max=1.0).unsqueeze(-1))
         by_lr: dict[float, list[int]] = {}
         for k, h in enumerate(hypers):
             if active[k]:
@@ -246,6 +260,18 @@ class StackedPPO:
             adam_steps_([self.params[k] for k in rows], [self.grad[k] for k in rows],
                         [self.algos[k].gradient_step.adam for k in rows], lr, eps=cfg.adam_eps)
         return {**stats, "grad_norm": norms}
+
+    def _output_gradients(self, cfg: Any, policy_out: torch.Tensor, values: torch.Tensor, minibatch: Minibatch,
+                          hyper: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Every agent's ``dLoss/dpolicy_out [K, M, P]`` and ``dLoss/dvalues [K, M]``, and its stats ``[K]``."""
+        head = self.agent.head
+        if self.by_hand:
+            return output_gradients(cfg, head, policy_out, values, minibatch, hyper)
+        policy_out, values = policy_out.detach().requires_grad_(), values.detach().requires_grad_()
+        with torch.enable_grad():
+            loss, stats = penalized_loss(cfg, head, policy_out, values, minibatch, hyper)  # [K]
+            grad_policy, grad_values = torch.autograd.grad(loss.sum(), [policy_out, values])  # agents are independent
+        return grad_policy, grad_values, stats
 
     @staticmethod
     def _agent_stats(k: int, history: list[tuple[list[bool], dict[str, torch.Tensor]]], epochs: int,
