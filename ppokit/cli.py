@@ -280,7 +280,7 @@ def _train_population(args: argparse.Namespace, shorthands: dict) -> int:
     failed = [r for r in result.results if r.summary["status"] == "failed"]
     for run in failed:
         print(f"ppokit: agent {run.run_dir.name} failed: {run.summary.get('error')}", file=sys.stderr)
-    if result.status == "interrupted":
+    if any(r.summary["status"] == "interrupted" for r in result.results):
         print(f"ppokit: interrupted; continue with --resume {result.folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_FAILED if result.status == "failed" else 0

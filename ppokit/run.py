@@ -312,7 +312,7 @@ class Session:
         """Save what can be saved, run the final evaluation and write summary.json; the result."""
         member, cfg = self.member, self.cfg
         learner, progress = member.learner, member.progress
-        if member.failure is not None and status != "interrupted":
+        if member.failure is not None:  # this agent failed before the others stopped (or were stopped)
             status, error_message = "failed", str(member.failure)
             if isinstance(member.failure, EnvError):
                 error_message += f" (iteration {progress.iteration + 1})"

@@ -514,3 +514,27 @@ def test_population_on_discrete_observations(tmp_path, capsys):
     assert train(capsys, "--seed", "1", "--run-dir", str(tmp_path / "single"), env="FrozenLake-v1")[0] == 0
     assert_close_run(tmp_path / "pop" / "seed-1", tmp_path / "single")
     assert run_cli(capsys, ["train", "--resume", str(tmp_path / "single"), "--total-steps", str(2 * STEPS)])[0] == 0
+
+
+def test_ctrl_c_saves_every_agent_and_resume_finishes_them(tmp_path, capsys, monkeypatch):
+    import signal
+
+    import ppokit.loop
+
+    real_judge, calls = ppokit.loop.judge, {"n": 0}
+
+    def judge(*args, **kwargs):  # Ctrl-C while the agents judge iteration 3 (2 agents: the 5th call)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_judge(*args, **kwargs)
+
+    monkeypatch.setattr(ppokit.loop, "judge", judge)
+    code, _, err = train(capsys, "--seeds", "0-1", "--run-dir", str(tmp_path / "pop"), steps=8 * BATCH)
+    assert code == 130 and any(f"--resume {tmp_path / 'pop'}" in line for line in err), err
+    for name in ("seed-0", "seed-1"):
+        summary = agent_summary(tmp_path / "pop" / name)
+        assert summary["status"] == "interrupted" and summary["checkpoint_step"] == 3 * BATCH
+    monkeypatch.undo()
+    assert run_cli(capsys, ["train", "--resume", str(tmp_path / "pop")])[0] == 0
+    assert [row["total_steps"] for row in pop_json(tmp_path / "pop")["summary"]["agents"]] == [8 * BATCH] * 2
