@@ -225,7 +225,7 @@ MemberError = (TrainingError, EnvError)
 
 class Stacked(Protocol):
     """Several agents' acting forward and update as batched operations
-    (:class:`ppokit.fast.stacked.StackedPPO`) instead of one per agent."""
+    (:class:`ppokit.fast.stacked.StackedPopulation`) instead of one per agent."""
 
     def covers(self, members: list[Member]) -> bool: ...
 

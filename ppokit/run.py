@@ -30,7 +30,7 @@ from ppokit.errors import ConfigError, EnvError
 from ppokit.evaluate import evaluate
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
-from ppokit.fast.stacked import StackedPPO, stackable
+from ppokit.fast.stacked import StackedPopulation, stackable
 from ppokit.loop import Callback, Learner, Member, Progress, RandomStreams, run_iterations
 from ppokit.metrics import MetricsWriter, columns_for
 from ppokit.rollout import CollectorState, Rollout
@@ -264,7 +264,7 @@ def train_members(runs: list[MemberRun], quiet: bool = False, callbacks: list[Ca
             raise
         members = [session.member for session in sessions]
         learners = [member.learner for member in members]
-        joint = StackedPPO(learners) if stackable(learners) else None  # one batched update for them all
+        joint = StackedPopulation(learners) if stackable(learners) else None  # batched acting and updates
         status, error_message, unexpected = "completed", None, None
         try:
             run_iterations(members, list(callbacks or []), lambda: stop.requested, joint)

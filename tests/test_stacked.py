@@ -11,9 +11,10 @@ import torch
 from ppokit.agent import Agent
 from ppokit.algos.ppo import PPO
 from ppokit.algos.ppo_kl import PPOKL
+from ppokit.algos.vpg import VPG
 from ppokit.batch import Batch
 from ppokit.config import Config
-from ppokit.fast.stacked import StackedPPO, stackable
+from ppokit.fast.stacked import StackedPopulation, stackable
 from ppokit.loop import Learner, Member, Progress, RandomStreams
 
 SPACES = {
@@ -30,14 +31,14 @@ def _member(space: str, seed: int, algo_name: str = "ppo", **section: object) ->
     cfg = Config()
     cfg.rollout.num_envs, cfg.rollout.num_steps = 4, B // 4
     cfg.env.normalize_obs = True
-    fields = getattr(cfg, "ppo" if algo_name == "ppo" else "ppo_kl")
+    fields = getattr(cfg, algo_name.replace("-", "_"))
     for key, value in section.items():
         setattr(fields, key, value)
     observation_space, action_space = SPACES[space]
     agent = Agent(observation_space, action_space, cfg.model, cfg.env)
     if agent.obs_normalizer is not None:
         agent.obs_normalizer.update(torch.randn(100, *observation_space.shape) * 2 + 1)
-    algo = (PPO if algo_name == "ppo" else PPOKL)(agent, cfg, "eager")
+    algo = {"ppo": PPO, "ppo-kl": PPOKL, "vpg": VPG}[algo_name](agent, cfg, "eager")
     obs = torch.as_tensor(np.stack([observation_space.sample() for _ in range(B)])) \
         if isinstance(observation_space, gym.spaces.Discrete) else torch.randn(B, *observation_space.shape)
     with torch.no_grad():
@@ -46,7 +47,8 @@ def _member(space: str, seed: int, algo_name: str = "ppo", **section: object) ->
         log_probs = agent.head.log_prob(policy_out, actions)
     batch = Batch(obs=obs, actions=actions, log_probs=log_probs + 0.3 * torch.randn(B),
                   values=values + 0.5 * torch.randn(B), advantages=torch.randn(B), returns=torch.randn(B),
-                  weights=(torch.rand(B) > 0.1).float(), policy_outputs=policy_out)
+                  weights=(torch.rand(B) > 0.1).float(), policy_outputs=policy_out,
+                  rewards=torch.randn(B), terminated=torch.rand(B) < 0.05, truncated=torch.zeros(B, dtype=torch.bool))
     learner = Learner(cfg, agent, algo, None, None, None)  # type: ignore[arg-type]
     progress = Progress(total_iterations=4, global_batch=B, iteration=1)
     return Member(learner, progress, None, RandomStreams(torch.device("cpu"))), batch  # type: ignore[arg-type]
@@ -87,7 +89,7 @@ def test_stacked_update_equals_each_agents_own(space: str, algo: str, shared: di
             expected.append(member.learner.algo.update(batch, 0.25))
     learners = [m.learner for m in members]
     assert stackable(learners)
-    stats = StackedPPO(learners).update(members, batches)
+    stats = StackedPopulation(learners).update(members, batches)
     for member, twin, got, want in zip(members, reference, stats, expected):
         for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
@@ -106,15 +108,44 @@ def test_stacked_update_equals_each_agents_own(space: str, algo: str, shared: di
         assert len({s["beta"] for s in stats}) == 3  # each agent's own beta
 
 
+@pytest.mark.parametrize("space", ["discrete", "box"])
+@pytest.mark.parametrize("shared", [{"baseline": "value", "value_minibatch_size": 16, "value_epochs": 2},
+                                    {"baseline": "none", "norm_adv": False}])
+def test_stacked_vpg_equals_each_agents_own(space: str, shared: dict) -> None:
+    swept = [{"learning_rate": 3e-3, "value_lr": 1e-3, "max_grad_norm": 0.5},
+             {"learning_rate": 1e-3, "value_lr": 3e-3, "max_grad_norm": 0.1},
+             {"learning_rate": 3e-3, "value_lr": 1e-3, "max_grad_norm": 0.5}]
+
+    def population() -> tuple[list[Member], list[Batch]]:
+        pairs = [_member(space, seed, "vpg", **shared, **values) for seed, values in zip((0, 1, 2), swept)]
+        return [m for m, _ in pairs], [b for _, b in pairs]
+
+    members, batches = population()
+    reference, _ = population()
+    expected = []
+    for member, batch in zip(reference, batches):
+        with member.streams:
+            expected.append(member.learner.algo.update(batch, 0.25))
+    learners = [m.learner for m in members]
+    assert stackable(learners)
+    stats = StackedPopulation(learners).update(members, batches)
+    for member, twin, got, want in zip(members, reference, stats, expected):
+        for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+        assert got.keys() == want.keys()
+        for key in got:
+            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+
+
 def test_agents_stay_views_of_the_stacked_rows_and_checkpoint_alike() -> None:
     members = [_member("discrete", seed)[0] for seed in (0, 1)]
     before = [{k: v.clone() for k, v in m.learner.agent.state_dict().items()} for m in members]
-    stacked = StackedPPO([m.learner for m in members])
+    stacked = StackedPopulation([m.learner for m in members])
     for k, member in enumerate(members):
         for name, value in member.learner.agent.state_dict().items():
             assert torch.equal(value, before[k][name]), name  # moving in changes no value
         weight = member.learner.agent.policy_head.weight
-        assert weight.untyped_storage().data_ptr() == stacked.params.untyped_storage().data_ptr()
+        assert weight.untyped_storage().data_ptr() == stacked.steps[0].flat_params.untyped_storage().data_ptr()
     assert not torch.equal(members[0].learner.agent.policy_head.weight, members[1].learner.agent.policy_head.weight)
 
 
@@ -132,7 +163,7 @@ def test_batched_acting_forward_equals_each_agents_policy(space: str) -> None:
     members = [_member(space, seed)[0] for seed in (0, 1, 2)]
     if space != "discrete-obs":
         members[1].learner.agent.obs_normalizer.clip = 0.5  # a swept clip: per agent
-    stacked = StackedPPO([m.learner for m in members])
+    stacked = StackedPopulation([m.learner for m in members])
     stacked.begin_rollout()
     observation_space = SPACES[space][0]
     observations = [torch.as_tensor(np.stack([observation_space.sample() for _ in range(5)]))

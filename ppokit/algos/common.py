@@ -170,6 +170,23 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, weights: tor
 # ---------------------------------------------------------------------------- the gradient step
 
 
+def output_gradients_by_autograd(
+    loss_fn: LossFn, head: ActionHead, policy_out: torch.Tensor, values: torch.Tensor, minibatch: Minibatch,
+    hyper: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(dLoss/dpolicy_out, dLoss/dvalues, stats)`` of ``loss_fn`` by autograd on the outputs alone
+    (zeros where the loss does not depend on them). A population's ``[K, M, ...]`` outputs give
+    one loss per agent ``[K]``: their sum's gradient is every agent's own."""
+    policy_out = policy_out.detach().requires_grad_()
+    values = values.detach().requires_grad_()
+    with torch.enable_grad():
+        loss, stats = loss_fn(head, policy_out, values, minibatch, hyper)
+        grad_policy, grad_values = torch.autograd.grad(loss.sum(), [policy_out, values], allow_unused=True)
+    grad_policy = torch.zeros_like(policy_out) if grad_policy is None else grad_policy
+    grad_values = torch.zeros_like(values) if grad_values is None else grad_values
+    return grad_policy, grad_values, stats
+
+
 class GradientStep:
     """``step(minibatch, hyper)``: loss -> gradient -> all-reduce -> global-norm clip -> Adam.
 
@@ -278,14 +295,7 @@ class GradientStep:
         if self.output_gradients is not None:
             with torch.no_grad():
                 return self.output_gradients(head, policy_out.detach(), values.detach(), minibatch, hyper)
-        policy_out = policy_out.detach().requires_grad_()
-        values = values.detach().requires_grad_()
-        with torch.enable_grad():
-            loss, stats = self.loss_fn(head, policy_out, values, minibatch, hyper)
-        grad_policy, grad_values = torch.autograd.grad(loss, [policy_out, values], allow_unused=True)
-        grad_policy = torch.zeros_like(policy_out) if grad_policy is None else grad_policy
-        grad_values = torch.zeros_like(values) if grad_values is None else grad_values
-        return grad_policy, grad_values, stats
+        return output_gradients_by_autograd(self.loss_fn, head, policy_out, values, minibatch, hyper)
 
     def _fast_grads(self, minibatch: Minibatch, hyper: dict[str, Any]):
         agent = self.agent
@@ -358,7 +368,7 @@ class GradientStep:
         self.adam.load_tensors(tensors, prefix)
 
 
-def _critic_loss(
+def critic_loss(
     head: ActionHead,
     policy_out: torch.Tensor,
     values: torch.Tensor,
@@ -390,7 +400,7 @@ class CriticFit:
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.minibatch_size = minibatch_size
-        self.gradient_step = GradientStep(agent, _critic_loss, max_grad_norm=None, adam_eps=ADAM_EPS,
+        self.gradient_step = GradientStep(agent, critic_loss, max_grad_norm=None, adam_eps=ADAM_EPS,
                                           path=path, only=CRITIC_PREFIXES)
 
     def fit(self, batch: Batch) -> dict[str, float]:

@@ -1,33 +1,45 @@
-"""PPO for a population: the acting forward and the minibatch steps of K agents as batched operations.
+"""A population's acting and updates as batched operations over its K agents.
 
 On a CPU a minibatch step of a small MLP costs per-operation overhead, not arithmetic
 (docs/performance.md), so K agents stacked into the same operations (``torch.baddbmm`` for
 ``addmm``, ``torch.bmm`` for ``mm``: :mod:`ppokit.fast.network`) cost little more than one.
 
-The agents' parameters, gradients and Adam moments move into the rows of ``[K, S]`` buffers
-(:meth:`ppokit.algos.common.GradientStep.adopt_storage`): each agent's own tensors are views of
-its row, so checkpoints, evaluation and export see ordinary agents, and the stacked views
-``[K, *shape]`` of each parameter feed the batched operations. Everything that is per agent stays
-per agent: its minibatch order (drawn from its own random stream), advantage normalization,
-global-norm gradient clipping, learning-rate and clip schedules, the swept coefficients
-(learning rate, clip, entropy and value coefficients), and the target-KL stop (a mask: a stopped
-agent's rows are computed but not applied).
+Each of the agents' gradient steps (:class:`ppokit.algos.common.GradientStep`: PPO's, PPO-KL's,
+VPG's policy step, the critic fits) moves its parameters, gradient and Adam moments into the rows
+of ``[K, S]`` buffers (:class:`StackedStep`): each agent's own tensors are views of its row, so
+checkpoints, evaluation and export see ordinary agents, and the stacked views ``[K, *shape]``
+feed the batched operations. Everything that is per agent stays per agent: its minibatch order
+(drawn from its own random stream), advantage normalization, global-norm gradient clipping (its
+own max norm), learning-rate and clip schedules, the swept coefficients, the target-KL stop (a
+mask: a stopped agent's rows are computed but not applied), PPO-KL's beta, Adam step counts.
 
 Agent k then follows the single run with seed k up to float rounding (a batched matrix product
-and a per-row norm may round differently from their one-agent forms; tests/test_population.py).
+and a per-row norm may round differently from their one-agent forms; tests/test_stacked.py and
+tests/test_population.py).
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ppokit import distributed
-from ppokit.algos.common import global_weighted_mean
+from ppokit.algos.common import (
+    GradientStep,
+    critic_loss,
+    global_weighted_mean,
+    linear_schedule,
+    output_gradients_by_autograd,
+    policy_change,
+)
 from ppokit.algos.ppo import PPO
 from ppokit.algos.ppo_kl import PPOKL, penalized_loss
+from ppokit.algos.vpg import VPG, policy_gradient_loss, reward_to_go
 from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages
 from ppokit.fast.network import backward_cached, forward_cached, policy_forward
 from ppokit.fast.ppo import output_gradients
@@ -37,72 +49,107 @@ if TYPE_CHECKING:
     from ppokit.batch import Batch
     from ppokit.loop import Learner, Member
 
-# Config fields that shape the update loop: the agents of one stacked update share them (the
-# float coefficients may differ). Missing fields (PPO-KL has no clip_vloss) count as None.
-SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps", "adaptive")
-STACKABLE = (PPO, PPOKL)  # the minibatch algorithms (TRPO and VPG update agent by agent)
+STACKABLE = (PPO, PPOKL, VPG)  # TRPO's agents update one by one
+# Config fields that shape the update: the agents of one population share them (float
+# coefficients may differ). Missing fields (PPO-KL has no clip_vloss) count as None.
+SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps",
+                 "adaptive", "baseline", "value_epochs", "value_minibatch_size", "anneal_lr")
+# (dLoss/dpolicy_out [K, M, P], dLoss/dvalues [K, M], stats {name: [K]}) of one minibatch
+OutputGradients = Callable[[torch.Tensor, torch.Tensor, Minibatch], tuple[torch.Tensor, torch.Tensor, dict]]
 
 
 def stackable(learners: list[Learner]) -> bool:
-    """True when the learners' updates can run as one: all PPO or all PPO-KL, on the fast path
-    (not compiled, one process), the same network and action space, the same batch and loop shape."""
+    """True when the learners can act and update as one: all the same algorithm (PPO, PPO-KL or
+    VPG) on the fast path (not compiled, one process), the same network, spaces, normalizer
+    setup, rollout shape and update loop shape."""
     if len(learners) < 2 or distributed.active():
         return False
     algos = [learner.algo for learner in learners]
     if type(algos[0]) not in STACKABLE or any(type(algo) is not type(algos[0]) for algo in algos):
         return False
-    steps = [algo.gradient_step for algo in algos]
-    if any(step.mode != "fast" or step.compiled for step in steps):
+    if any(step.mode != "fast" or step.compiled for algo in algos for step in _steps(algo)):
         return False
-    first = learners[0]
 
     def signature(learner: Learner) -> tuple:
-        cfg, step = learner.algo.cfg, learner.algo.gradient_step
-        return (step.names, [tuple(p.shape) for p in step.parameters], str(step.flat_params.device),
-                learner.cfg.rollout.num_envs, learner.cfg.rollout.num_steps, learner.agent.action_space,
-                learner.agent.observation_space, learner.agent.obs_normalizer is None,
-                learner.agent.obs_normalizer is not None and learner.agent.obs_normalizer.clip is None,
-                getattr(cfg, "clip_coef", None) is None, learner.algo.target_kl is None, cfg.max_grad_norm is None,
-                *(getattr(cfg, name, None) for name in SHARED_FIELDS))
+        algo, agent, rollout = learner.algo, learner.agent, learner.cfg.rollout
+        cfg = algo.cfg
+        normalizer = agent.obs_normalizer
+        return ([(step.names, [tuple(p.shape) for p in step.parameters], str(step.flat_params.device))
+                 for step in _steps(algo)],
+                rollout.num_envs, rollout.num_steps, agent.action_space, agent.observation_space,
+                normalizer is None, normalizer is not None and normalizer.clip is None,
+                getattr(cfg, "clip_coef", None) is None, getattr(algo, "target_kl", None) is None,
+                cfg.max_grad_norm is None, *(getattr(cfg, name, None) for name in SHARED_FIELDS))
 
-    return all(signature(learner) == signature(first) for learner in learners[1:])
+    first = signature(learners[0])
+    return all(signature(learner) == first for learner in learners[1:])
 
 
-class StackedPPO:
-    """Acting and the PPO (or PPO-KL) update of K learners, each as one set of batched operations
-    (a :class:`ppokit.loop.Stacked`). Build it with :func:`stackable` learners; it takes their
-    parameters into its ``[K, S]`` buffers."""
+def _steps(algo: Any) -> list[GradientStep]:
+    """The algorithm's gradient steps: PPO's and PPO-KL's one, VPG's policy step and critic fit."""
+    if isinstance(algo, VPG):
+        return [algo.policy_step] + ([algo.critic.gradient_step] if algo.critic is not None else [])
+    return [algo.gradient_step]
+
+
+class StackedStep:
+    """The same :class:`GradientStep` of K agents (the same parameters) as one: its parameters,
+    gradient and Adam moments in rows of ``[K, S]`` buffers, each parameter also as a ``[K, *shape]``
+    view (:attr:`params`, :attr:`grads`, by the agent's parameter names)."""
+
+    def __init__(self, steps: list[GradientStep]):
+        self.steps = steps
+        layout, count = steps[0].layout, len(steps)
+        self.flat_params, self.flat_grad = layout.zeros(count), layout.zeros(count)
+        exp_avg, exp_avg_sq = layout.zeros(count), layout.zeros(count)
+        for k, step in enumerate(steps):
+            step.adopt_storage(self.flat_params[k], self.flat_grad[k], exp_avg[k], exp_avg_sq[k])
+
+        def stacked(buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {name: buffer[:, offset:offset + numel].view(count, *shape) for name, offset, numel, shape
+                    in zip(steps[0].names, layout.offsets, layout.numels, layout.shapes)}
+
+        self.params, self.grads = stacked(self.flat_params), stacked(self.flat_grad)
+
+    @torch.no_grad()
+    def apply(self, lrs: list[float], max_norms: list[float | None], eps: float, active: list[bool]) -> torch.Tensor:
+        """Clip each agent's gradient to its global norm and take its Adam step (the ``active``
+        agents only; one fused call per learning rate). Returns the norms before clipping ``[K]``."""
+        norms = torch.linalg.vector_norm(self.flat_grad, dim=1)
+        if max_norms[0] is not None:
+            limit = torch.tensor(max_norms, dtype=norms.dtype, device=norms.device)
+            self.flat_grad.mul_(torch.clamp(limit / (norms + 1e-6), max=1.0).unsqueeze(-1))
+        by_lr: dict[float, list[int]] = {}
+        for k, lr in enumerate(lrs):
+            if active[k]:
+                by_lr.setdefault(lr, []).append(k)
+        for lr, rows in by_lr.items():
+            adam_steps_([self.flat_params[k] for k in rows], [self.flat_grad[k] for k in rows],
+                        [self.steps[k].adam for k in rows], lr, eps=self.steps[0].adam_eps)
+        return norms
+
+
+class StackedPopulation:
+    """Acting and the update of K learners as batched operations (a :class:`ppokit.loop.Stacked`).
+    Build it with :func:`stackable` learners; it takes their parameters into its buffers."""
 
     def __init__(self, learners: list[Learner]):
         self.learners = learners
-        self.algos: list[PPO] = [learner.algo for learner in learners]  # type: ignore[misc]
+        self.algos = [learner.algo for learner in learners]
         self.rows = {id(learner): k for k, learner in enumerate(learners)}
-        steps = [algo.gradient_step for algo in self.algos]
-        layout = steps[0].layout
-        count = len(learners)
-        self.params, self.grad = layout.zeros(count), layout.zeros(count)
-        exp_avg, exp_avg_sq = layout.zeros(count), layout.zeros(count)
-        for k, step in enumerate(steps):
-            step.adopt_storage(self.params[k], self.grad[k], exp_avg[k], exp_avg_sq[k])
-        # Each parameter as a [K, *shape] view of the rows, by the agent's parameter names.
-        def stacked(buffer: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {name: buffer[:, offset:offset + numel].view(count, *shape)
-                    for name, offset, numel, shape in zip(steps[0].names, layout.offsets, layout.numels, layout.shapes)}
-
-        self.stacked_params, self.stacked_grads = stacked(self.params), stacked(self.grad)
+        self.steps = [StackedStep(list(steps)) for steps in zip(*[_steps(algo) for algo in self.algos])]
+        self.params = {name: view for step in self.steps for name, view in step.params.items()}
         self.agent = learners[0].agent  # the structure (layers, head); every agent's is the same
-        # PPO's loss has a hand-derived gradient (per sample: coefficients [K, 1]); PPO-KL's is
-        # differentiated by autograd on the outputs (per agent: coefficients [K]).
-        self.by_hand = type(self.algos[0]) is PPO
-        norms = [algo.cfg.max_grad_norm for algo in self.algos]  # each agent's (it may be swept)
-        self.max_norms = None if norms[0] is None else torch.tensor(norms, device=self.params.device)
+        for name, _ in self.agent.named_parameters():  # in no step (VPG without a baseline: the critic)
+            if name not in self.params:  # never updated, so a stacked copy stays right
+                self.params[name] = torch.stack([learner.agent.get_parameter(name).detach() for learner in learners])
         self.obs_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-
-    # ------------------------------------------------------------------ acting
 
     def covers(self, members: list[Member]) -> bool:
         """True when ``members`` are exactly this population's agents, in order (none has ended)."""
         return [self.rows.get(id(m.learner)) for m in members] == list(range(len(self.learners)))
+
+    # ------------------------------------------------------------------ acting
 
     @torch.no_grad()
     def begin_rollout(self) -> None:
@@ -126,82 +173,122 @@ class StackedPPO:
         :meth:`begin_rollout`)."""
         if self.agent.actor_trunk[0].one_hot is not None:  # Discrete observations: each agent's one-hot
             x = torch.stack([learner.agent.actor_trunk[0](obs) for learner, obs in zip(self.learners, observations)])
-            return policy_forward(self.agent, self.stacked_params, x)
+            return policy_forward(self.agent, self.params, x)
         x = torch.stack(observations).to(torch.float32)  # [K, N, *obs]
         if self.obs_stats is not None:
             mean, std, bound = self.obs_stats
             x = (x - mean) / std
             if bound is not None:
                 x = torch.clamp(x, -bound, bound)
-        return policy_forward(self.agent, self.stacked_params, x.reshape(*x.shape[:2], -1))
+        return policy_forward(self.agent, self.params, x.reshape(*x.shape[:2], -1))
 
-    # ------------------------------------------------------------------ one update
+    # ------------------------------------------------------------------ the update
 
     def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
         """Step 3 of an iteration for ``members`` (each with its batch ``[B, ...]``)."""
-        if not self.covers(members):
-            return self._one_by_one(members, batches)  # some agents ended: each updates alone
+        if not self.covers(members):  # some agents ended: each updates alone
+            return [_own_update(member, batch) for member, batch in zip(members, batches)]
         progress = [m.progress.iteration / m.progress.total_iterations for m in members]
-        hypers = [algo.hyperparameters(p) for algo, p in zip(self.algos, progress)]
-        data, normalized = self._stack(batches)
-        per_agent = self._epochs(members, data, normalized, hypers)
-        results = []
-        for algo, hyper, batch, stats in zip(self.algos, hypers, batches, per_agent):
-            stats["learning_rate"] = hyper["lr"]
-            algo.after_epochs(batch, hyper, stats)
-            results.append(stats)
-        return results
+        if isinstance(self.algos[0], VPG):
+            return self._vpg_update(members, batches, progress)
+        return self._minibatch_update(members, batches, progress)
 
-    def _one_by_one(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
-        out = []
-        for member, batch in zip(members, batches):
-            progress = member.progress
-            with member.streams:
-                out.append(member.learner.algo.update(batch, progress.iteration / progress.total_iterations))
-        return out
+    def _minibatch_update(self, members: list[Member], batches: list[Batch],
+                          progress: list[float]) -> list[dict[str, float]]:
+        """PPO and PPO-KL: epochs of minibatch steps (:class:`ppokit.algos.minibatch.MinibatchActorCritic`)."""
+        algos = self.algos
+        cfg = algos[0].cfg
+        hypers = [algo.hyperparameters(p) for algo, p in zip(algos, progress)]
+        normalized = cfg.norm_adv and cfg.norm_adv_scope == "batch"
+        data = self._stack(batches, normalize_advantages_over_batch=normalized)
+        by_hand = isinstance(algos[0], PPO)  # PPO's loss gradient is hand-derived, PPO-KL's by autograd
+        column = functools.partial(_per_agent, device=self.steps[0].flat_params.device, by_hand=by_hand)
+        loss_cfg = replace(cfg, ent_coef=column([a.cfg.ent_coef for a in algos]),
+                           vf_coef=column([a.cfg.vf_coef for a in algos]))
+        hyper = {key: column([h[key] for h in hypers]) for key in hypers[0] if key != "lr"}
+        head = self.agent.head
+        if by_hand:
+            grads: OutputGradients = lambda out, values, mb: output_gradients(loss_cfg, head, out, values, mb, hyper)  # noqa: E731
+        else:
+            grads = lambda out, values, mb: output_gradients_by_autograd(  # noqa: E731
+                functools.partial(penalized_loss, loss_cfg), head, out, values, mb, hyper)
+        per_agent = self._epochs(members, self.steps[0], data, cfg.update_epochs, cfg.minibatch_size, grads,
+                                 [h["lr"] for h in hypers], [a.cfg.max_grad_norm for a in algos],
+                                 targets=[a.target_kl for a in algos], normalized=normalized)
+        for algo, hyper_k, batch, stats in zip(algos, hypers, batches, per_agent):
+            stats["learning_rate"] = hyper_k["lr"]
+            algo.after_epochs(batch, hyper_k, stats)
+        return per_agent
 
-    def _per_agent(self, values: list[float]) -> torch.Tensor:
-        """One value per agent: ``[K, 1]`` for the hand-derived gradient (it scales ``[K, M]``
-        samples), ``[K]`` for autograd's loss (it scales per-agent means)."""
-        column = torch.tensor(values, dtype=torch.float32, device=self.params.device)
-        return column.unsqueeze(-1) if self.by_hand else column
+    def _vpg_update(self, members: list[Member], batches: list[Batch], progress: list[float]) -> list[dict[str, float]]:
+        """VPG: one policy-gradient step on each whole batch, then each agent's value fit."""
+        algos: list[VPG] = self.algos  # type: ignore[assignment]
+        cfg = algos[0].cfg
+        if algos[0].critic is None:  # baseline none: the advantages are the rewards to go
+            batches = [replace(b, advantages=reward_to_go(b, a.num_steps, a.gamma)) for a, b in zip(algos, batches)]
+        data = self._stack(batches, normalize_advantages_over_batch=cfg.norm_adv)
+        whole = Minibatch.of(data, advantages_normalized=cfg.norm_adv)
+        lrs = [linear_schedule(a.cfg.learning_rate, p, a.cfg.anneal_lr) for a, p in zip(algos, progress)]
+        policy = self.steps[0]
+        stats = self._gradient(policy, whole, lambda out, values, mb: output_gradients_by_autograd(
+            policy_gradient_loss, self.agent.head, out, values, mb, {}))
+        norms = policy.apply(lrs, [a.cfg.max_grad_norm for a in algos], policy.steps[0].adam_eps, [True] * len(algos))
+        per_agent = [{"policy_loss": float(stats["policy_loss"][k]), "grad_norm": float(norms[k])}
+                     for k in range(len(algos))]
+        for algo, batch, out in zip(algos, batches, per_agent):
+            out.update(policy_change(algo.agent, batch))
+        if algos[0].critic is not None:
+            critic = algos[0].critic
+            fits = self._epochs(members, self.steps[1], self._stack(batches), critic.epochs, critic.minibatch_size,
+                                lambda out, values, mb: output_gradients_by_autograd(
+                                    critic_loss, self.agent.head, out, values, mb, {}),
+                                [a.critic.learning_rate for a in algos], [None] * len(algos))
+            for out, fit in zip(per_agent, fits):
+                out.update(value_loss=fit["value_loss"],
+                           value_grad_steps=fit["epochs"] * math.ceil(len(batches[0]) / critic.minibatch_size))
+        for out, lr in zip(per_agent, lrs):
+            out.update(learning_rate=lr, clip_fraction=float("nan"))
+        return per_agent
 
-    def _loss_config(self) -> Any:
-        """The first agent's section with the coefficients that may differ as per-agent tensors."""
-        cfgs = [algo.cfg for algo in self.algos]
-        return replace(cfgs[0], ent_coef=self._per_agent([c.ent_coef for c in cfgs]),
-                       vf_coef=self._per_agent([c.vf_coef for c in cfgs]))
+    # ------------------------------------------------------------------ shared by the updates
 
-    def _stack(self, batches: list[Batch]) -> tuple[dict[str, torch.Tensor], bool]:
+    def _stack(self, batches: list[Batch], normalize_advantages_over_batch: bool = False) -> dict[str, torch.Tensor]:
         """The agents' batches as ``[K, B, ...]`` tensors, observations already normalized and flat
         (the normalizers do not move during the update); advantages normalized over each agent's
-        whole batch when ``norm_adv_scope`` is ``batch``."""
-        cfg = self.algos[0].cfg
-        normalized = cfg.norm_adv and cfg.norm_adv_scope == "batch"
+        whole batch if asked."""
         data = {}
         for name in SAMPLE_FIELDS:
             if name == "obs":
                 rows = [learner.agent.actor_trunk[0](learner.agent.preprocess(batch.obs))
                         for learner, batch in zip(self.learners, batches)]
-            elif name == "advantages" and normalized:
+            elif name == "advantages" and normalize_advantages_over_batch:
                 rows = [normalize_advantages(batch.advantages, batch.weights, mean_fn=global_weighted_mean)
                         for batch in batches]
             else:
                 rows = [getattr(batch, name) for batch in batches]
             data[name] = torch.stack(rows)
-        return data, normalized
+        return data
 
-    def _epochs(self, members: list[Member], data: dict[str, torch.Tensor], normalized: bool,
-                hypers: list[dict[str, float]]) -> list[dict[str, float]]:
-        """``update_epochs`` passes of minibatch steps, each agent in its own order; an agent whose
-        epoch's mean approx KL exceeds its ``target_kl`` stops (its later rows are not applied)."""
+    @torch.no_grad()
+    def _gradient(self, step: StackedStep, minibatch: Minibatch, grads: OutputGradients) -> dict[str, torch.Tensor]:
+        """Every agent's gradient of its loss for ``step``'s parameters into ``step.grads``; stats ``[K]``."""
+        agent = self.agent
+        policy_out, values, cache = forward_cached(agent, self.params, minibatch.obs)
+        grad_policy, grad_values, stats = grads(policy_out, values, minibatch)
+        out = {name: step.grads.get(name) if name in step.grads else torch.empty_like(view)
+               for name, view in self.params.items()}  # the other parameters' gradients: scratch
+        backward_cached(agent, self.params, cache, grad_policy, grad_values, out)
+        return stats
+
+    def _epochs(self, members: list[Member], step: StackedStep, data: dict[str, torch.Tensor], epochs: int,
+                minibatch_size: int, grads: OutputGradients, lrs: list[float], max_norms: list[float | None],
+                targets: list[float | None] | None = None, normalized: bool = False) -> list[dict[str, float]]:
+        """:func:`ppokit.algos.common.run_epochs` for every agent at once: ``epochs`` passes of
+        minibatch steps, each agent in its own order; an agent whose epoch's mean approx KL
+        exceeds its ``targets[k]`` stops (its later rows are not applied). Per-agent statistics."""
         count, size = data["obs"].shape[:2]
-        cfg = self._loss_config()
-        minibatch_size = cfg.minibatch_size
-        targets = [algo.target_kl for algo in self.algos]
-        hyper = {key: self._per_agent([h[key] for h in hypers]) for key in hypers[0] if key != "lr"}
-        active = [True] * count
-        epochs_run, stopped = [0] * count, [False] * count
+        targets = targets or [None] * count
+        active, epochs_run, stopped = [True] * count, [0] * count, [False] * count
         history: list[tuple[list[bool], dict[str, torch.Tensor]]] = []
         whole = None
         if minibatch_size >= size:
@@ -209,9 +296,9 @@ class StackedPPO:
             if whole.normalized_advantages is None:
                 whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights,
                                                                    mean_fn=masked_mean)
-        for epoch in range(cfg.update_epochs):
+        for epoch in range(epochs):
             first = len(history)
-            want_stats = targets[0] is not None or epoch == cfg.update_epochs - 1
+            want_stats = targets[0] is not None or epoch == epochs - 1
             if whole is not None:
                 parts = [whole.with_stats(want_stats)]
             else:
@@ -219,68 +306,50 @@ class StackedPPO:
                 parts = [Minibatch.of({k: v[:, i:i + minibatch_size] for k, v in shuffled.items()}, want_stats,
                                       normalized) for i in range(0, size, minibatch_size)]
             for minibatch in parts:
-                history.append((list(active), self._step(minibatch, cfg, hyper, hypers, active)))
+                stats = self._gradient(step, minibatch, grads)
+                stats["grad_norm"] = step.apply(lrs, max_norms, step.steps[0].adam_eps, active)
+                history.append((list(active), stats))
             for k in range(count):
                 epochs_run[k] += active[k]
             if targets[0] is not None:
                 epoch_kl = torch.stack([stats["approx_kl"] for _, stats in history[first:]]).mean(0)  # [K]
                 for k in range(count):
-                    if active[k] and float(epoch_kl[k]) > targets[k]:
+                    if active[k] and float(epoch_kl[k]) > targets[k]:  # type: ignore[operator]
                         active[k], stopped[k] = False, True
                 if not any(active):
                     break
-        return [self._agent_stats(k, history, epochs_run[k], stopped[k]) for k in range(count)]
+        return [_agent_stats(k, history, epochs_run[k], stopped[k]) for k in range(count)]
 
     def _shuffled(self, members: list[Member], data: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
         """The samples of each agent in a new random order from that agent's stream, ``[K, B, ...]``."""
         orders = []
         for member in members:
             with member.streams:
-                orders.append(torch.randperm(size, device=self.params.device))
+                orders.append(torch.randperm(size, device=data["obs"].device))
         order = torch.stack(orders)  # [K, B]
         rows = torch.arange(order.shape[0], device=order.device).unsqueeze(-1)
         return {name: value[rows, order] for name, value in data.items()}
 
-    @torch.no_grad()
-    def _step(self, minibatch: Minibatch, cfg: Any, hyper: dict[str, torch.Tensor], hypers: list[dict[str, float]],
-              active: list[bool]) -> dict[str, torch.Tensor]:
-        """One minibatch step of every agent; only the ``active`` ones apply it. Stats ``[K]`` each."""
-        agent = self.agent
-        policy_out, values, cache = forward_cached(agent, self.stacked_params, minibatch.obs)
-        grad_policy, grad_values, stats = self._output_gradients(cfg, policy_out, values, minibatch, hyper)
-        backward_cached(agent, self.stacked_params, cache, grad_policy, grad_values, self.stacked_grads)
-        norms = torch.linalg.vector_norm(self.grad, dim=1)  # [K]: each agent's global norm
-        if self.max_norms is not None:
-            self.grad.mul_(torch.clamp(self.max_norms / (norms + 1e-6), max=1.0).unsqueeze(-1))
-        by_lr: dict[float, list[int]] = {}
-        for k, h in enumerate(hypers):
-            if active[k]:
-                by_lr.setdefault(h["lr"], []).append(k)
-        for lr, rows in by_lr.items():
-            adam_steps_([self.params[k] for k in rows], [self.grad[k] for k in rows],
-                        [self.algos[k].gradient_step.adam for k in rows], lr, eps=cfg.adam_eps)
-        return {**stats, "grad_norm": norms}
 
-    def _output_gradients(self, cfg: Any, policy_out: torch.Tensor, values: torch.Tensor, minibatch: Minibatch,
-                          hyper: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Every agent's ``dLoss/dpolicy_out [K, M, P]`` and ``dLoss/dvalues [K, M]``, and its stats ``[K]``."""
-        head = self.agent.head
-        if self.by_hand:
-            return output_gradients(cfg, head, policy_out, values, minibatch, hyper)
-        policy_out, values = policy_out.detach().requires_grad_(), values.detach().requires_grad_()
-        with torch.enable_grad():
-            loss, stats = penalized_loss(cfg, head, policy_out, values, minibatch, hyper)  # [K]
-            grad_policy, grad_values = torch.autograd.grad(loss.sum(), [policy_out, values])  # agents are independent
-        return grad_policy, grad_values, stats
+def _per_agent(values: list[float], device: torch.device, by_hand: bool) -> torch.Tensor:
+    """One value per agent: ``[K, 1]`` for a hand-derived gradient (it scales ``[K, M]`` samples),
+    ``[K]`` for an autograd loss (it scales per-agent means)."""
+    column = torch.tensor(values, dtype=torch.float32, device=device)
+    return column.unsqueeze(-1) if by_hand else column
 
-    @staticmethod
-    def _agent_stats(k: int, history: list[tuple[list[bool], dict[str, torch.Tensor]]], epochs: int,
-                     stopped: bool) -> dict[str, float]:
-        """Agent k's statistics as :func:`ppokit.algos.common.run_epochs` reports them."""
-        mine = [stats for active, stats in history if active[k]]
-        keys = sorted({key for stats in mine for key in stats})
-        out = {key: float(torch.stack([stats[key][k] if stats[key].dim() else stats[key]
-                                       for stats in mine if key in stats]).mean()) for key in keys}
-        out["epochs"], out["grad_steps"], out["early_stop"] = float(epochs), float(len(mine)), float(stopped)
-        return out
 
+def _own_update(member: Member, batch: Batch) -> dict[str, float]:
+    progress = member.progress
+    with member.streams:
+        return member.learner.algo.update(batch, progress.iteration / progress.total_iterations)
+
+
+def _agent_stats(k: int, history: list[tuple[list[bool], dict[str, torch.Tensor]]], epochs: int,
+                 stopped: bool) -> dict[str, float]:
+    """Agent k's statistics as :func:`ppokit.algos.common.run_epochs` reports them."""
+    mine = [stats for active, stats in history if active[k]]
+    keys = sorted({key for stats in mine for key in stats})
+    out = {key: float(torch.stack([stats[key][k] if stats[key].dim() else stats[key]
+                                   for stats in mine if key in stats]).mean()) for key in keys}
+    out["epochs"], out["grad_steps"], out["early_stop"] = float(epochs), float(len(mine)), float(stopped)
+    return out
