@@ -56,6 +56,11 @@ class FlatLayout:
         """Views of ``flat [S]`` with the tensors' shapes."""
         return [flat[o:o + n].view(shape) for o, n, shape in zip(self.offsets, self.numels, self.shapes)]
 
+    def views_of_rows(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Views ``[K, *shape]`` of ``rows [K, S]`` (one agent of a population per row)."""
+        return [rows[:, o:o + n].view(rows.shape[0], *shape)
+                for o, n, shape in zip(self.offsets, self.numels, self.shapes)]
+
     def pack(self, flat: torch.Tensor) -> torch.Tensor:
         """The tensors' values without the padding, ``[P]`` (a copy)."""
         return torch.cat([view.reshape(-1) for view in self.views(flat)])

@@ -59,7 +59,7 @@ def assert_same_run(a: Path, b: Path, skip_eval: bool = False) -> None:
     assert not [k for k in ta if not (ta[k].shape == tb[k].shape and (ta[k] == tb[k]).all())]
 
 
-def assert_close_run(a: Path, b: Path, first: int = 2) -> None:
+def assert_close_run(a: Path, b: Path, first: int = 2, rel: float = 1e-4) -> None:
     """Up to float rounding: a PPO population's batched update (ppokit.fast.stacked) rounds its
     matrix products differently from one agent's, so the runs agree to ~1e-5 in the first
     iterations (later on, an RL run amplifies any rounding difference)."""
@@ -71,7 +71,7 @@ def assert_close_run(a: Path, b: Path, first: int = 2) -> None:
             if row_a[key] in ("", "nan") or row_b[key] in ("", "nan"):
                 assert row_a[key] == row_b[key], key
             else:
-                assert float(row_a[key]) == pytest.approx(float(row_b[key]), rel=1e-4, abs=1e-6), key
+                assert float(row_a[key]) == pytest.approx(float(row_b[key]), rel=rel, abs=1e-6), key
 
 
 def pop_json(folder: Path) -> dict:
@@ -210,9 +210,9 @@ def test_each_agent_equals_the_single_run_with_its_seed(algo, env, tmp_path, cap
     for seed in (0, 1):
         assert train(capsys, *args, "--seed", str(seed), "--run-dir", str(tmp_path / f"single-{seed}"),
                      env=env)[0] == 0
-        batched = algo != "trpo"  # the populations that act and learn as batched operations
-        compare = assert_close_run if batched else assert_same_run
-        compare(tmp_path / "pop" / f"seed-{seed}", tmp_path / f"single-{seed}")
+        # batched: up to rounding (which TRPO's conjugate gradient amplifies more)
+        assert_close_run(tmp_path / "pop" / f"seed-{seed}", tmp_path / f"single-{seed}",
+                         rel=1e-3 if algo == "trpo" else 1e-4)
         assert len(metrics(tmp_path / f"single-{seed}")) == ITERATIONS
         assert any(row["eval_return_mean"] for row in metrics(tmp_path / f"single-{seed}"))
     # the comparison can fail: the two seeds differ

@@ -11,6 +11,7 @@ import torch
 from ppokit.agent import Agent
 from ppokit.algos.ppo import PPO
 from ppokit.algos.ppo_kl import PPOKL
+from ppokit.algos.trpo import TRPO
 from ppokit.algos.vpg import VPG
 from ppokit.batch import Batch
 from ppokit.config import Config
@@ -38,7 +39,7 @@ def _member(space: str, seed: int, algo_name: str = "ppo", **section: object) ->
     agent = Agent(observation_space, action_space, cfg.model, cfg.env)
     if agent.obs_normalizer is not None:
         agent.obs_normalizer.update(torch.randn(100, *observation_space.shape) * 2 + 1)
-    algo = {"ppo": PPO, "ppo-kl": PPOKL, "vpg": VPG}[algo_name](agent, cfg, "eager")
+    algo = {"ppo": PPO, "ppo-kl": PPOKL, "vpg": VPG, "trpo": TRPO}[algo_name](agent, cfg, "eager")
     obs = torch.as_tensor(np.stack([observation_space.sample() for _ in range(B)])) \
         if isinstance(observation_space, gym.spaces.Discrete) else torch.randn(B, *observation_space.shape)
     with torch.no_grad():
@@ -135,6 +136,36 @@ def test_stacked_vpg_equals_each_agents_own(space: str, shared: dict) -> None:
         assert got.keys() == want.keys()
         for key in got:
             assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+
+
+@pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete"])
+def test_stacked_trpo_equals_each_agents_own(space: str) -> None:
+    # (a small damping makes conjugate gradient ill-conditioned: rounding then grows past 1e-4)
+    swept = [{"max_kl": 0.01, "damping": 0.1, "value_lr": 1e-3},
+             {"max_kl": 0.05, "damping": 0.5, "backtrack_coef": 0.5, "value_lr": 3e-3},
+             {"max_kl": 1e-6, "damping": 0.1, "value_lr": 1e-3}]
+
+    def population() -> tuple[list[Member], list[Batch]]:
+        pairs = [_member(space, seed, "trpo", value_minibatch_size=16, value_epochs=2, **values)
+                 for seed, values in zip((0, 1, 2), swept)]
+        return [m for m, _ in pairs], [b for _, b in pairs]
+
+    members, batches = population()
+    reference, _ = population()
+    expected = []
+    for member, batch in zip(reference, batches):
+        with member.streams:
+            expected.append(member.learner.algo.update(batch, 0.25))
+    learners = [m.learner for m in members]
+    assert stackable(learners)
+    stats = StackedPopulation(learners).update(members, batches)
+    for member, twin, got, want in zip(members, reference, stats, expected):
+        for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+        assert got.keys() == want.keys()
+        for key in got:
+            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+    assert len({s["kl"] for s in stats}) == 3  # each agent's own bound
 
 
 def test_agents_stay_views_of_the_stacked_rows_and_checkpoint_alike() -> None:

@@ -47,37 +47,52 @@ def conjugate_gradient(
     """Solve ``A x = b`` for a symmetric positive-definite ``A`` given only ``matvec(v) = A v``.
 
     ``b [D]``; at most ``iterations`` steps (exact after D in exact arithmetic), stopping early once
-    the squared residual is below ``tolerance``. Returns ``x [D]``, starting from zero."""
+    the squared residual is below ``tolerance``. Returns ``x [D]``, starting from zero. ``b [K, D]``
+    solves K independent systems (a population's agents, :mod:`ppokit.fast.stacked`), each row
+    stopping on its own."""
+    batched = b.dim() == 2
+
+    def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return (u * v).sum(-1, keepdim=True) if batched else u @ v
+
     x = torch.zeros_like(b)
     residual = b.clone()
     direction = b.clone()
-    residual_sq = residual @ residual
+    residual_sq = dot(residual, residual)
     for _ in range(iterations):
-        if float(residual_sq) < tolerance:
+        going = residual_sq >= tolerance  # 0-dim, or [K, 1] per system
+        if not bool(going.any()):
             break
         a_direction = matvec(direction)
-        alpha = residual_sq / (direction @ a_direction)
-        x += alpha * direction
-        residual -= alpha * a_direction
-        new_residual_sq = residual @ residual
-        direction = residual + (new_residual_sq / residual_sq) * direction
-        residual_sq = new_residual_sq
+        alpha = residual_sq / dot(direction, a_direction)
+        new_x, new_residual = x + alpha * direction, residual - alpha * a_direction
+        new_residual_sq = dot(new_residual, new_residual)
+        new_direction = new_residual + (new_residual_sq / residual_sq) * direction
+        if batched:  # the systems that have converged keep their solution
+            new_x, new_residual = torch.where(going, new_x, x), torch.where(going, new_residual, residual)
+            new_direction = torch.where(going, new_direction, direction)
+            new_residual_sq = torch.where(going, new_residual_sq, residual_sq)
+        x, residual, direction, residual_sq = new_x, new_residual, new_direction, new_residual_sq
     return x
 
 
 def fisher_vector_product(
-    kl_fn: Callable[[torch.Tensor], torch.Tensor], flat_params: torch.Tensor, damping: float
+    kl_fn: Callable[[torch.Tensor], torch.Tensor], flat_params: torch.Tensor, damping: float | torch.Tensor
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> (H + damping I) v`` with ``H`` the Hessian of ``kl_fn`` at ``flat_params [D]``.
 
     For ``kl_fn(theta) = E[KL(pi_old || pi_theta)]`` at theta = theta_old, ``H`` is the Fisher
     information matrix. One backward pass builds ``grad KL`` with its graph; each product is then
-    a second backward through ``grad KL . v`` (TRPO appendix C.1), averaged over processes."""
+    a second backward through ``grad KL . v`` (TRPO appendix C.1), averaged over processes.
+    ``flat_params [K, D]`` with ``kl_fn`` giving one KL per row ``[K]`` (and ``damping`` a float or
+    ``[K, 1]``): one product per row (the rows are independent agents)."""
     theta = flat_params.detach().requires_grad_(True)
-    (kl_grad,) = torch.autograd.grad(kl_fn(theta), theta, create_graph=True)
+    (kl_grad,) = torch.autograd.grad(kl_fn(theta).sum(), theta, create_graph=True)
+    batched = theta.dim() == 2
 
     def product(vector: torch.Tensor) -> torch.Tensor:
-        (hessian_vector,) = torch.autograd.grad(kl_grad @ vector, theta, retain_graph=True)
+        inner = (kl_grad * vector).sum() if batched else kl_grad @ vector
+        (hessian_vector,) = torch.autograd.grad(inner, theta, retain_graph=True)
         distributed.mean_([hessian_vector])
         return hessian_vector + damping * vector
 

@@ -21,6 +21,7 @@ tests/test_population.py).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,35 +34,41 @@ from ppokit.algos.common import (
     GradientStep,
     critic_loss,
     global_weighted_mean,
+    importance_ratio,
     linear_schedule,
+    mean_kl,
     output_gradients_by_autograd,
     policy_change,
 )
 from ppokit.algos.ppo import PPO
 from ppokit.algos.ppo_kl import PPOKL, penalized_loss
+from ppokit.algos.trpo import TRPO, conjugate_gradient, fisher_vector_product
 from ppokit.algos.vpg import VPG, policy_gradient_loss, reward_to_go
-from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages
+from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages, weighted_mean
 from ppokit.fast.network import backward_cached, forward_cached, policy_forward
 from ppokit.fast.ppo import output_gradients
-from ppokit.optim import adam_steps_
+from ppokit.optim import FlatLayout, adam_steps_
 
 if TYPE_CHECKING:
     from ppokit.batch import Batch
     from ppokit.loop import Learner, Member
 
-STACKABLE = (PPO, PPOKL, VPG)  # TRPO's agents update one by one
+log = logging.getLogger("ppokit")
+
+STACKABLE = (PPO, PPOKL, VPG, TRPO)
 # Config fields that shape the update: the agents of one population share them (float
 # coefficients may differ). Missing fields (PPO-KL has no clip_vloss) count as None.
 SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps",
-                 "adaptive", "baseline", "value_epochs", "value_minibatch_size", "anneal_lr")
+                 "adaptive", "baseline", "value_epochs", "value_minibatch_size", "anneal_lr", "cg_iters",
+                 "backtrack_iters")
 # (dLoss/dpolicy_out [K, M, P], dLoss/dvalues [K, M], stats {name: [K]}) of one minibatch
 OutputGradients = Callable[[torch.Tensor, torch.Tensor, Minibatch], tuple[torch.Tensor, torch.Tensor, dict]]
 
 
 def stackable(learners: list[Learner]) -> bool:
-    """True when the learners can act and update as one: all the same algorithm (PPO, PPO-KL or
-    VPG) on the fast path (not compiled, one process), the same network, spaces, normalizer
-    setup, rollout shape and update loop shape."""
+    """True when the learners can act and update as one: all the same algorithm on the fast path
+    (not compiled, one process), the same network, spaces, normalizer setup, rollout shape and
+    update loop shape."""
     if len(learners) < 2 or distributed.active():
         return False
     algos = [learner.algo for learner in learners]
@@ -79,14 +86,17 @@ def stackable(learners: list[Learner]) -> bool:
                 rollout.num_envs, rollout.num_steps, agent.action_space, agent.observation_space,
                 normalizer is None, normalizer is not None and normalizer.clip is None,
                 getattr(cfg, "clip_coef", None) is None, getattr(algo, "target_kl", None) is None,
-                cfg.max_grad_norm is None, *(getattr(cfg, name, None) for name in SHARED_FIELDS))
+                getattr(cfg, "max_grad_norm", None) is None, *(getattr(cfg, name, None) for name in SHARED_FIELDS))
 
     first = signature(learners[0])
     return all(signature(learner) == first for learner in learners[1:])
 
 
 def _steps(algo: Any) -> list[GradientStep]:
-    """The algorithm's gradient steps: PPO's and PPO-KL's one, VPG's policy step and critic fit."""
+    """The algorithm's gradient steps: PPO's and PPO-KL's one, VPG's policy step and critic fit,
+    TRPO's critic fit (its policy moves by conjugate gradient and line search)."""
+    if isinstance(algo, TRPO):
+        return [algo.critic.gradient_step]
     if isinstance(algo, VPG):
         return [algo.policy_step] + ([algo.critic.gradient_step] if algo.critic is not None else [])
     return [algo.gradient_step]
@@ -105,11 +115,8 @@ class StackedStep:
         for k, step in enumerate(steps):
             step.adopt_storage(self.flat_params[k], self.flat_grad[k], exp_avg[k], exp_avg_sq[k])
 
-        def stacked(buffer: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {name: buffer[:, offset:offset + numel].view(count, *shape) for name, offset, numel, shape
-                    in zip(steps[0].names, layout.offsets, layout.numels, layout.shapes)}
-
-        self.params, self.grads = stacked(self.flat_params), stacked(self.flat_grad)
+        self.params = dict(zip(steps[0].names, layout.views_of_rows(self.flat_params)))
+        self.grads = dict(zip(steps[0].names, layout.views_of_rows(self.flat_grad)))
 
     @torch.no_grad()
     def apply(self, lrs: list[float], max_norms: list[float | None], eps: float, active: list[bool]) -> torch.Tensor:
@@ -140,6 +147,10 @@ class StackedPopulation:
         self.steps = [StackedStep(list(steps)) for steps in zip(*[_steps(algo) for algo in self.algos])]
         self.params = {name: view for step in self.steps for name, view in step.params.items()}
         self.agent = learners[0].agent  # the structure (layers, head); every agent's is the same
+        if isinstance(self.algos[0], TRPO):  # its policy's parameters in rows too: theta [K, S]
+            self.policy_layout, self.policy_rows, views = _stack_parameters([algo.params for algo in self.algos],
+                                                                           self.algos[0].names)
+            self.params.update(views)
         for name, _ in self.agent.named_parameters():  # in no step (VPG without a baseline: the critic)
             if name not in self.params:  # never updated, so a stacked copy stays right
                 self.params[name] = torch.stack([learner.agent.get_parameter(name).detach() for learner in learners])
@@ -191,6 +202,8 @@ class StackedPopulation:
         progress = [m.progress.iteration / m.progress.total_iterations for m in members]
         if isinstance(self.algos[0], VPG):
             return self._vpg_update(members, batches, progress)
+        if isinstance(self.algos[0], TRPO):
+            return self._trpo_update(members, batches)
         return self._minibatch_update(members, batches, progress)
 
     def _minibatch_update(self, members: list[Member], batches: list[Batch],
@@ -249,6 +262,73 @@ class StackedPopulation:
         for out, lr in zip(per_agent, lrs):
             out.update(learning_rate=lr, clip_fraction=float("nan"))
         return per_agent
+
+    def _trpo_update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
+        """TRPO: every agent's natural-gradient step (conjugate gradient on its own Fisher-vector
+        products, its own line search), then its value fit."""
+        algos: list[TRPO] = self.algos  # type: ignore[assignment]
+        per_agent = self._trpo_policy_steps(self._stack(batches, normalize_advantages_over_batch=algos[0].cfg.norm_adv))
+        for algo, batch, out in zip(algos, batches, per_agent):
+            out.update(policy_change(algo.agent, batch))
+        critic = algos[0].critic
+        fits = self._epochs(members, self.steps[0], self._stack(batches), critic.epochs, critic.minibatch_size,
+                            lambda out, values, mb: output_gradients_by_autograd(
+                                critic_loss, self.agent.head, out, values, mb, {}),
+                            [a.critic.learning_rate for a in algos], [None] * len(algos))
+        for out, fit in zip(per_agent, fits):
+            out.update(value_loss=fit["value_loss"],
+                       value_grad_steps=fit["epochs"] * math.ceil(len(batches[0]) / critic.minibatch_size),
+                       clip_fraction=float("nan"), learning_rate=float("nan"))
+        return per_agent
+
+    def _trpo_policy_steps(self, data: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+        """:meth:`ppokit.algos.trpo.TRPO.policy_step` of every agent, on ``theta [K, S]``."""
+        algos: list[TRPO] = self.algos  # type: ignore[assignment]
+        count, device = len(algos), self.policy_rows.device
+        column = lambda name: torch.tensor([float(getattr(a.cfg, name)) for a in algos], device=device)  # noqa: E731
+        max_kl, backtrack_coef = column("max_kl"), column("backtrack_coef")
+        minibatch, head, names = Minibatch.of(data), self.agent.head, algos[0].names
+
+        def surrogate_and_kl(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """``(E[r * A], E[KL(pi_old || pi_theta)])`` per agent, ``[K]`` each."""
+            params = {**self.params, **dict(zip(names, self.policy_layout.views_of_rows(theta)))}
+            policy_out = policy_forward(self.agent, params, minibatch.obs)
+            _, ratio = importance_ratio(head, policy_out, minibatch)
+            return (weighted_mean(ratio * minibatch.advantages, minibatch.weights),
+                    mean_kl(head, minibatch.policy_outputs, policy_out, minibatch.weights))
+
+        theta_old = self.policy_rows.detach().clone()
+        theta = theta_old.clone().requires_grad_(True)
+        surrogate, _ = surrogate_and_kl(theta)
+        (gradient,) = torch.autograd.grad(surrogate.sum(), theta)
+        surrogate_old = surrogate.detach()
+        fvp = fisher_vector_product(lambda t: surrogate_and_kl(t)[1], theta_old, column("damping").unsqueeze(-1))
+        direction = conjugate_gradient(fvp, gradient, algos[0].cfg.cg_iters)
+        curvature = (direction * fvp(direction)).sum(-1).detach()  # x'(F + damping I)x, [K]
+        full_step = torch.sqrt(2 * max_kl / curvature).unsqueeze(-1) * direction.detach()
+        out = [{"line_search_steps": 0.0, "line_search_accepted": 0.0, "improvement": 0.0,
+                "policy_loss": -float(surrogate_old[k])} for k in range(count)]
+        pending = [k for k in range(count) if math.isfinite(float(curvature[k])) and float(curvature[k]) > 0]
+        for k in sorted(set(range(count)) - set(pending)):
+            log.warning("trpo (agent %d): no step this iteration (x'Fx = %g: the surrogate gradient is zero or not "
+                        "finite); the policy is unchanged", k, float(curvature[k]))
+        with torch.no_grad():
+            for attempt in range(algos[0].cfg.backtrack_iters):
+                if not pending:
+                    break
+                candidate = theta_old + (backtrack_coef ** attempt).unsqueeze(-1) * full_step
+                new_surrogate, kl = surrogate_and_kl(candidate)
+                for k in list(pending):
+                    out[k]["line_search_steps"] = float(attempt + 1)
+                    if float(kl[k]) <= float(max_kl[k]) and float(new_surrogate[k]) > float(surrogate_old[k]):
+                        self.policy_rows[k].copy_(candidate[k])
+                        out[k].update(line_search_accepted=1.0, policy_loss=-float(new_surrogate[k]),
+                                      improvement=float(new_surrogate[k]) - float(surrogate_old[k]))
+                        pending.remove(k)
+        for k in pending:
+            log.warning("trpo (agent %d): the line search rejected all %d steps; the policy is unchanged", k,
+                        algos[0].cfg.backtrack_iters)
+        return out
 
     # ------------------------------------------------------------------ shared by the updates
 
@@ -329,6 +409,21 @@ class StackedPopulation:
         order = torch.stack(orders)  # [K, B]
         rows = torch.arange(order.shape[0], device=order.device).unsqueeze(-1)
         return {name: value[rows, order] for name, value in data.items()}
+
+
+def _stack_parameters(per_agent: list[list[torch.nn.Parameter]], names: list[str]
+                      ) -> tuple[FlatLayout, torch.Tensor, dict[str, torch.Tensor]]:
+    """Move the same parameters of K agents into the rows of one ``[K, S]`` buffer (each
+    parameter becomes a view of its agent's row); the layout, the buffer and the ``[K, *shape]``
+    view of each parameter by name."""
+    layout = FlatLayout(per_agent[0])
+    rows = layout.zeros(len(per_agent))
+    with torch.no_grad():
+        for k, parameters in enumerate(per_agent):
+            for parameter, view in zip(parameters, layout.views(rows[k])):
+                view.copy_(parameter)
+                parameter.data = view
+    return layout, rows, dict(zip(names, layout.views_of_rows(rows)))
 
 
 def _per_agent(values: list[float], device: torch.device, by_hand: bool) -> torch.Tensor:
