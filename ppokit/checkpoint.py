@@ -168,6 +168,9 @@ def resolve(path: str | Path) -> Path:
             return candidate
     if (path / "checkpoints" / "latest").is_dir():
         return path / "checkpoints" / "latest"  # incomplete: read() says what is missing
+    if (path / "population.json").is_file():  # ppokit.population.FILE
+        raise CheckpointError(f"{quote(path)} is a population folder: give one of its agents' run folders, e.g. "
+                              f"{quote(path / 'seed-0')} (population.json lists them)")
     if _is_run_folder(path):
         raise CheckpointError(
             f"run folder {quote(path)} has no checkpoint yet (checkpoints/latest is missing: the run stopped "

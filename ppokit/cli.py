@@ -363,10 +363,12 @@ def _record(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from ppokit.plot import plot_runs
+    from ppokit.population import expand_populations
 
-    drawn = plot_runs([Path(p) for p in args.run_dirs], Path(args.out), x=args.x)
+    runs = expand_populations([Path(p) for p in args.run_dirs])  # a population folder: all its agents
+    drawn = plot_runs(runs, Path(args.out), x=args.x)
     settings = len({line["label"] for line in drawn["lines"]})
-    print(f"wrote {args.out} ({len(args.run_dirs)} runs, {settings} setting{'s' if settings > 1 else ''})")
+    print(f"wrote {args.out} ({len(runs)} runs, {settings} setting{'s' if settings > 1 else ''})")
     return 0
 
 

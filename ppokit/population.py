@@ -334,6 +334,17 @@ def is_population(folder: str | Path) -> bool:
     return (Path(folder) / FILE).is_file()
 
 
+def expand_populations(folders: list[Path]) -> list[Path]:
+    """``folders`` with each population folder replaced by its agents' run folders."""
+    out: list[Path] = []
+    for folder in folders:
+        if is_population(folder):
+            out.extend(folder / member.name for member in read_members(folder))
+        else:
+            out.append(folder)
+    return out
+
+
 def read_members(folder: Path) -> list[AgentSpec]:
     """The agents listed in ``folder``'s population.json (names checked: plain folder names inside
     it); their configs are read from their checkpoints by the caller."""

@@ -538,3 +538,12 @@ def test_ctrl_c_saves_every_agent_and_resume_finishes_them(tmp_path, capsys, mon
     monkeypatch.undo()
     assert run_cli(capsys, ["train", "--resume", str(tmp_path / "pop")])[0] == 0
     assert [row["total_steps"] for row in pop_json(tmp_path / "pop")["summary"]["agents"]] == [8 * BATCH] * 2
+
+
+def test_plot_takes_a_population_and_eval_names_its_agents(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    sweep = ["--sweep", "ppo.clip_coef=0.1,0.3"]
+    assert train(capsys, "--seeds", "0-1", *sweep, "--run-dir", str(tmp_path / "pop"))[0] == 0
+    code, out, _ = run_cli(capsys, ["plot", str(tmp_path / "pop"), "--out", str(tmp_path / "curves.png")])
+    assert code == 0 and "(4 runs, 2 settings)" in out and (tmp_path / "curves.png").stat().st_size > 0
+    bad_input(capsys, ["eval", tmp_path / "pop"], "is a population folder", "seed-0")
