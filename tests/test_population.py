@@ -200,8 +200,7 @@ def test_python_api_refuses_bad_seeds_and_sweeps(tmp_path):
 # ---------------------------------------------------------------------------- agent k == single run k
 
 
-@pytest.mark.parametrize("algo, env", [("ppo", "CartPole-v1"), ("ppo", "Pendulum-v1"), ("ppo-kl", "CartPole-v1"),
-                                       ("trpo", "Pendulum-v1"), ("vpg", "CartPole-v1")])
+@pytest.mark.parametrize("algo, env", [(algo, env) for algo in ALGO_SETTINGS for env in ("CartPole-v1", "Pendulum-v1")])
 def test_each_agent_equals_the_single_run_with_its_seed(algo, env, tmp_path, capsys):
     args = ["--algo", algo, *ALGO_SETTINGS[algo], "--set", "env.normalize_obs=true",
             "--set", "env.normalize_reward=true", "--set", "eval.every_steps=64", "--set", "eval.episodes=1"]
@@ -547,3 +546,18 @@ def test_plot_takes_a_population_and_eval_names_its_agents(tmp_path, capsys):
     code, out, _ = run_cli(capsys, ["plot", str(tmp_path / "pop"), "--out", str(tmp_path / "curves.png")])
     assert code == 0 and "(4 runs, 2 settings)" in out and (tmp_path / "curves.png").stat().st_size > 0
     bad_input(capsys, ["eval", tmp_path / "pop"], "is a population folder", "seed-0")
+
+
+@pytest.mark.parametrize("algo, sweep", [("trpo", "trpo.max_kl=0.01,0.05"), ("vpg", "vpg.learning_rate=0.001,0.01"),
+                                         ("ppo-kl", "ppo_kl.kl_target=0.003,0.03")])
+def test_sweeps_of_every_algorithm(algo, sweep, tmp_path, capsys):
+    """Each swept agent trains with its own value: it follows the single run given that value."""
+    args = ["--algo", algo, *ALGO_SETTINGS[algo]]
+    assert train(capsys, *args, "--seeds", "0", "--sweep", sweep, "--run-dir", str(tmp_path / "pop"))[0] == 0
+    key, values = sweep.split("=")
+    last = values.split(",")[-1]
+    assert train(capsys, *args, "--set", f"{key}={last}", "--run-dir", str(tmp_path / "single"))[0] == 0
+    agent = tmp_path / "pop" / f"{key}={last},seed-0"
+    section, field = key.split(".")
+    assert yaml.safe_load((agent / "config.yaml").read_text())[section][field] == float(last)
+    assert_close_run(agent, tmp_path / "single", rel=1e-3)
