@@ -63,27 +63,17 @@ SWEPT_KL = [{"beta_init": 0.3, "kl_target": 0.003, "ent_coef": 0.0, "learning_ra
             {"beta_init": 1.0, "kl_target": 0.03, "ent_coef": 0.01, "learning_rate": 1e-3, "vf_coef": 1.0}]
 
 
-@pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete", "discrete-obs"])
-@pytest.mark.parametrize("algo, shared", [
-    ("ppo", {"minibatch_size": 16, "update_epochs": 3}),
-    ("ppo", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True}),
-    ("ppo", {"minibatch_size": 16, "update_epochs": 6, "target_kl": 0.002}),
-    ("ppo-kl", {"minibatch_size": 16, "update_epochs": 3}),
-    ("ppo-kl", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "adaptive": False}),
-])
-def test_stacked_update_equals_each_agents_own(space: str, algo: str, shared: dict) -> None:
-    swept_values = SWEPT if algo == "ppo" else SWEPT_KL
-    if "target_kl" in shared:  # the agents' own targets: one is swept
-        targets = (shared["target_kl"], shared["target_kl"], 0.05)
-        swept_values = [{**v, "target_kl": t} for v, t in zip(swept_values, targets)]
-        shared = {k: v for k, v in shared.items() if k != "target_kl"}
-
+def stacked_vs_own(space: str, algo: str, shared: dict, swept: list[dict]) -> tuple[list[Member], list[Member],
+                                                                                    list[dict], list[dict]]:
+    """Three agents (seeds 0-2, one set of ``swept`` values each) updated once by the stacked
+    update, and their twins each by its own update as a single run does; the agents are checked
+    to end with the same parameters and statistics up to rounding. Returns both and both stats."""
     def population() -> tuple[list[Member], list[Batch]]:
-        pairs = [_member(space, seed, algo, **shared, **swept) for seed, swept in zip((0, 1, 2), swept_values)]
+        pairs = [_member(space, seed, algo, **shared, **values) for seed, values in zip((0, 1, 2), swept)]
         return [m for m, _ in pairs], [b for _, b in pairs]
 
     members, batches = population()
-    reference, _ = population()  # the same agents, updated one by one as single runs are
+    reference, _ = population()
     expected = []
     for member, batch in zip(reference, batches):
         with member.streams:
@@ -95,17 +85,34 @@ def test_stacked_update_equals_each_agents_own(space: str, algo: str, shared: di
         for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
         assert got.keys() == want.keys()
-        assert (got["epochs"], got["grad_steps"], got["early_stop"]) == \
-            (want["epochs"], want["grad_steps"], want["early_stop"])
         for key in got:
             assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
-        step = member.learner.algo.gradient_step
-        assert float(step.adam.step) == float(twin.learner.algo.gradient_step.adam.step)
-    if "target_kl" in swept_values[0]:
+    return members, reference, stats, expected
+
+
+@pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete", "discrete-obs"])
+@pytest.mark.parametrize("algo, shared", [
+    ("ppo", {"minibatch_size": 16, "update_epochs": 3}),
+    ("ppo", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True}),
+    ("ppo", {"minibatch_size": 16, "update_epochs": 6, "target_kl": 0.002}),
+    ("ppo-kl", {"minibatch_size": 16, "update_epochs": 3}),
+    ("ppo-kl", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "adaptive": False}),
+])
+def test_stacked_minibatch_update_equals_each_agents_own(space: str, algo: str, shared: dict) -> None:
+    swept = SWEPT if algo == "ppo" else SWEPT_KL
+    if "target_kl" in shared:  # the agents' own targets: one is swept
+        targets = (shared["target_kl"], shared["target_kl"], 0.05)
+        swept = [{**v, "target_kl": t} for v, t in zip(swept, targets)]
+        shared = {k: v for k, v in shared.items() if k != "target_kl"}
+    members, reference, stats, expected = stacked_vs_own(space, algo, shared, swept)
+    for member, twin, got, want in zip(members, reference, stats, expected):
+        assert (got["epochs"], got["grad_steps"], got["early_stop"]) == \
+            (want["epochs"], want["grad_steps"], want["early_stop"])
+        assert float(member.learner.algo.gradient_step.adam.step) == float(twin.learner.algo.gradient_step.adam.step)
+    if "target_kl" in swept[0]:
         assert {s["epochs"] for s in stats} != {6.0}, "the target-KL stop is exercised"
     if algo == "ppo-kl":
-        betas = [float(m.learner.algo.beta) for m in members]
-        assert betas == [float(m.learner.algo.beta) for m in reference]
+        assert [float(m.learner.algo.beta) for m in members] == [float(m.learner.algo.beta) for m in reference]
         assert len({s["beta"] for s in stats}) == 3  # each agent's own beta
 
 
@@ -116,26 +123,8 @@ def test_stacked_vpg_equals_each_agents_own(space: str, shared: dict) -> None:
     swept = [{"learning_rate": 3e-3, "value_lr": 1e-3, "max_grad_norm": 0.5},
              {"learning_rate": 1e-3, "value_lr": 3e-3, "max_grad_norm": 0.1},
              {"learning_rate": 3e-3, "value_lr": 1e-3, "max_grad_norm": 0.5}]
-
-    def population() -> tuple[list[Member], list[Batch]]:
-        pairs = [_member(space, seed, "vpg", **shared, **values) for seed, values in zip((0, 1, 2), swept)]
-        return [m for m, _ in pairs], [b for _, b in pairs]
-
-    members, batches = population()
-    reference, _ = population()
-    expected = []
-    for member, batch in zip(reference, batches):
-        with member.streams:
-            expected.append(member.learner.algo.update(batch, 0.25))
-    learners = [m.learner for m in members]
-    assert stackable(learners)
-    stats = StackedPopulation(learners).update(members, batches)
-    for member, twin, got, want in zip(members, reference, stats, expected):
-        for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
-        assert got.keys() == want.keys()
-        for key in got:
-            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+    stats = stacked_vs_own(space, "vpg", shared, swept)[2]
+    assert len({s["grad_norm"] for s in stats}) == 3
 
 
 @pytest.mark.parametrize("space", ["discrete", "box", "multidiscrete"])
@@ -144,27 +133,7 @@ def test_stacked_trpo_equals_each_agents_own(space: str) -> None:
     swept = [{"max_kl": 0.01, "damping": 0.1, "value_lr": 1e-3},
              {"max_kl": 0.05, "damping": 0.5, "backtrack_coef": 0.5, "value_lr": 3e-3},
              {"max_kl": 1e-6, "damping": 0.1, "value_lr": 1e-3}]
-
-    def population() -> tuple[list[Member], list[Batch]]:
-        pairs = [_member(space, seed, "trpo", value_minibatch_size=16, value_epochs=2, **values)
-                 for seed, values in zip((0, 1, 2), swept)]
-        return [m for m, _ in pairs], [b for _, b in pairs]
-
-    members, batches = population()
-    reference, _ = population()
-    expected = []
-    for member, batch in zip(reference, batches):
-        with member.streams:
-            expected.append(member.learner.algo.update(batch, 0.25))
-    learners = [m.learner for m in members]
-    assert stackable(learners)
-    stats = StackedPopulation(learners).update(members, batches)
-    for member, twin, got, want in zip(members, reference, stats, expected):
-        for (name, p), (_, q) in zip(member.learner.agent.named_parameters(), twin.learner.agent.named_parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
-        assert got.keys() == want.keys()
-        for key in got:
-            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+    stats = stacked_vs_own(space, "trpo", {"value_minibatch_size": 16, "value_epochs": 2}, swept)[2]
     assert len({s["kl"] for s in stats}) == 3  # each agent's own bound
 
 

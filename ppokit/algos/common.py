@@ -423,6 +423,15 @@ def hyperparameters(**values: float) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
 
 
+def whole_batch(data: dict[str, torch.Tensor], advantages_normalized: bool) -> Minibatch:
+    """The one minibatch of an update whose minibatch is the whole batch: its weights and
+    advantage statistics are the same every epoch, so they are computed once (``[.., B]``)."""
+    whole = Minibatch.of(data, advantages_normalized=advantages_normalized)
+    if whole.normalized_advantages is None:
+        whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights, mean_fn=masked_mean)
+    return whole
+
+
 def run_epochs(
     step: GradientStep,
     batch: Batch,
@@ -445,14 +454,7 @@ def run_epochs(
     history: list[dict[str, torch.Tensor]] = []
     epochs_run = 0
     stopped = False
-    whole = None
-    if minibatch_size >= len(batch):
-        # One minibatch is the whole batch: its weights and advantage statistics are the same
-        # every epoch, so compute them once.
-        whole = Minibatch.of(data, advantages_normalized=advantages_normalized)
-        if whole.normalized_advantages is None:
-            whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights,
-                                                               mean_fn=masked_mean)
+    whole = whole_batch(data, advantages_normalized) if minibatch_size >= len(batch) else None
     for _ in range(epochs):
         first = len(history)
         # Loss statistics are reported for the last epoch (and every epoch when target_kl needs

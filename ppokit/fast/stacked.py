@@ -39,12 +39,13 @@ from ppokit.algos.common import (
     mean_kl,
     output_gradients_by_autograd,
     policy_change,
+    whole_batch,
 )
 from ppokit.algos.ppo import PPO
 from ppokit.algos.ppo_kl import PPOKL, penalized_loss
 from ppokit.algos.trpo import TRPO, conjugate_gradient, fisher_vector_product
 from ppokit.algos.vpg import VPG, policy_gradient_loss, reward_to_go
-from ppokit.batch import SAMPLE_FIELDS, Minibatch, masked_mean, normalize_advantages, weighted_mean
+from ppokit.batch import SAMPLE_FIELDS, Minibatch, normalize_advantages, weighted_mean
 from ppokit.fast.network import backward_cached, forward_cached, policy_forward
 from ppokit.fast.ppo import output_gradients
 from ppokit.optim import FlatLayout, adam_steps_
@@ -251,14 +252,8 @@ class StackedPopulation:
         for algo, batch, out in zip(algos, batches, per_agent):
             out.update(policy_change(algo.agent, batch))
         if algos[0].critic is not None:
-            critic = algos[0].critic
-            fits = self._epochs(members, self.steps[1], self._stack(batches), critic.epochs, critic.minibatch_size,
-                                lambda out, values, mb: output_gradients_by_autograd(
-                                    critic_loss, self.agent.head, out, values, mb, {}),
-                                [a.critic.learning_rate for a in algos], [None] * len(algos))
-            for out, fit in zip(per_agent, fits):
-                out.update(value_loss=fit["value_loss"],
-                           value_grad_steps=fit["epochs"] * math.ceil(len(batches[0]) / critic.minibatch_size))
+            for out, fit in zip(per_agent, self._critic_fits(members, self.steps[1], batches)):
+                out.update(fit)
         for out, lr in zip(per_agent, lrs):
             out.update(learning_rate=lr, clip_fraction=float("nan"))
         return per_agent
@@ -270,16 +265,19 @@ class StackedPopulation:
         per_agent = self._trpo_policy_steps(self._stack(batches, normalize_advantages_over_batch=algos[0].cfg.norm_adv))
         for algo, batch, out in zip(algos, batches, per_agent):
             out.update(policy_change(algo.agent, batch))
-        critic = algos[0].critic
-        fits = self._epochs(members, self.steps[0], self._stack(batches), critic.epochs, critic.minibatch_size,
+        for out, fit in zip(per_agent, self._critic_fits(members, self.steps[0], batches)):
+            out.update(fit, clip_fraction=float("nan"), learning_rate=float("nan"))
+        return per_agent
+
+    def _critic_fits(self, members: list[Member], step: StackedStep, batches: list[Batch]) -> list[dict[str, float]]:
+        """:meth:`ppokit.algos.common.CriticFit.fit` of every agent (TRPO's and VPG's value fits)."""
+        critics = [algo.critic for algo in self.algos]
+        fits = self._epochs(members, step, self._stack(batches), critics[0].epochs, critics[0].minibatch_size,
                             lambda out, values, mb: output_gradients_by_autograd(
                                 critic_loss, self.agent.head, out, values, mb, {}),
-                            [a.critic.learning_rate for a in algos], [None] * len(algos))
-        for out, fit in zip(per_agent, fits):
-            out.update(value_loss=fit["value_loss"],
-                       value_grad_steps=fit["epochs"] * math.ceil(len(batches[0]) / critic.minibatch_size),
-                       clip_fraction=float("nan"), learning_rate=float("nan"))
-        return per_agent
+                            [critic.learning_rate for critic in critics], [None] * len(critics))
+        steps_per_epoch = math.ceil(len(batches[0]) / critics[0].minibatch_size)
+        return [{"value_loss": fit["value_loss"], "value_grad_steps": fit["epochs"] * steps_per_epoch} for fit in fits]
 
     def _trpo_policy_steps(self, data: dict[str, torch.Tensor]) -> list[dict[str, float]]:
         """:meth:`ppokit.algos.trpo.TRPO.policy_step` of every agent, on ``theta [K, S]``."""
@@ -370,12 +368,7 @@ class StackedPopulation:
         targets = targets or [None] * count
         active, epochs_run, stopped = [True] * count, [0] * count, [False] * count
         history: list[tuple[list[bool], dict[str, torch.Tensor]]] = []
-        whole = None
-        if minibatch_size >= size:
-            whole = Minibatch.of(data, advantages_normalized=normalized)
-            if whole.normalized_advantages is None:
-                whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights,
-                                                                   mean_fn=masked_mean)
+        whole = whole_batch(data, normalized) if minibatch_size >= size else None
         for epoch in range(epochs):
             first = len(history)
             want_stats = targets[0] is not None or epoch == epochs - 1
