@@ -104,7 +104,7 @@ def check_memory(cfg: Config, source: EnvSource, networks: dict[str, torch.nn.Mo
     """ConfigError if this process's share of the run cannot fit in memory (:func:`ppokit.memory.estimate`).
 
     The spaces come from one probe env; the agent is built on the ``meta`` device (no memory)."""
-    probe = source.make(cfg.env_id, cfg.env.kwargs)
+    probe = source.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels)
     try:
         check_spaces(cfg.env_id, probe.observation_space, probe.action_space)
         skeleton = shape_only(probe.observation_space, probe.action_space, cfg.model, cfg.env, networks)
@@ -190,7 +190,7 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
     if not enabled or cfg.eval.every_steps <= 0:
         return None, lambda: None
     def make_env() -> Any:
-        return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs), cfg.env_id, None)
+        return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels), cfg.env_id, None)
 
     periodic = PeriodicEvaluation(cfg.eval, make_env, cfg.seed, run_dir / EVALUATIONS_FILE,
                                   cfg.eval_max_episode_steps)
