@@ -76,6 +76,8 @@ def ensure_registered(env_id: str, import_module: bool = False) -> gym.envs.regi
             import ale_py  # (registers the ALE/ ids)
 
             gym.register_envs(ale_py)
+            # No banner on stderr when an env is made: an error stays the one line ppokit prints.
+            ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         except ImportError:
             raise ConfigError(f"env {quote(env_id)} needs the Atari extra: {install_command('atari')}") from None
     name = env_id

@@ -103,8 +103,9 @@ class ImageEncoder(nn.Module):
         if size < self.MIN_SIZE:
             raise ConfigError(
                 f"image observations of {self.layout.height}x{self.layout.width} pixels (shape {tuple(obs_shape)}) are "
-                f"too small for model.encoder={self.NAME}, which needs at least {self.MIN_SIZE}x{self.MIN_SIZE}: use "
-                "model.encoder=small (or auto), or resize them (pixels.preprocess=image with pixels.size)"
+                f"too small for model.encoder={self.NAME}, which needs at least {self.MIN_SIZE}x{self.MIN_SIZE}: "
+                "use model.encoder=small (or auto), or resize them larger "
+                "(pixels.size, with pixels.preprocess=image or atari)"
             )
         self.conv = self.convolutions(self.layout.channels)
         with torch.no_grad():

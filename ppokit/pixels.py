@@ -55,6 +55,8 @@ def make_kwargs(pixels: PixelsConfig, env_id: str, kwargs: dict[str, Any], made_
     (``frameskip=1``; AtariPreprocessing repeats each action ``pixels.frame_skip`` times)."""
     if mode_for(pixels, env_id, made_from_id) != "atari":
         return kwargs
+    if not env_id.startswith("ALE/"):
+        raise _not_atari(env_id)
     frameskip = kwargs.get("frameskip", 1)
     if frameskip != 1 and pixels.frame_skip != 1:
         raise ConfigError(
@@ -62,6 +64,11 @@ def make_kwargs(pixels: PixelsConfig, env_id: str, kwargs: dict[str, Any], made_
             "drop env.kwargs.frameskip (pixels.frame_skip repeats each action) or set pixels.frame_skip=1"
         )
     return {**kwargs, "frameskip": frameskip}
+
+
+def _not_atari(env_id: str) -> ConfigError:
+    return ConfigError(f"pixels.preprocess=atari: env {quote(env_id)} is not an Atari env of ale-py (ALE/ ids); "
+                       "use pixels.preprocess=image for other image envs, or none")
 
 
 def wrap(env: gym.Env, pixels: PixelsConfig, env_id: str, training: bool, made_from_id: bool = True) -> gym.Env:
@@ -82,10 +89,8 @@ def wrap(env: gym.Env, pixels: PixelsConfig, env_id: str, training: bool, made_f
 def _atari(env: gym.Env, pixels: PixelsConfig, env_id: str, training: bool) -> gym.Env:
     """AtariPreprocessing (no-op starts, frame skip with max-pooling, resize, grayscale), FIRE at
     the start of each game and after each lost life, then the training-only wrappers."""
-    ale = getattr(env.unwrapped, "ale", None)
-    if ale is None:
-        raise ConfigError(f"pixels.preprocess=atari: env {quote(env_id)} is not an Atari env of ale-py "
-                          "(use pixels.preprocess=image for other image envs)")
+    if getattr(env.unwrapped, "ale", None) is None:
+        raise _not_atari(env_id)
     if pixels.size <= 0:
         raise ConfigError("pixels.size: atari preprocessing resizes frames; expected a positive size such as 84")
     env = AtariPreprocessing(env, noop_max=pixels.noop_max, frame_skip=pixels.frame_skip,
