@@ -77,7 +77,7 @@ def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
         return torch.device(requested), f"asked for {requested}"
     if not torch.cuda.is_available():
         return torch.device("cpu"), "auto: no GPU available"
-    if cfg.env_id.startswith("ALE/") or "NoFrameskip" in cfg.env_id:
+    if cfg.env_id.startswith("ALE/") or "NoFrameskip" in cfg.env_id or cfg.pixels.preprocess in ("atari", "image"):
         return torch.device("cuda"), "auto: image observations (CNN) run faster on the GPU"
     return torch.device("cpu"), (
         "auto: small MLP policies step faster on the CPU (per-step GPU transfers cost more than the math); "

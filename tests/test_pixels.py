@@ -282,7 +282,8 @@ def test_an_atari_checkpoint_evaluates_records_and_exports_on_its_env_id(ale, ca
     assert train_tiny(run, "--set", "env.vector=sync", "--set", "eval_episodes=1", "--set",
                       "eval_max_episode_steps=20", env="ALE/Pong-v5", total_steps=64) == 0
     cfg = ppokit.load(run).config
-    assert (cfg.preset, cfg.ppo.clip_coef, cfg.ppo.update_epochs, cfg.model.encoder) == ("ALE-Pong-v5", 0.1, 1, "nature")
+    settings = (cfg.preset, cfg.ppo.clip_coef, cfg.ppo.update_epochs, cfg.model.encoder)
+    assert settings == ("ALE-Pong-v5", 0.1, 1, "nature")  # the preset (TINY sets one epoch)
     assert summary(run)["eval_episodes"] == 1
     code, out, _ = run_cli(capsys, ["eval", run, "--episodes", "1", "--max-episode-steps", "10", "--json"])
     assert code == 0 and json.loads(out)["lengths"] == [10]
@@ -294,10 +295,9 @@ def test_an_atari_checkpoint_evaluates_records_and_exports_on_its_env_id(ale, ca
 
 
 def test_atari_errors_are_one_line(ale, capsys, tmp_path: Path) -> None:
-    bad_input(capsys, ["train", "ALE/Pong-v5", "--run-dir", tmp_path / "r", *TINY, "--set", "env.kwargs={frameskip: 4}"],
-              "env.kwargs.frameskip=4 and pixels.frame_skip=4")
-    bad_input(capsys, ["train", "ALE/Pong-v5", "--run-dir", tmp_path / "r", *TINY, "--set", "pixels.size=0"],
-              "pixels.size")
+    pong = ["train", "ALE/Pong-v5", "--run-dir", tmp_path / "r", *TINY]
+    bad_input(capsys, [*pong, "--set", "env.kwargs={frameskip: 4}"], "env.kwargs.frameskip=4 and pixels.frame_skip=4")
+    bad_input(capsys, [*pong, "--set", "pixels.size=0"], "pixels.size")
 
 
 def test_the_training_envs_of_an_atari_run_report_games(ale) -> None:
