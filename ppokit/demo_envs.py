@@ -2,10 +2,10 @@
 
 ``ppokit-demo/Catch-v0``: a small pixel env that PPO solves in about a minute on a CPU, to test
 and show the image pipeline (a CNN on uint8 frames) without Atari. A dot falls from the top row,
-one row per step, from a random column; the agent moves a one-pixel paddle along the bottom row
-(left, stay, right) and gets +1 when the dot lands on the paddle, -1 when it misses; the episode
-then ends (``size - 1`` steps). One frame shows everything, so no frame stacking is needed.
-A random policy scores about -0.75 on 16x16 frames, the best one +1.
+one row per step, from a random column; the agent moves a three-pixel paddle along the bottom row
+(left, stay, right; its centre stays on the frame) and gets +1 when the dot lands on the paddle,
+-1 when it misses; the episode then ends (``size - 1`` steps). One frame shows everything, so no
+frame stacking is needed. A random policy scores about -0.5 on 16x16 frames, the best one +1.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ class CatchEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 1), np.uint8)
         self.action_space = gym.spaces.Discrete(3)
         self.ball = np.zeros(2, np.int64)  # row, column
-        self.paddle = 0  # column, on the bottom row
+        self.paddle = 0  # the column of its centre, on the bottom row
 
     def _frame(self) -> np.ndarray:
         frame = np.zeros((self.size, self.size, 1), np.uint8)
         frame[self.ball[0], self.ball[1], 0] = ON
-        frame[self.size - 1, self.paddle, 0] = ON
+        frame[self.size - 1, max(self.paddle - 1, 0):self.paddle + 2, 0] = ON
         return frame
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -50,7 +50,7 @@ class CatchEnv(gym.Env):
         self.paddle = int(np.clip(self.paddle + int(action) - 1, 0, self.size - 1))
         self.ball[0] += 1
         terminated = bool(self.ball[0] == self.size - 1)
-        reward = (1.0 if self.ball[1] == self.paddle else -1.0) if terminated else 0.0
+        reward = (1.0 if abs(int(self.ball[1]) - self.paddle) <= 1 else -1.0) if terminated else 0.0
         return self._frame(), reward, terminated, False, {}
 
     def render(self) -> np.ndarray:

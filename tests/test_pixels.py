@@ -188,12 +188,13 @@ if "ppokit_test/ColourCatch-v0" not in gym.envs.registry:
 
 @pytest.mark.slow
 def test_ppo_learns_to_catch_from_pixels(tmp_path: Path) -> None:
-    """The preset's run (40k steps, seed 0): every deterministic evaluation episode catches the dot
-    (a random policy scores about -0.75); then the checkpoint evaluates on the env id alone."""
+    """The preset's run (30k steps, seed 0): the deterministic evaluation catches at least 95% of
+    the dots (mean >= 0.9; a random policy scores about -0.67, seeds 0-2 score 1.0 on this
+    machine); then the checkpoint evaluates as well on the env id alone."""
     run = tmp_path / "run"
     assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(run), "--seed", "0", "--quiet"]) == 0
     result = summary(run)
-    assert result["total_steps"] == 40_448 and result["eval_return_mean"] >= 0.9, result
+    assert result["total_steps"] == 30_208 and result["eval_return_mean"] >= 0.9, result
     assert ppokit.evaluate(ppokit.load(run), episodes=20)["mean"] >= 0.9
 
 
