@@ -396,7 +396,8 @@ def _check_layer_sizes(sizes: list | None, name: str, *, optional: bool, empty: 
     check(
         sizes is not None and (len(sizes) > 0 or empty)
         and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h < INT_LIMIT for h in sizes),
-        f"{name}: expected a non-empty list of positive integers{' or null' if optional else ''}, got {_show(sizes)}",
+        f"{name}: expected a {'' if empty else 'non-empty '}list of positive integers{' or null' if optional else ''}"
+        f"{' ([] for image observations only)' if empty else ''}, got {_show(sizes)}",
     )
 
 

@@ -150,7 +150,7 @@ class FireReset(gym.Wrapper):
         lives = self._lives()
         if 0 < lives < self.lives and not (terminated or truncated):
             obs, fire_reward, terminated, truncated, info = self.env.step(1)
-            reward += fire_reward
+            reward = float(reward) + float(fire_reward)
         self.lives = lives
         return obs, reward, terminated, truncated, info
 

@@ -171,7 +171,7 @@ class Collection:
                 if index.size:
                     self.final_obs[t] = (index, np.stack([infos["final_obs"][i] for i in index]))
             if self.games is not None and (self.terminated[t].any() or self.truncated[t].any()):
-                self._record_games(infos.get("final_info", {}))
+                _record_games(self.games, infos.get("final_info", {}))
         else:
             self.valid[t] = ~state.next_is_reset
             state.next_is_reset = self.terminated[t] | self.truncated[t]
@@ -217,15 +217,16 @@ class Collection:
         episodes = _finished_episodes(state, rewards, dones, valid)
         return self.games if self.games is not None else episodes
 
-    def _record_games(self, final_info: dict) -> None:
-        """The full games that ended on this step: ``final_info["game"]`` holds ``[N]`` arrays of
-        returns ``r`` and lengths ``l``, valid where the mask ``final_info["_game"]`` is set."""
-        game = final_info.get(pixels.GAME_KEY)
-        if game is None:
-            return
-        for i in np.flatnonzero(final_info[f"_{pixels.GAME_KEY}"]):
-            self.games.returns.append(float(game["r"][i]))
-            self.games.lengths.append(int(game["l"][i]))
+
+def _record_games(games: Episodes, final_info: dict) -> None:
+    """Add to ``games`` the full games that ended on a step: ``final_info["game"]`` holds ``[N]``
+    arrays of returns ``r`` and lengths ``l``, valid where the mask ``final_info["_game"]`` is set."""
+    game = final_info.get(pixels.GAME_KEY)
+    if game is None:
+        return
+    for i in np.flatnonzero(final_info[f"_{pixels.GAME_KEY}"]):
+        games.returns.append(float(game["r"][i]))
+        games.lengths.append(int(game["l"][i]))
 
 
 def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> Episodes:
