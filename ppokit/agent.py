@@ -66,11 +66,14 @@ class Agent(nn.Module):
         self.gaussian = isinstance(self.head, DiagGaussianHead)
         n_out = self.head.action_dim if self.gaussian else self.head.num_outputs
         networks = check_networks(networks, self.shared_trunk)
+        if not image and not model.hidden_sizes:
+            raise ConfigError("model.hidden_sizes: [] (no layers: the heads read the encoder's features) is for image "
+                              "observations, whose CNN ends in a hidden layer; give at least one layer, e.g. [64, 64]")
         self.custom_networks = {name: type(module).__qualname__ for name, module in networks.items()}
 
         def trunk(role: str, sizes: list[int] | None) -> nn.Sequential:
             """``[B, *obs] -> [B, H]``: the encoder, then the configured MLP or the user's module."""
-            encoder = networks.get("encoder") or encoder_for(observation_space)
+            encoder = networks.get("encoder") or encoder_for(observation_space, model.encoder)
             if role == "critic" and "encoder" in networks:
                 encoder = copy.deepcopy(encoder)  # separate networks: the critic gets its own copy
             encoder_dim = output_size(encoder, sample_observations(observation_space))

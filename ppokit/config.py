@@ -75,11 +75,34 @@ class EnvConfig:
 
 
 @dataclass
+class PixelsConfig:
+    """Preprocessing of image observations (:mod:`ppokit.pixels`), applied to every env a run makes:
+    training, the evaluations, ``ppokit eval``, ``record`` and ``export`` (it is saved with the config).
+
+    ``preprocess``: ``auto`` (``atari`` for ``ALE/`` ids, else ``none``), ``atari`` (gymnasium's
+    AtariPreprocessing, then FrameStackObservation), ``image`` (ResizeObservation,
+    GrayscaleObservation, FrameStackObservation, for any env of image observations) or ``none``.
+    The fields marked *training only* change the training envs alone: evaluations play full games
+    and report raw scores."""
+
+    preprocess: str = "auto"  # auto | atari | image | none
+    size: int = 84  # frames are resized to size x size (atari, image; 0: kept as they are in image mode)
+    grayscale: bool = True  # atari, image
+    frame_stack: int = 4  # the last k frames make one observation (1: no stacking)
+    frame_skip: int = 4  # atari: each action repeated k frames (max-pooled over the last two)
+    noop_max: int = 30  # atari: up to this many no-op actions after each reset (0: none)
+    fire_reset: bool = True  # atari: press FIRE after a reset in games that need it (Breakout)
+    episodic_life: bool = True  # atari, training only: a lost life ends the episode for the learner
+    clip_reward: bool = True  # atari, image; training only: rewards clipped to [-1, 1]
+
+
+@dataclass
 class ModelConfig:
     hidden_sizes: list = field(default_factory=lambda: [64, 64])
     actor_hidden_sizes: list | None = None  # the actor's own layers (null: hidden_sizes)
     critic_hidden_sizes: list | None = None  # the critic's own layers (null: hidden_sizes)
     activation: str = "tanh"  # tanh | relu | elu | gelu
+    encoder: str = "auto"  # image observations: auto | nature | small (ppokit.networks.encoder_for)
     shared_trunk: bool = False
     ortho_init: bool = True
     log_std_init: float = 0.0
@@ -114,6 +137,7 @@ class BaseConfig:
     eval_max_episode_steps: int = 27_000  # an evaluation episode the env has not ended by then is stopped
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    pixels: PixelsConfig = field(default_factory=PixelsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @property
@@ -347,6 +371,8 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 ALGO_NAMES = tuple(ALGOS)
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 VECTOR_MODES = ("auto", "sync", "async")
+PREPROCESS_MODES = ("auto", "atari", "image", "none")
+ENCODERS = ("auto", "nature", "small")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds
 MAX_THREADS = 1024  # torch.set_num_threads overflows or tries to start millions of threads beyond
@@ -363,13 +389,15 @@ def check_device(device: str) -> None:
     )
 
 
-def _check_layer_sizes(sizes: list | None, name: str, *, optional: bool) -> None:
+def _check_layer_sizes(sizes: list | None, name: str, *, optional: bool, empty: bool = False) -> None:
+    """``empty``: ``[]`` is accepted (no layers after an image encoder: the heads read its features)."""
     if sizes is None and optional:
         return
     check(
-        sizes is not None and len(sizes) > 0
+        sizes is not None and (len(sizes) > 0 or empty)
         and all(isinstance(h, int) and not isinstance(h, bool) and 0 < h < INT_LIMIT for h in sizes),
-        f"{name}: expected a non-empty list of positive integers{' or null' if optional else ''}, got {_show(sizes)}",
+        f"{name}: expected a {'' if empty else 'non-empty '}list of positive integers{' or null' if optional else ''}"
+        f"{' ([] for image observations only)' if empty else ''}, got {_show(sizes)}",
     )
 
 
@@ -419,8 +447,16 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     check(all(isinstance(k, str) for k in e.kwargs),
           f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
 
+    p = cfg.pixels
+    one_of(p.preprocess, PREPROCESS_MODES, "pixels.preprocess")
+    check(0 <= p.size <= 1024, f"pixels.size: expected an integer in [0, 1024] (0: keep the size), got {p.size}")
+    for name in ("frame_stack", "frame_skip"):
+        check(1 <= getattr(p, name) <= 64, f"pixels.{name}: expected an integer in [1, 64], got {getattr(p, name)}")
+    check(0 <= p.noop_max <= 1000, f"pixels.noop_max: expected an integer in [0, 1000], got {p.noop_max}")
+
     m = cfg.model
-    _check_layer_sizes(m.hidden_sizes, "model.hidden_sizes", optional=False)
+    one_of(m.encoder, ENCODERS, "model.encoder")
+    _check_layer_sizes(m.hidden_sizes, "model.hidden_sizes", optional=False, empty=True)
     _check_layer_sizes(m.actor_hidden_sizes, "model.actor_hidden_sizes", optional=True)
     _check_layer_sizes(m.critic_hidden_sizes, "model.critic_hidden_sizes", optional=True)
     check(

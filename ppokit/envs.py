@@ -23,12 +23,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+import ppokit.demo_envs  # noqa: F401  (registers the ppokit-demo/ envs)
+from ppokit import pixels as pixel_wrappers
 from ppokit.errors import ConfigError, EnvError, did_you_mean, first_line, quote
 from ppokit.extras import install_command
 from ppokit.spaces import check_spaces
 
 if TYPE_CHECKING:
-    from ppokit.config import Config
+    from ppokit.config import Config, PixelsConfig
 
 # Module named in a DependencyNotInstalled / ImportError message -> what installs it.
 INSTALL_FOR_MODULE = {
@@ -37,6 +39,8 @@ INSTALL_FOR_MODULE = {
     "ale-py": install_command("atari"),
     "box2d": "pip install 'gymnasium[box2d]'",
     "pygame": install_command("video"),  # classic-control rendering (ppokit record, watch)
+    "opencv": install_command("atari"),  # gymnasium's AtariPreprocessing and ResizeObservation
+    "cv2": install_command("atari"),
 }
 
 
@@ -72,6 +76,8 @@ def ensure_registered(env_id: str, import_module: bool = False) -> gym.envs.regi
             import ale_py  # (registers the ALE/ ids)
 
             gym.register_envs(ale_py)
+            # No banner on stderr when an env is made: an error stays the one line ppokit prints.
+            ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         except ImportError:
             raise ConfigError(f"env {quote(env_id)} needs the Atari extra: {install_command('atari')}") from None
     name = env_id
@@ -166,6 +172,7 @@ class VectorEnvs:
     env_id: str
     autoreset_mode: AutoresetMode
     seed: int
+    game_scores: bool = False  # sub-envs report full-game raw scores in info["game"] (ppokit.pixels)
 
     @property
     def num_envs(self) -> int:
@@ -242,20 +249,46 @@ class EnvSource:
         """Whether envs come from user code (then every sub-env is made separately)."""
         return self.factory is not None or bool(self.wrappers)
 
-    def make(self, env_id: str, kwargs: dict, render_mode: str | None = None) -> gym.Env:
-        """One env. A factory's errors pass through as they are (its code is the user's)."""
+    def make(self, env_id: str, kwargs: dict, render_mode: str | None = None, pixels: PixelsConfig | None = None,
+             training: bool = False) -> gym.Env:
+        """One env, then the ``wrappers``, then the image preprocessing of ``pixels``
+        (:mod:`ppokit.pixels`; its training-only wrappers with ``training``). A factory's errors pass
+        through as they are (its code is the user's)."""
         if self.factory is not None:
             env = self.factory()
             if not isinstance(env, gym.Env):
                 raise ConfigError(f"the env factory returned {type(env).__name__}, not a gymnasium.Env")
         else:
+            if pixels is not None:
+                kwargs = pixel_wrappers.make_kwargs(pixels, env_id, kwargs, self.made_from_id)
             env = make_env(env_id, kwargs, render_mode=render_mode)
         for wrapper in self.wrappers:
             env = wrapper(env)
-        return env
+        if pixels is None:
+            return env
+        try:
+            return pixel_wrappers.wrap(env, pixels, env_id, training, self.made_from_id)
+        except ConfigError:
+            env.close()
+            raise
+        except ENV_FAILURES as error:  # a wrapper refusing the env (a missing opencv, a bad space): one line
+            env.close()
+            raise creation_error(env_id, error) from None
+
+    @property
+    def made_from_id(self) -> bool:
+        """Whether ppokit makes the env from its id (no factory): only then does ``pixels.preprocess=auto``
+        preprocess ``ALE/`` envs (a factory's env is the user's, preprocessed or not)."""
+        return self.factory is None
 
 
 FROM_ENV_ID = EnvSource()  # the usual source: gymnasium.make(cfg.env_id, **cfg.env.kwargs)
+
+
+def agent_pixels(agent: Any) -> PixelsConfig | None:
+    """The image preprocessing an agent was trained with (its config's ``pixels``; None: an agent
+    built without a config, which gets none)."""
+    return getattr(getattr(agent, "config", None), "pixels", None)
 
 
 def source_for(env: str | EnvFactory, wrappers: Sequence[Wrapper] = ()) -> tuple[str, EnvSource]:
@@ -283,7 +316,7 @@ def source_for(env: str | EnvFactory, wrappers: Sequence[Wrapper] = ()) -> tuple
     return env_id, source
 
 
-def _sub_env_factory(env_id: str, index: int, kwargs: dict, source: EnvSource) -> EnvFactory:
+def _sub_env_factory(env_id: str, index: int, kwargs: dict, source: EnvSource, pixels: PixelsConfig) -> EnvFactory:
     parent = os.getpid()
 
     def make() -> gym.Env:
@@ -293,7 +326,7 @@ def _sub_env_factory(env_id: str, index: int, kwargs: dict, source: EnvSource) -
             # an interruption into a failure.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        return ReportErrors(source.make(env_id, kwargs), env_id, index)
+        return ReportErrors(source.make(env_id, kwargs, pixels=pixels, training=True), env_id, index)
 
     return make
 
@@ -309,17 +342,20 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
 
     Backend: ``env.vector=auto`` uses gymnasium's own vectorized env when the env ships one
     (NEXT_STEP autoreset) and SyncVectorEnv otherwise (SAME_STEP); ``sync``/``async`` force those.
-    Envs from a ``source`` with a factory or wrappers are always made one by one (SAME_STEP).
+    Envs from a ``source`` with a factory or wrappers, and envs with image preprocessing
+    (``cfg.pixels``, :mod:`ppokit.pixels`), are always made one by one (SAME_STEP).
     """
     n = num_envs if num_envs is not None else cfg.rollout.num_envs // world_size
     kwargs = dict(cfg.env.kwargs)
     mode = cfg.env.vector
+    preprocess = pixel_wrappers.mode_for(cfg.pixels, cfg.env_id, source.made_from_id)
     try:
         spec = None if source.factory is not None else ensure_registered(cfg.env_id)
-        if mode == "auto" and spec is not None and spec.vector_entry_point is not None and not source.custom:
+        if (mode == "auto" and spec is not None and spec.vector_entry_point is not None and not source.custom
+                and preprocess == "none"):
             env = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
         else:
-            factories = [_sub_env_factory(cfg.env_id, i, kwargs, source) for i in range(n)]
+            factories = [_sub_env_factory(cfg.env_id, i, kwargs, source, cfg.pixels) for i in range(n)]
             if mode == "async":
                 env = gym.vector.AsyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
             else:
@@ -332,4 +368,5 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
     # The rollout implements exactly these two modes; anything else would be learned wrongly.
     assert autoreset in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP), autoreset
     check_spaces(cfg.env_id, env.single_observation_space, env.single_action_space)
-    return VectorEnvs(env, cfg.env_id, autoreset, process_seed(cfg.seed if seed is None else seed, rank))
+    return VectorEnvs(env, cfg.env_id, autoreset, process_seed(cfg.seed if seed is None else seed, rank),
+                      game_scores=preprocess != "none")

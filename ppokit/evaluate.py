@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppokit.envs import EnvFactory, EnvSource, ReportErrors, Wrapper
+from ppokit.envs import EnvFactory, EnvSource, ReportErrors, Wrapper, agent_pixels
 from ppokit.errors import ConfigError
 from ppokit.spaces import check_agent_fits, check_spaces
 
@@ -65,7 +65,9 @@ def evaluate(agent: Any, env_id: str | EnvFactory | None = None, episodes: int =
 
     ``env_id`` is an env id or a callable that returns a new env (as ``ppokit.train`` takes);
     ``wrappers`` are applied to it in order; ``max_episode_steps`` sets the env's own time limit
-    (gymnasium's TimeLimit). Returns ``{"mean", "std", "returns", "lengths", "episodes", "step_cap",
+    (gymnasium's TimeLimit). The agent's image preprocessing (its config's ``pixels``,
+    :mod:`ppokit.pixels`) is applied after the ``wrappers``, without its training-only parts: the
+    returns are raw full-game scores. Returns ``{"mean", "std", "returns", "lengths", "episodes", "step_cap",
     "capped_episodes"}`` with raw (unnormalized) returns; the agent's own normalizer is applied
     when acting.
     """
@@ -77,7 +79,7 @@ def evaluate(agent: Any, env_id: str | EnvFactory | None = None, episodes: int =
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    env = ReportErrors(source.make(name, kwargs), name, None)
+    env = ReportErrors(source.make(name, kwargs, pixels=agent_pixels(agent)), name, None)
     try:
         check_spaces(name, env.observation_space, env.action_space)
         check_agent_fits(agent, name, env.observation_space, env.action_space)

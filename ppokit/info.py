@@ -150,7 +150,7 @@ def has_display() -> bool:
 def watch(path: str | Path, episodes: int = 1, seed: int = 0) -> list[float]:
     """Play ``episodes`` deterministic episodes in a window; returns their returns."""
     from ppokit.agent import load_agent
-    from ppokit.envs import ReportErrors, creation_error, make_env
+    from ppokit.envs import FROM_ENV_ID, ReportErrors, agent_pixels, creation_error
     from ppokit.evaluate import play_episodes
     from ppokit.spaces import check_agent_fits
 
@@ -159,7 +159,8 @@ def watch(path: str | Path, episodes: int = 1, seed: int = 0) -> list[float]:
                           f"instead: ppokit record {quote(path)} --out agent.gif")
     agent, _, meta = load_agent(checkpoint_folder(path))
     env_id = meta["env_id"]
-    env = ReportErrors(make_env(env_id, agent.config.env.kwargs, render_mode="human"), env_id, None)
+    env = ReportErrors(FROM_ENV_ID.make(env_id, agent.config.env.kwargs, render_mode="human",
+                                        pixels=agent_pixels(agent)), env_id, None)
     try:
         check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         return [play_episodes(agent, [env], [seed + episode])[0][0] for episode in range(episodes)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -50,41 +51,104 @@ def mlp(in_dim: int, hidden_sizes: list[int], activation: str, ortho_init: bool 
     return MLP(in_dim, hidden_sizes, activation, ortho_init)
 
 
-class NatureCNN(nn.Module):
-    """The DQN Nature CNN: ``[B, H, W, C]`` or ``[B, C, H, W]`` uint8 -> ``[B, 512]`` features."""
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where the axes of an image observation are: ``(H, W, C)`` or ``(C, H, W)`` frames, or ``(K, H, W, C)``
+    (K stacked HWC frames, e.g. FrameStackObservation of colour frames), seen by the CNN as ``C * K`` channels.
 
-    MIN_SIZE = 36  # the smallest height and width its three convolutions (8/4, 4/2, 3/1) accept
+    The channel axis of a rank-3 shape is the smaller of its first and last (``(84, 84, 3)`` is HWC,
+    ``(4, 84, 84)`` CHW); a tie is HWC, gymnasium's convention for rendered frames."""
+
+    channels: int
+    height: int
+    width: int
+    channels_last: bool
+    stacked: bool  # rank 4: (K, H, W, C)
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...]) -> ImageLayout:
+        if len(shape) == 4:
+            k, h, w, c = shape
+            return cls(k * c, h, w, True, True)
+        channels_last = shape[-1] <= shape[0]
+        if channels_last:
+            return cls(shape[2], shape[0], shape[1], True, False)
+        return cls(shape[0], shape[1], shape[2], False, False)
+
+    def to_nchw(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 observations ``[B, *obs]`` -> float32 ``[B, C, H, W]`` in [0, 1] (scaled here, so
+        that they stay uint8 in the rollout's storage)."""
+        x = obs.to(torch.float32) / 255.0
+        if self.stacked:  # [B, K, H, W, C] -> [B, K, C, H, W] -> [B, K*C, H, W]
+            x = x.permute(0, 1, 4, 2, 3).reshape(x.shape[0], self.channels, self.height, self.width)
+        elif self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return x
+
+
+class ImageEncoder(nn.Module):
+    """A CNN on uint8 images: ``[B, *obs]`` (any :class:`ImageLayout`) -> ``[B, out_dim]`` features.
+
+    Subclasses give ``conv`` (``[B, C, H, W] -> [B, F]`` after its Flatten) and the size of the
+    fully connected layer after it; ``MIN_SIZE`` is the smallest height and width they take."""
+
+    MIN_SIZE = 1
+    NAME = ""  # its model.encoder value
+    FEATURES = 512
 
     def __init__(self, obs_shape: tuple[int, ...]):
         super().__init__()
-        self.channels_last = obs_shape[-1] < obs_shape[0]
-        channels = obs_shape[-1] if self.channels_last else obs_shape[0]
-        height, width = self._chw(obs_shape)[1:]
-        if min(height, width) < self.MIN_SIZE:
+        self.layout = ImageLayout.of(tuple(obs_shape))
+        size = min(self.layout.height, self.layout.width)
+        if size < self.MIN_SIZE:
             raise ConfigError(
-                f"image observations of {height}x{width} pixels (shape {tuple(obs_shape)}) are too small for ppokit's "
-                f"CNN, which needs at least {self.MIN_SIZE}x{self.MIN_SIZE}: resize them with a wrapper "
-                "(gymnasium.wrappers.ResizeObservation) or pass your own encoder (networks={'encoder': ...})"
+                f"image observations of {self.layout.height}x{self.layout.width} pixels (shape {tuple(obs_shape)}) are "
+                f"too small for model.encoder={self.NAME}, which needs at least {self.MIN_SIZE}x{self.MIN_SIZE}: "
+                "use model.encoder=small (or auto), or resize them larger "
+                "(pixels.size, with pixels.preprocess=image or atari)"
             )
-        self.conv = nn.Sequential(
+        self.conv = self.convolutions(self.layout.channels)
+        with torch.no_grad():
+            n_flat = self.conv(torch.zeros(1, self.layout.channels, self.layout.height, self.layout.width)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, self.FEATURES)), nn.ReLU())
+        self.out_dim = self.FEATURES
+
+    def convolutions(self, channels: int) -> nn.Sequential:
+        raise NotImplementedError
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(self.layout.to_nchw(obs)))
+
+
+class NatureCNN(ImageEncoder):
+    """The DQN Nature CNN (Mnih et al. 2015), as in the PPO paper's Atari runs: 32 8x8/4, 64 4x4/2,
+    64 3x3/1, then 512 units. ``[B, *obs]`` uint8 -> ``[B, 512]``."""
+
+    MIN_SIZE = 36  # the smallest height and width its three convolutions (8/4, 4/2, 3/1) accept
+    NAME = "nature"
+
+    def convolutions(self, channels: int) -> nn.Sequential:
+        return nn.Sequential(
             layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
             layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
             layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
             nn.Flatten(),
         )
-        with torch.no_grad():
-            n_flat = self.conv(torch.zeros(1, *self._chw(obs_shape))).shape[1]
-        self.fc = nn.Sequential(layer_init(nn.Linear(n_flat, 512)), nn.ReLU())
-        self.out_dim = 512
 
-    def _chw(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (shape[2], shape[0], shape[1]) if self.channels_last else tuple(shape)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.to(torch.float32) / 255.0
-        if self.channels_last:
-            x = x.permute(0, 3, 1, 2)
-        return self.fc(self.conv(x))
+class SmallCNN(ImageEncoder):
+    """For small frames (any size; ``auto`` picks it below 36x36): 16 3x3/1 and 32 3x3/2, both
+    padded, then 256 units. ``[B, *obs]`` uint8 -> ``[B, 256]``."""
+
+    NAME = "small"
+    FEATURES = 256
+
+    def convolutions(self, channels: int) -> nn.Sequential:
+        return nn.Sequential(
+            layer_init(nn.Conv2d(channels, 16, 3, stride=1, padding=1)), nn.ReLU(),
+            layer_init(nn.Conv2d(16, 32, 3, stride=2, padding=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
 
 
 class FlattenEncoder(nn.Module):
@@ -102,10 +166,17 @@ class FlattenEncoder(nn.Module):
         return obs.reshape(obs.shape[0], -1).to(torch.float32)
 
 
-def encoder_for(space: gym.Space) -> nn.Module:
-    """The observation encoder for a space; has an ``out_dim`` attribute."""
+IMAGE_ENCODERS = {"nature": NatureCNN, "small": SmallCNN}
+
+
+def encoder_for(space: gym.Space, kind: str = "auto") -> nn.Module:
+    """The observation encoder for a space (``kind``: the config's ``model.encoder``, for images:
+    ``auto`` is the Nature CNN from 36x36 pixels up and the small CNN below); has ``out_dim``."""
     if is_image_space(space):
-        return NatureCNN(space.shape)
+        if kind == "auto":
+            layout = ImageLayout.of(space.shape)
+            kind = "nature" if min(layout.height, layout.width) >= NatureCNN.MIN_SIZE else "small"
+        return IMAGE_ENCODERS[kind](space.shape)
     if isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
         return FlattenEncoder(space)
     raise ValueError(f"unsupported observation space {space}")

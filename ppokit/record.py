@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.config import check_output_file
-from ppokit.envs import ENV_FAILURES, ReportErrors, creation_error, make_env
+from ppokit.envs import ENV_FAILURES, FROM_ENV_ID, ReportErrors, agent_pixels, creation_error
 from ppokit.errors import ConfigError, EnvError, first_line, quote
 from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
 from ppokit.extras import install_command, require
@@ -39,7 +39,8 @@ def record(path: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, 
 
     ``env_id`` (default: the checkpoint's env) is the env to play in; the checkpoint's
     ``env.kwargs`` apply only to its own env. An episode the env has not ended after ``step_cap``
-    steps is stopped (with a warning), so the frames kept in memory are bounded."""
+    steps is stopped (with a warning), so the frames kept in memory are bounded. The agent sees its
+    preprocessed observations (its config's ``pixels``); the video shows the env's own rendering."""
     from ppokit.agent import load_agent
 
     out = check_output_file(out, FORMATS)
@@ -75,7 +76,8 @@ def _offscreen_pygame() -> Iterator[None]:
 
 def _play(agent: Agent, env_id: str, kwargs: dict, episodes: int, seed: int, step_cap: int) -> list[np.ndarray]:
     """The rendered frames of ``episodes`` deterministic episodes: each reset, then each step."""
-    env = ReportErrors(make_env(env_id, kwargs, render_mode="rgb_array"), env_id, None)
+    env = ReportErrors(FROM_ENV_ID.make(env_id, kwargs, render_mode="rgb_array", pixels=agent_pixels(agent)),
+                       env_id, None)
     frames: list[np.ndarray] = []
     capped = 0
     try:

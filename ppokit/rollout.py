@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from ppokit import pixels
+
 if TYPE_CHECKING:
     from ppokit.agent import Agent
     from ppokit.envs import VectorEnvs
@@ -84,7 +86,11 @@ class CollectorState:
 
 @dataclass
 class Episodes:
-    """Episodes that finished during one collect: raw (unscaled) returns and lengths."""
+    """Episodes that finished during one collect: raw (unscaled) returns and lengths.
+
+    With envs that report full games (``VectorEnvs.game_scores``: image preprocessing, whose
+    training envs may end the learner's episode at a lost life and clip rewards), these are the
+    games' raw scores and lengths in agent steps, from ``info["game"]`` (:mod:`ppokit.pixels`)."""
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -144,6 +150,7 @@ class Collection:
         self.truncated = np.zeros(shape, bool)
         self.valid = np.ones(shape, bool)
         self.final_obs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # SAME_STEP truncations: t -> (envs, obs)
+        self.games = Episodes() if getattr(envs, "game_scores", False) else None  # full games that ended
         self.next_obs = state.obs
         storage.obs[0] = torch.as_tensor(self.next_obs)
 
@@ -163,6 +170,8 @@ class Collection:
                 index = np.flatnonzero(self.truncated[t] & ~self.terminated[t])
                 if index.size:
                     self.final_obs[t] = (index, np.stack([infos["final_obs"][i] for i in index]))
+            if self.games is not None and (self.terminated[t].any() or self.truncated[t].any()):
+                _record_games(self.games, infos.get("final_info", {}))
         else:
             self.valid[t] = ~state.next_is_reset
             state.next_is_reset = self.terminated[t] | self.truncated[t]
@@ -205,7 +214,19 @@ class Collection:
         storage.valid.copy_(torch.from_numpy(valid))
         dones = terminated | truncated
         storage.rewards.copy_(torch.from_numpy(_scaled_rewards(agent, state, rewards, dones, valid, self.gamma)))
-        return _finished_episodes(state, rewards, dones, valid)
+        episodes = _finished_episodes(state, rewards, dones, valid)
+        return self.games if self.games is not None else episodes
+
+
+def _record_games(games: Episodes, final_info: dict) -> None:
+    """Add to ``games`` the full games that ended on a step: ``final_info["game"]`` holds ``[N]``
+    arrays of returns ``r`` and lengths ``l``, valid where the mask ``final_info["_game"]`` is set."""
+    game = final_info.get(pixels.GAME_KEY)
+    if game is None:
+        return
+    for i in np.flatnonzero(final_info[f"_{pixels.GAME_KEY}"]):
+        games.returns.append(float(game["r"][i]))
+        games.lengths.append(int(game["l"][i]))
 
 
 def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> Episodes:

@@ -77,7 +77,7 @@ def resolve_device(requested: str, cfg: Config) -> tuple[torch.device, str]:
         return torch.device(requested), f"asked for {requested}"
     if not torch.cuda.is_available():
         return torch.device("cpu"), "auto: no GPU available"
-    if cfg.env_id.startswith("ALE/") or "NoFrameskip" in cfg.env_id:
+    if cfg.env_id.startswith("ALE/") or "NoFrameskip" in cfg.env_id or cfg.pixels.preprocess in ("atari", "image"):
         return torch.device("cuda"), "auto: image observations (CNN) run faster on the GPU"
     return torch.device("cpu"), (
         "auto: small MLP policies step faster on the CPU (per-step GPU transfers cost more than the math); "
@@ -104,7 +104,7 @@ def check_memory(cfg: Config, source: EnvSource, networks: dict[str, torch.nn.Mo
     """ConfigError if this process's share of the run cannot fit in memory (:func:`ppokit.memory.estimate`).
 
     The spaces come from one probe env; the agent is built on the ``meta`` device (no memory)."""
-    probe = source.make(cfg.env_id, cfg.env.kwargs)
+    probe = source.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels)
     try:
         check_spaces(cfg.env_id, probe.observation_space, probe.action_space)
         skeleton = shape_only(probe.observation_space, probe.action_space, cfg.model, cfg.env, networks)
@@ -190,7 +190,7 @@ def evaluation_hook(cfg: Config, source: EnvSource, agent: Agent, run_dir: Path,
     if not enabled or cfg.eval.every_steps <= 0:
         return None, lambda: None
     def make_env() -> Any:
-        return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs), cfg.env_id, None)
+        return ReportErrors(source.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels), cfg.env_id, None)
 
     periodic = PeriodicEvaluation(cfg.eval, make_env, cfg.seed, run_dir / EVALUATIONS_FILE,
                                   cfg.eval_max_episode_steps)

@@ -16,8 +16,8 @@ MAX_SPACE_SIZE = 2**23  # elements of a space read from meta.json (8M: four stac
 
 
 def is_image_space(space: gym.Space) -> bool:
-    """uint8 Box of rank 3 (H, W, C) or (C, H, W): handled by the CNN."""
-    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+    """uint8 Box of rank 3, (H, W, C) or (C, H, W), or of rank 4, (K, H, W, C) stacked frames: handled by a CNN."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) in (3, 4)
 
 
 def _bounds(array: np.ndarray) -> Any:
@@ -75,8 +75,32 @@ def space_from_json(data: dict[str, Any]) -> gym.Space:
 
 
 
+def _holds_images(space: gym.Space) -> bool:
+    """Whether ``space`` or a part of a Dict / Tuple space is an image space."""
+    if isinstance(space, gym.spaces.Dict):
+        return any(_holds_images(part) for part in space.spaces.values())
+    if isinstance(space, gym.spaces.Tuple):
+        return any(_holds_images(part) for part in space.spaces)
+    return is_image_space(space)
+
+
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
     """ConfigError unless ppokit has an encoder and an action head for these spaces."""
+    if isinstance(observation_space, (gym.spaces.Dict, gym.spaces.Tuple)) and _holds_images(observation_space):
+        raise ConfigError(
+            f"env {quote(env_id)}: observation space {observation_space} holds images among other observations, "
+            "which ppokit does not support: keep the image alone with a wrapper, e.g. "
+            "gymnasium.wrappers.TransformObservation(env, lambda obs: obs['pixels'], env.observation_space['pixels'])"
+        )
+    if isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) in (3, 4) and not is_image_space(
+            observation_space):
+        raise ConfigError(
+            f"env {quote(env_id)}: observation space {observation_space} looks like images (rank "
+            f"{len(observation_space.shape)}) but is not uint8; ppokit's CNNs take uint8 pixels in [0, 255] (they "
+            "scale them): convert them with a wrapper (gymnasium.wrappers.TransformObservation), "
+            "or flatten them for an MLP "
+            "(gymnasium.wrappers.FlattenObservation)"
+        )
     if not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise ConfigError(
             f"env {quote(env_id)}: observation space {observation_space} is not supported "

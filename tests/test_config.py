@@ -98,6 +98,21 @@ def test_presets_load_and_validate():
         assert (cfg.solved_threshold is None) == is_generic(name)
 
 
+@pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "ALE/Breakout-v5"])
+def test_atari_presets_hold_the_papers_atari_hyperparameters(env_id: str):
+    """Table 5 of the PPO paper (3 epochs, the paper's; its code and CleanRL use 4)."""
+    cfg = validate(build_config(env_id))
+    assert cfg.preset == env_id.replace("/", "-")
+    assert (cfg.rollout.num_envs, cfg.rollout.num_steps, cfg.rollout.gamma, cfg.rollout.gae_lambda) == (8, 128, 0.99,
+                                                                                                        0.95)
+    ppo = cfg.ppo
+    assert (ppo.learning_rate, ppo.anneal_lr, ppo.update_epochs, ppo.minibatch_size) == (2.5e-4, True, 3, 256)
+    assert (ppo.clip_coef, ppo.anneal_clip, ppo.vf_coef, ppo.ent_coef) == (0.1, True, 1.0, 0.01)
+    assert (cfg.pixels.preprocess, cfg.pixels.frame_stack, cfg.pixels.size, cfg.model.encoder) == ("atari", 4, 84,
+                                                                                                   "nature")
+    assert cfg.pixels.episodic_life and cfg.pixels.clip_reward and cfg.model.hidden_sizes == []
+
+
 def test_ppo_paper_preset_holds_the_papers_mujoco_hyperparameters():
     """Table 3 of the PPO paper, and what its code (baselines ppo1) chose where the paper is silent."""
     for algo, section in (("ppo", "ppo"), ("ppo-kl", "ppo_kl")):

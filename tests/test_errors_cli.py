@@ -338,15 +338,16 @@ def test_record_mp4_without_ffmpeg(capsys, monkeypatch, run: Path, tmp_path: Pat
 
 
 def render_raises(monkeypatch, error: Exception) -> None:
-    """``record`` gets an env whose render() raises ``error``."""
-    import ppokit.record
+    """``record`` gets an env whose render() raises ``error`` (it makes its env as every command does,
+    through ``ppokit.envs.make_env``)."""
+    import ppokit.envs
 
     def make_env(env_id, kwargs=None, render_mode=None, max_episode_steps=None):
         env = gym.make(env_id)
         env.render = lambda: (_ for _ in ()).throw(error)
         return env
 
-    monkeypatch.setattr(ppokit.record, "make_env", make_env)
+    monkeypatch.setattr(ppokit.envs, "make_env", make_env)
 
 
 def test_record_env_that_cannot_render(capsys, monkeypatch, run: Path, tmp_path: Path) -> None:

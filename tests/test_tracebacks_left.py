@@ -70,9 +70,10 @@ def test_discrete_observations_with_a_start_train_and_evaluate(tmp_path: Path) -
     assert result["lengths"] == [10, 10]
 
 
-def test_images_too_small_for_the_cnn_are_refused(capsys, tmp_path: Path) -> None:
-    bad_input(capsys, ["train", "ppokit_test/TinyImage-v0", "--run-dir", tmp_path / "run", *TINY],
-              "8x8 pixels", "too small for ppokit's CNN", "ResizeObservation")
+def test_images_too_small_for_the_nature_cnn_are_refused(capsys, tmp_path: Path) -> None:
+    bad_input(capsys, ["train", "ppokit_test/TinyImage-v0", "--run-dir", tmp_path / "run", *TINY,
+                       "--set", "model.encoder=nature"],
+              "8x8 pixels", "too small for model.encoder=nature", "model.encoder=small")
 
 
 @pytest.mark.parametrize("vector", ["sync", "auto"])

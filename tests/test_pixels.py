@@ -1,0 +1,311 @@
+"""Image observations: the CNN encoders and their layouts, the preprocessing saved with a run (so a
+checkpoint evaluates, records and exports on its env id alone), one-line errors for image input
+ppokit cannot take, and PPO learning the demo pixel env. Atari tests need ale-py (the dev extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import ppokit
+from ppokit.config import Config, PixelsConfig
+from ppokit.demo_envs import CATCH_ID, CatchEnv
+from ppokit.envs import FROM_ENV_ID, make_envs
+from ppokit.networks import ImageLayout, NatureCNN, SmallCNN, encoder_for
+from tests.errors_support import TINY, bad_input, run_cli, summary, train_tiny
+
+FLOAT_IMAGES = "ppokit_test/FloatImages-v0"
+MIXED_DICT = "ppokit_test/ImageAndVector-v0"
+
+
+class SpacesEnv(gym.Env):
+    """Samples of ``observation_space`` (Discrete(2) actions, episodes of 8 steps)."""
+
+    def __init__(self, observation_space: gym.Space):
+        self.observation_space, self.action_space = observation_space, gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.observation_space.sample(), 0.0, self.t >= 8, False, {}
+
+
+for _id, _space in {
+    FLOAT_IMAGES: gym.spaces.Box(0.0, 1.0, (16, 16, 3), np.float32),
+    MIXED_DICT: gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8),
+                                 "state": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)}),
+}.items():
+    if _id not in gym.envs.registry:
+        gym.register(_id, entry_point=SpacesEnv, kwargs={"observation_space": _space})
+
+
+# ---------------------------------------------------------------------------- encoders
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    ((84, 84, 3), (3, 84, 84, True, False)), ((4, 84, 84), (4, 84, 84, False, False)),
+    ((7, 7, 3), (3, 7, 7, True, False)), ((3, 7, 9), (3, 7, 9, False, False)),
+    ((5, 5, 5), (5, 5, 5, True, False)), ((4, 84, 84, 3), (12, 84, 84, True, True)),
+])
+def test_image_layouts(shape: tuple[int, ...], expected: tuple) -> None:
+    layout = ImageLayout.of(shape)
+    assert (layout.channels, layout.height, layout.width, layout.channels_last, layout.stacked) == expected
+
+
+def test_the_same_images_in_every_layout_give_the_same_features() -> None:
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (5, 2, 8, 8, 3), dtype=torch.uint8)  # [B, K, H, W, C]
+    stacked = SmallCNN((2, 8, 8, 3))
+    chw = SmallCNN((6, 8, 8))  # the same 6 channels, in the order k * C + c
+    chw.load_state_dict(stacked.state_dict())
+    as_chw = frames.permute(0, 1, 4, 2, 3).reshape(5, 6, 8, 8)
+    torch.testing.assert_close(stacked(frames), chw(as_chw))
+    hwc = SmallCNN((8, 8, 3))
+    chw3 = SmallCNN((3, 8, 8))
+    chw3.load_state_dict(hwc.state_dict())
+    torch.testing.assert_close(hwc(frames[:, 0]), chw3(frames[:, 0].permute(0, 3, 1, 2)))
+
+
+def test_pixels_are_scaled_inside_the_network() -> None:
+    torch.manual_seed(0)
+    cnn = NatureCNN((4, 84, 84))
+    frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    torch.testing.assert_close(cnn(frames), cnn.fc(cnn.conv(frames.float() / 255)))
+
+
+@pytest.mark.parametrize(("shape", "kind", "expected"), [
+    ((84, 84, 1), "auto", NatureCNN), ((4, 84, 84), "auto", NatureCNN), ((36, 36, 3), "auto", NatureCNN),
+    ((35, 35, 3), "auto", SmallCNN), ((7, 7, 3), "auto", SmallCNN), ((84, 84, 3), "small", SmallCNN),
+])
+def test_auto_picks_the_nature_cnn_from_36_pixels(shape: tuple[int, ...], kind: str, expected: type) -> None:
+    encoder = encoder_for(gym.spaces.Box(0, 255, shape, np.uint8), kind)
+    assert type(encoder) is expected
+    assert encoder(torch.zeros((3, *shape), dtype=torch.uint8)).shape == (3, encoder.out_dim)
+
+
+def test_observations_stay_uint8_in_the_rollout() -> None:
+    from ppokit.agent import Agent
+    from ppokit.rollout import Rollout
+
+    cfg = Config(env_id=CATCH_ID)
+    envs = make_envs(cfg, num_envs=2)
+    try:
+        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env)
+        storage = Rollout.allocate(agent, envs, 4, torch.device("cpu"))
+    finally:
+        envs.close()
+    assert type(agent.actor_trunk[0]) is SmallCNN and storage.obs.dtype == torch.uint8
+    assert storage.obs.shape == (4, 2, 16, 16, 1)
+
+
+# ---------------------------------------------------------------------------- bad input, one line
+
+
+def test_a_7x7_image_env_trains_with_the_small_cnn(tmp_path: Path) -> None:
+    assert train_tiny(tmp_path / "run", "--set", "env.kwargs={size: 7}", env=CATCH_ID) == 0
+
+
+def test_images_too_small_for_the_nature_cnn(capsys, tmp_path: Path) -> None:
+    bad_input(capsys, ["train", CATCH_ID, "--run-dir", tmp_path / "run", *TINY, "--set", "model.encoder=nature"],
+              "16x16 pixels", "too small for model.encoder=nature", "at least 36x36", "model.encoder=small")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["train", FLOAT_IMAGES], ("looks like images", "not uint8", "TransformObservation")),
+    (["train", MIXED_DICT], ("holds images among other observations", "obs['pixels']")),
+    (["train", "CartPole-v1", "--set", "pixels.preprocess=atari"], ("not an Atari env",)),
+    (["train", "CartPole-v1", "--set", "pixels.preprocess=image"], ("needs uint8 frames",)),
+    (["train", CATCH_ID, "--set", "pixels.preprocess=rgb"], ("pixels.preprocess", "auto, atari, image, none")),
+    (["train", CATCH_ID, "--set", "model.encoder=impala"], ("model.encoder", "auto, nature, small")),
+    (["train", CATCH_ID, "--set", "pixels.frame_stack=0"], ("pixels.frame_stack",)),
+    (["train", "CartPole-v1", "--set", "model.hidden_sizes=[]"], ("is for image observations",)),
+])
+def test_image_input_ppokit_cannot_take_is_one_line(capsys, tmp_path: Path, args: list[str],
+                                                    expected: tuple[str, ...]) -> None:
+    bad_input(capsys, [*args, "--run-dir", tmp_path / "run", *TINY], *expected)
+
+
+# ---------------------------------------------------------------------------- preprocessing saved with the run
+
+
+def test_image_preprocessing_is_saved_and_applied_everywhere(capsys, tmp_path: Path) -> None:
+    """Colour 16x16 frames resized to 20x20, in grayscale, 3 stacked: the checkpoint evaluates,
+    records and exports on the env id alone."""
+    run = tmp_path / "run"
+    assert train_tiny(run, "--set", "pixels={preprocess: image, size: 20, grayscale: true, frame_stack: 3}",
+                      "--set", "env.kwargs={size: 16}", env="ppokit_test/ColourCatch-v0") == 0
+    meta = json.loads((run / "checkpoints" / "latest" / "meta.json").read_text())
+    assert meta["observation_space"]["shape"] == [3, 20, 20, 1]
+    assert meta["config"]["pixels"]["preprocess"] == "image"
+    code, out, _ = run_cli(capsys, ["eval", run, "--episodes", "2", "--json"])
+    assert code == 0 and json.loads(out)["lengths"] == [15, 15]
+    pytest.importorskip("imageio")
+    code, _, lines = run_cli(capsys, ["record", run, "--out", tmp_path / "a.gif"])
+    assert code == 0 and (tmp_path / "a.gif").stat().st_size > 0
+    ort = pytest.importorskip("onnxruntime")
+    code, _, _ = run_cli(capsys, ["export", run, "--out", tmp_path / "p.onnx"])
+    assert code == 0
+    agent = ppokit.load(run)
+    env = FROM_ENV_ID.make("ppokit_test/ColourCatch-v0", {"size": 16}, pixels=agent.config.pixels)
+    obs = np.stack([env.reset(seed=seed)[0] for seed in range(4)])
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    assert session.run(None, {"observation": obs})[0].tolist() == agent.act(obs).tolist()
+
+
+class ColourCatch(gym.ObservationWrapper):
+    """Catch in colour: ``(size, size, 3)`` frames (the dot red, the paddle white)."""
+
+    def __init__(self, size: int = 16, render_mode: str | None = None):
+        super().__init__(CatchEnv(size, render_mode))
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        colour = np.repeat(observation, 3, axis=2)
+        colour[:-1, :, 1:] = 0
+        return colour
+
+    def render(self) -> np.ndarray:
+        return self.observation(self.env.unwrapped._frame())
+
+
+if "ppokit_test/ColourCatch-v0" not in gym.envs.registry:
+    gym.register("ppokit_test/ColourCatch-v0", entry_point=ColourCatch)
+
+
+# ---------------------------------------------------------------------------- learning
+
+
+@pytest.mark.slow
+def test_ppo_learns_to_catch_from_pixels(tmp_path: Path) -> None:
+    """The preset's run (30k steps, seed 0): the deterministic evaluation catches at least 95% of
+    the dots (mean >= 0.9; a random policy scores about -0.67, seeds 0-2 score 1.0 on this
+    machine); then the checkpoint evaluates as well on the env id alone."""
+    run = tmp_path / "run"
+    assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(run), "--seed", "0", "--quiet"]) == 0
+    result = summary(run)
+    assert result["total_steps"] == 30_208 and result["eval_return_mean"] >= 0.9, result
+    assert ppokit.evaluate(ppokit.load(run), episodes=20)["mean"] >= 0.9
+
+
+# ---------------------------------------------------------------------------- Atari
+
+
+def wrapper_names(env: gym.Env) -> list[str]:
+    names = []
+    while isinstance(env, gym.Wrapper):
+        names.append(type(env).__name__)
+        env = env.env
+    return names
+
+
+@pytest.fixture(scope="module")
+def ale() -> None:
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+
+
+ATARI_TRAINING = ["FrameStackObservation", "ClipReward", "EpisodicLife", "RecordEpisodeStatistics", "FireReset",
+                  "AtariPreprocessing"]
+
+
+@pytest.mark.parametrize(("options", "training", "removed"), [
+    ({}, True, []),
+    ({}, False, ["ClipReward", "EpisodicLife", "RecordEpisodeStatistics"]),
+    ({"episodic_life": False}, True, ["EpisodicLife"]),
+    ({"clip_reward": False}, True, ["ClipReward"]),
+    ({"fire_reset": False}, True, ["FireReset"]),
+    ({"frame_stack": 1}, True, ["FrameStackObservation"]),
+])
+def test_atari_wrappers_follow_the_config(ale, options: dict, training: bool, removed: list[str]) -> None:
+    env = FROM_ENV_ID.make("ALE/Breakout-v5", {}, pixels=PixelsConfig(**options), training=training)
+    try:
+        assert wrapper_names(env)[:len(ATARI_TRAINING) - len(removed)] == [
+            name for name in ATARI_TRAINING if name not in removed]
+        preprocessing = env.get_wrapper_attr("noop_max"), env.get_wrapper_attr("frame_skip")
+        assert preprocessing == (30, 4) and env.unwrapped._frameskip == 1
+    finally:
+        env.close()
+
+
+def test_a_lost_life_ends_the_episode_in_training_only(ale) -> None:
+    """Breakout with random actions, the training and the evaluation env side by side: the first
+    lost life terminates the training episode (the game goes on after reset), not the evaluation's."""
+    pixels = PixelsConfig(noop_max=0)
+    train_env = FROM_ENV_ID.make("ALE/Breakout-v5", {"repeat_action_probability": 0.0}, pixels=pixels, training=True)
+    eval_env = FROM_ENV_ID.make("ALE/Breakout-v5", {"repeat_action_probability": 0.0}, pixels=pixels)
+    assert train_env.observation_space == eval_env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    try:
+        for env in (train_env, eval_env):
+            env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for _ in range(2000):
+            action = int(rng.integers(4))
+            _, _, train_end, _, _ = train_env.step(action)
+            _, _, eval_end, _, _ = eval_env.step(action)
+            if train_end:
+                break
+        assert train_end and not eval_end
+        assert train_env.unwrapped.ale.lives() == eval_env.unwrapped.ale.lives() == 4
+        train_env.reset()
+        assert train_env.unwrapped.ale.lives() == 4  # the same game goes on
+    finally:
+        train_env.close()
+        eval_env.close()
+
+
+def test_training_returns_are_full_game_scores(ale, tmp_path: Path) -> None:
+    """Breakout with 5 lives: each training return in metrics.csv is one full game (5 learner
+    episodes), with its raw score."""
+    run = tmp_path / "run"
+    assert train_tiny(run, "--set", "env.vector=sync", "--set", "pixels.noop_max=0", env="ALE/Breakout-v5",
+                      total_steps=1024) == 0
+    import csv
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    lengths = [float(row["episodic_length_mean"]) for row in rows if row.get("episodic_length_mean")]
+    assert lengths and min(lengths) > 100  # a random game of Breakout lasts ~170 steps; one life ~35
+    assert summary(run)["train_return_last20"] is not None
+
+
+def test_an_atari_checkpoint_evaluates_records_and_exports_on_its_env_id(ale, capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert train_tiny(run, "--set", "env.vector=sync", "--set", "eval_episodes=1", "--set",
+                      "eval_max_episode_steps=20", env="ALE/Pong-v5", total_steps=64) == 0
+    cfg = ppokit.load(run).config
+    settings = (cfg.preset, cfg.ppo.clip_coef, cfg.ppo.update_epochs, cfg.model.encoder)
+    assert settings == ("ALE-Pong-v5", 0.1, 1, "nature")  # the preset (TINY sets one epoch)
+    assert summary(run)["eval_episodes"] == 1
+    code, out, _ = run_cli(capsys, ["eval", run, "--episodes", "1", "--max-episode-steps", "10", "--json"])
+    assert code == 0 and json.loads(out)["lengths"] == [10]
+    pytest.importorskip("imageio")
+    code, _, _ = run_cli(capsys, ["record", run, "--out", tmp_path / "a.gif", "--max-episode-steps", "5"])
+    assert code == 0
+    code, _, _ = run_cli(capsys, ["export", run, "--out", tmp_path / "p.onnx"])
+    assert code == 0
+
+
+def test_atari_errors_are_one_line(ale, capsys, tmp_path: Path) -> None:
+    pong = ["train", "ALE/Pong-v5", "--run-dir", tmp_path / "r", *TINY]
+    bad_input(capsys, [*pong, "--set", "env.kwargs={frameskip: 4}"], "env.kwargs.frameskip=4 and pixels.frame_skip=4")
+    bad_input(capsys, [*pong, "--set", "pixels.size=0"], "pixels.size")
+
+
+def test_the_training_envs_of_an_atari_run_report_games(ale) -> None:
+    cfg = Config(env_id="ALE/Pong-v5")
+    cfg.rollout.num_envs = 1
+    envs = make_envs(cfg)
+    try:
+        assert envs.game_scores and envs.observation_space.shape == (4, 84, 84)
+    finally:
+        envs.close()
