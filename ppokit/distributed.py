@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -74,9 +75,11 @@ def _collective(what: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as error:  # DistBackendError, DistNetworkError and gloo's errors are RuntimeErrors
+        # gloo's first line: "[source.cc:537] Read error ...: Connection reset by peer. This is typically ..."
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", first_line(error)).split(". This is typically")[0]
         raise PeerLost(
-            f"process {rank()} of {world_size()} lost contact with the others while {what} "
-            f"({first_line(error)}): another process died, or hung longer than dist_timeout_s"
+            f"process {rank()} of {world_size()} lost contact with the others while {what} ({reason}): "
+            "another process died, or hung longer than dist_timeout_s"
         ) from None
 
 
