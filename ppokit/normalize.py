@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -10,7 +10,8 @@ from torch import nn
 from ppokit import distributed
 
 
-class Moments(NamedTuple):
+@dataclass(frozen=True)
+class Moments:
     """Mean and population variance ``[*shape]`` (float64) of ``count`` samples (0-dim or float)."""
 
     mean: torch.Tensor
@@ -73,12 +74,13 @@ class RunningMeanStd(nn.Module):
                           Moments(batch_mean.to(self.mean), batch_var.to(self.var), batch_count))
         self.mean.copy_(merged.mean)
         self.var.copy_(merged.var)
-        self.count.copy_(merged.count)
+        self.count.copy_(torch.as_tensor(merged.count))
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
         """Merge this process's batch ``[B, *shape]`` (any float or integer dtype)."""
-        self.update_from_moments(*batch_moments(batch, self.mean.shape))
+        mine = batch_moments(batch, self.mean.shape)
+        self.update_from_moments(mine.mean, mine.var, float(mine.count))
 
     @torch.no_grad()
     def update_over_processes(self, batch: torch.Tensor) -> None:

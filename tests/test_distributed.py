@@ -200,7 +200,7 @@ def test_a_dead_or_hung_rank_ends_the_others_with_one_line_and_resume_continues(
     processes, run = start_training(tmp_path, timeout_s)
     os.kill(processes[1].pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
     try:
-        print(assert_fails_with_one_line(processes[0], within_s=timeout_s + 25))
+        assert_fails_with_one_line(processes[0], within_s=timeout_s + 25)
     finally:
         processes[1].kill()
         processes[1].communicate()
@@ -208,7 +208,8 @@ def test_a_dead_or_hung_rank_ends_the_others_with_one_line_and_resume_continues(
     assert summary["status"] == "failed" and summary["checkpoint_step"] > 0
     total = summary["checkpoint_step"] + 2 * 64
     resumed = subprocess.run([sys.executable, "-m", "ppokit", "train", "--resume", str(run), "--total-steps",
-                              str(total), "--quiet"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+                              str(total), "--quiet"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["total_steps"] == total
 
