@@ -226,6 +226,8 @@ def _train(args: argparse.Namespace) -> int:
         result = train(cfg, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet, log_every=args.log_every,
                        track=args.track)
     except Interrupted as stop:
+        if not stop.result.main_process:  # under torchrun, rank 0 reports for all
+            return EXIT_INTERRUPTED
         saved = stop.result.summary.get("checkpoint_step")
         run_dir = stop.result.run_dir
         where = (f"checkpoints/latest at step {saved:,} is in {run_dir} (continue with --resume {run_dir})"
@@ -238,6 +240,8 @@ def _train(args: argparse.Namespace) -> int:
                 if saved is not None else f"no checkpoint was saved before the failure ({failure.result.run_dir})")
         print(f"ppokit: training failed: {failure}; {kept}", file=sys.stderr)
         return EXIT_FAILED
+    if not result.main_process:  # under torchrun: one summary line, rank 0's
+        return 0
     s = result.summary
     solved = (f"solved at step {s['solved_at_step']:,} ({s['solved_at_time_s']:.1f} s)"
               if s.get("solved_at_step") is not None

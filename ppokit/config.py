@@ -132,6 +132,7 @@ class BaseConfig:
     update_path: str = "auto"  # auto | eager | fast | autograd | compile: how gradient steps get gradients
     checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
     checkpoint_interval_s: float = 30.0  # save checkpoints/latest at most this often (seconds)
+    dist_timeout_s: float = 600.0  # torchrun: give up on a process that died or hangs after this (seconds)
     eval_episodes: int = 20  # deterministic evaluation after training
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation during training; picks checkpoints/best
     eval_max_episode_steps: int = 27_000  # an evaluation episode the env has not ended by then is stopped
@@ -423,6 +424,7 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         check(cfg.checkpoint_every >= 1,
               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
     non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
+    positive(cfg.dist_timeout_s, "dist_timeout_s")
     check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
     check(cfg.eval.every_steps >= 0,
           f"eval.every_steps: expected an integer >= 0 (0: no evaluation during training), got {cfg.eval.every_steps}")

@@ -331,9 +331,11 @@ def _sub_env_factory(env_id: str, index: int, kwargs: dict, source: EnvSource, p
     return make
 
 
-def process_seed(seed: int, rank: int) -> int:
-    """Seed of this process's envs: ranks are spaced so their sub-env seeds never overlap."""
-    return seed + 100_003 * rank
+def process_seed(seed: int, rank: int, envs_per_process: int) -> int:
+    """Seed of this process's first env (sub-env ``i`` gets this + i): rank r's envs are the envs
+    ``r * envs_per_process ...`` of one process with all the envs, so K processes step the same
+    envs, seeded alike, as one process does."""
+    return seed + rank * envs_per_process
 
 
 def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | None = None,
@@ -368,5 +370,5 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
     # The rollout implements exactly these two modes; anything else would be learned wrongly.
     assert autoreset in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP), autoreset
     check_spaces(cfg.env_id, env.single_observation_space, env.single_action_space)
-    return VectorEnvs(env, cfg.env_id, autoreset, process_seed(cfg.seed if seed is None else seed, rank),
+    return VectorEnvs(env, cfg.env_id, autoreset, process_seed(cfg.seed if seed is None else seed, rank, n),
                       game_scores=preprocess != "none")

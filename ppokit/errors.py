@@ -2,7 +2,8 @@
 
 * :class:`ConfigError` (and :class:`CheckpointError`): bad user input, exit code 2.
 * :class:`EnvError`: an environment raised while stepping or resetting, exit code 1.
-* :class:`TrainingError`: training cannot go on (non-finite numbers), exit code 1.
+* :class:`TrainingError`: training cannot go on (non-finite numbers, a lost peer process:
+  :class:`PeerLost`), exit code 1.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class EnvError(RuntimeError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite numbers, a failing env): exit code 1, summary "failed"."""
+
+
+class PeerLost(TrainingError):
+    """Another process of a torchrun job died or hung past ``dist_timeout_s``: exit code 1,
+    summary "failed", the last good checkpoint kept (``--resume`` continues)."""
 
 
 def quote(text: Any, limit: int = 200) -> str:

@@ -101,10 +101,10 @@ def after_learning(learner: Learner, index: int, batch: Batch, stats: dict[str, 
     start = time.perf_counter()
     agent, storage = learner.agent, learner.storage
     check_update(index, stats, agent)
-    # 4. Only now move the observation normalizer: the policy acted and learned with the old statistics.
+    # 4. Only now move the observation normalizer: the policy acted and learned with the old
+    #    statistics. Every process merges the observations of all (exactly, not an average of theirs).
     if agent.obs_normalizer is not None:
-        agent.obs_normalizer.update(storage.obs[storage.valid])
-        distributed.mean_(list(agent.obs_normalizer.buffers()))
+        agent.obs_normalizer.update_over_processes(storage.obs[storage.valid])
     stats["explained_variance"] = explained_variance(batch.values, batch.returns, batch.weights)
     learner.timings.update += time.perf_counter() - start
 

@@ -26,7 +26,7 @@ from ppokit.stats import bootstrap_mean_ci
 X_AXES = {"steps": ("global_step", "environment steps"), "time": ("wall_time_s", "wall-clock time (s)")}
 # Config fields that do not change what is learned: runs differing only in these are one setting.
 NOT_A_SETTING = ("seed", "total_steps", "device", "torch_threads", "update_path", "checkpoint_every",
-                 "checkpoint_interval_s", "eval_episodes", "eval", "preset")
+                 "checkpoint_interval_s", "dist_timeout_s", "eval_episodes", "eval", "preset")
 
 
 def read_curve(run_dir: Path, x: str = "global_step") -> tuple[list[float], list[float]]:

@@ -122,7 +122,8 @@ def collect(
     """Step all envs ``T`` times with the current policy, filling ``storage`` in place.
 
     Rewards in ``storage`` are scaled when the agent has a return normalizer (its statistics
-    are updated from this rollout's discounted returns first); episode returns are raw.
+    are updated from this rollout's discounted returns, of every process, first); episode
+    returns are raw.
     """
     rollout = Collection(agent, envs, state, storage, gamma, timings)
     for t in range(rollout.num_steps):
@@ -249,7 +250,8 @@ def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.nda
 
 def _scaled_rewards(agent: Agent, state: CollectorState, rewards: np.ndarray, dones: np.ndarray,
                     valid: np.ndarray, gamma: float) -> np.ndarray:
-    """Rewards ``[T, N]`` divided by the running std of the discounted return (if enabled)."""
+    """Rewards ``[T, N]`` divided by the running std of the discounted return (if enabled); the
+    statistics merge the discounted returns of every process, so all scale rewards alike."""
     normalizer = agent.return_normalizer
     if normalizer is None:
         return rewards.astype(np.float32)
@@ -258,5 +260,5 @@ def _scaled_rewards(agent: Agent, state: CollectorState, rewards: np.ndarray, do
         state.discounted_return = state.discounted_return * gamma + rewards[t]
         returns[t] = state.discounted_return
         state.discounted_return[dones[t]] = 0.0
-    normalizer.update(torch.from_numpy(returns[valid]))
+    normalizer.update_over_processes(torch.from_numpy(returns[valid]))
     return normalizer.scale(torch.from_numpy(rewards)).numpy()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ppokit import checkpoint, distributed, memory, run_folder, tracking, training_state
@@ -26,7 +25,7 @@ from ppokit.algos import ALGOS
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, to_dict, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
-from ppokit.errors import ConfigError, EnvError
+from ppokit.errors import ConfigError, EnvError, PeerLost
 from ppokit.evaluate import evaluate
 from ppokit.evaluations import FILE as EVALUATIONS_FILE
 from ppokit.evaluations import PeriodicEvaluation
@@ -45,6 +44,7 @@ class RunResult:
     agent: Agent
     summary: dict[str, Any]
     run_dir: Path
+    main_process: bool = True  # rank 0 (or the only process): the one that wrote the run folder and reports
 
 
 class Interrupted(KeyboardInterrupt):
@@ -140,9 +140,9 @@ class Checkpoints:
         self.last_time = time.perf_counter()
 
     def save(self, name: str) -> None:
-        if not self.enabled:
-            return
-        training_state.save(self.folder / name, self.learner, self.progress)
+        """Write checkpoint ``name`` (rank 0); every process notes the step of ``latest``."""
+        if self.enabled:
+            training_state.save(self.folder / name, self.learner, self.progress)
         if name == "latest":
             self.progress.saved_step = self.progress.step
 
@@ -266,10 +266,18 @@ def train_members(runs: list[MemberRun], quiet: bool = False, callbacks: list[Ca
         learners = [member.learner for member in members]
         joint = StackedPopulation(learners) if stackable(learners) else None  # batched acting and updates
         status, error_message, unexpected = "completed", None, None
+
+        def stop_requested() -> bool:
+            """A stop asked of any process (Ctrl-C, SIGTERM) stops them all after the same iteration."""
+            stop.requested = distributed.any_true(stop.requested)
+            return stop.requested
+
         try:
-            run_iterations(members, list(callbacks or []), lambda: stop.requested, joint)
+            run_iterations(members, list(callbacks or []), stop_requested, joint)
         except KeyboardInterrupt:
             status = "interrupted"
+        except PeerLost as error:  # another process died or hangs: this one cannot go on alone
+            status, error_message = "failed", str(error)
         except OSError as error:  # e.g. the disk filled up while writing metrics or a checkpoint
             status, error_message = "failed", f"cannot write the run folder: {error}"
         except Exception as error:  # a bug: record the failure, then let the traceback through
@@ -341,7 +349,7 @@ class Session:
                 member.writer.finish(summary)
             except OSError as error:
                 log.warning("cannot write summary.json: %s", error)
-        return RunResult(learner.agent, summary, self.run_dir)
+        return RunResult(learner.agent, summary, self.run_dir, self.is_main)
 
 
 def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, torch.nn.Module] | None,
@@ -354,22 +362,21 @@ def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, to
     if track is not None:
         tracking.check_project(track)
         tracking.require_wandb()
-    rank, world_size = distributed.init()
-    is_main = rank == 0
     saved: tuple[dict, dict, Path] | None = None
     if resume is not None:
         tensors, meta, folder = checkpoint.read(Path(resume))
         training_state.check_resume(checkpoint.config_of(meta, folder), cfg, meta, resume)
         run_dir = training_state.run_folder_of(resume, folder)
         saved = (tensors, meta, folder)
-    validate(cfg, world_size)
+    validate(cfg, distributed.launched_world_size())
+    rank, world_size = distributed.init(cfg.dist_timeout_s)
+    is_main = rank == 0
     if source.factory is None:
         ensure_registered(cfg.env_id)
     run_dir = Path(run_dir) if run_dir is not None else run_folder.default_run_dir(cfg)
 
     torch.set_num_threads(cfg.torch_threads)
-    torch.manual_seed(cfg.seed + rank)
-    np.random.seed((cfg.seed + rank) % 2**32)
+    distributed.seed_streams(distributed.stream_seeds(cfg.seed, rank))  # rank 0: exactly cfg.seed
     device, device_reason = resolve_device(cfg.device, cfg)
     check_memory(cfg, source, networks, world_size)  # before the envs, the agent or the storage exist
     created_run_dir = False

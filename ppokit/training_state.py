@@ -54,6 +54,8 @@ def save(path: Path, learner: Learner, progress: Progress) -> None:
         # The whole MT19937 state: the key array alone would restart at another position.
         "numpy_rng": keys.tolist(), "numpy_rng_pos": int(pos),
         "numpy_rng_gauss": [int(has_gauss), float(cached_gaussian)],
+        # The processes that trained it: the collector and env state are rank 0's share of the envs.
+        "world_size": distributed.world_size(),
     }
     captured = env_state.capture(learner.envs.env)
     if captured is not None:
@@ -68,14 +70,15 @@ def _infos(tensors: dict[str, torch.Tensor], prefix: str = "") -> dict[str, chec
     return {name[len(prefix):]: checkpoint.tensor_info(t) for name, t in tensors.items() if name.startswith(prefix)}
 
 
-def _check_tensors(tensors: dict[str, torch.Tensor], learner: Learner, folder: Path) -> None:
-    """CheckpointError unless the agent's, the algorithm's and the collector's tensors in the file
-    have exactly the names, dtypes and shapes of this run's (a float64 1e300 is not copied into a
-    float32 parameter), and hold finite numbers where training could only have produced them."""
+def _check_tensors(tensors: dict[str, torch.Tensor], learner: Learner, folder: Path, same_envs: bool) -> None:
+    """CheckpointError unless the agent's, the algorithm's and (``same_envs``: the envs are split as
+    when it was saved) the collector's tensors in the file have exactly the names, dtypes and shapes
+    of this run's (a float64 1e300 is not copied into a float32 parameter), and hold finite numbers
+    where training could only have produced them."""
     collector = {name: torch.from_numpy(np.asarray(getattr(learner.collector, name))) for name in COLLECTOR_FIELDS}
     found = _infos(tensors)
-    for prefix, own in (("agent.", learner.agent.state_dict()), ("algo.", learner.algo.state_tensors()),
-                        ("collector.", collector)):
+    ours = [("agent.", learner.agent.state_dict()), ("algo.", learner.algo.state_tensors())]
+    for prefix, own in ours + ([("collector.", collector)] if same_envs else []):
         checkpoint.check_header(folder, found, _infos(own), prefix)
     for name, tensor in tensors.items():
         if name.startswith(("algo.", "collector.")) and tensor.is_floating_point():
@@ -90,18 +93,24 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
     """Put the run saved in ``tensors``/``meta`` back into ``learner`` and ``progress``.
 
     ``meta["training"]`` was checked by :func:`check_resume`; the tensors are checked here against
-    this run's (:func:`_check_tensors`) before anything is copied."""
+    this run's (:func:`_check_tensors`) before anything is copied.
+
+    Any number of processes may resume it: the agent, its normalizers, the optimizers, counters and
+    episode statistics are the same for all. Rank 0 of a run with as many processes as the saved
+    one also continues its open episodes (the checkpoint holds rank 0's envs); every other process
+    starts new episodes, from a fresh stream (:func:`ppokit.distributed.stream_seeds`)."""
     agent, envs = learner.agent, learner.envs
     folder = folder or Path(resume)
     if space_to_json(envs.observation_space) != meta["observation_space"] or \
             space_to_json(envs.action_space) != meta["action_space"]:
         raise ConfigError(f"--resume {resume}: the env's spaces differ from the checkpoint's")
-    _check_tensors(tensors, learner, folder)
+    saved = meta["training"]
+    continues_episodes = distributed.rank() == 0 and saved.get("world_size", 1) == distributed.world_size()
+    _check_tensors(tensors, learner, folder, same_envs=continues_episodes)
     agent.load_state_dict({k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")})
     problem = state_problem(agent)
     if problem is not None:
         raise CheckpointError(f"checkpoint {quote(folder)}: {problem}")
-    saved = meta["training"]
     progress.iteration = progress.start_iteration = saved["iteration"]
     progress.saved_step = progress.step
     progress.wall_time_before = saved["wall_time_s"]
@@ -118,16 +127,21 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
         device = next(agent.parameters()).device
         if device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-        collector = CollectorState(**{name: tensors[f"collector.{name}"].numpy().copy() for name in COLLECTOR_FIELDS})
+        collector = None
+        if continues_episodes:
+            collector = CollectorState(**{name: tensors[f"collector.{name}"].numpy().copy()
+                                          for name in COLLECTOR_FIELDS})
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise CheckpointError(
             f"--resume: the checkpoint's training state does not fit this run ({type(error).__name__}: "
             f"{first_line(error)})"
         ) from None
-    if distributed.rank() != 0:
+    if collector is None:
         # Only rank 0's envs and episodes are in the checkpoint: the others start new episodes,
-        # with a generator that still depends on the seed, the rank and the step.
-        torch.manual_seed(saved["iteration"] * 1_000_003 + distributed.rank() + int(meta["config"]["seed"]))
+        # with generators of their own (rank 0's, restored above, are the saved run's).
+        if distributed.rank() != 0:
+            distributed.seed_streams(distributed.stream_seeds(int(meta["config"]["seed"]), distributed.rank(),
+                                                              resumed_at=saved["iteration"]))
         learner.collector = CollectorState.start(envs.reset())
     elif "env_values" in saved:
         arrays = {k[len("env."):]: v.numpy() for k, v in tensors.items() if k.startswith("env.")}
@@ -210,6 +224,7 @@ TRAINING_FIELDS: dict[str, tuple[bool, Any, str]] = {
     "timings": (False, lambda x: isinstance(x, dict) and set(x) <= {"env", "inference", "update"}
                 and all(_number(v, 0) for v in x.values()), "env/inference/update seconds >= 0"),
     "env_values": (False, lambda x: isinstance(x, dict), "a mapping"),
+    "world_size": (False, lambda x: _integer(x, 1), "an integer >= 1"),
 }
 
 

@@ -34,15 +34,21 @@ def test_sync_is_same_step(env_id, vector):
         envs.close()
 
 
-def test_world_size_splits_envs_and_ranks_get_distinct_seeds():
-    cfg = small_config("CartPole-v1", rollout={"num_envs": 4})
+def test_world_size_splits_envs_as_one_process_holds_them():
+    """Rank r of K steps envs r*N/K ... of one process with N envs, seeded alike: with envs made one
+    by one (each seeded with its own number), the processes' first observations, side by side, are
+    the single process's. (A vectorized env, e.g. CartPole's, draws all its envs from one stream.)"""
+    cfg = small_config("CartPole-v1", rollout={"num_envs": 4}, env={"vector": "sync"})
     envs = [make_envs(cfg, rank=rank, world_size=2) for rank in (0, 1)]
+    whole = make_envs(cfg)
     try:
         assert [e.num_envs for e in envs] == [2, 2]
-        assert envs[0].seed == process_seed(cfg.seed, 0) != envs[1].seed
-        assert not np.allclose(envs[0].reset(), envs[1].reset())
+        assert [e.seed for e in envs] == [process_seed(cfg.seed, 0, 2), process_seed(cfg.seed, 1, 2)] == [0, 2]
+        split = np.concatenate([e.reset() for e in envs])
+        assert not np.allclose(split[:2], split[2:])
+        np.testing.assert_array_equal(split, whole.reset())
     finally:
-        for e in envs:
+        for e in envs + [whole]:
             e.close()
 
 

@@ -75,6 +75,7 @@ BAD_VALUES = [
     ("checkpoint_every", "0", "checkpoint_every: expected a positive integer"),
     ("checkpoint_interval_s", "-1", "checkpoint_interval_s: expected a number >= 0"),
     ("checkpoint_interval_s", ".nan", "checkpoint_interval_s: expected a finite number"),
+    ("dist_timeout_s", "0", "dist_timeout_s: expected a positive number"),
     ("eval_episodes", "-1", "eval_episodes: expected an integer >= 0"),
     ("eval.every_steps", "-1", "eval.every_steps: expected an integer >= 0"),
     ("eval.episodes", "0", "eval.episodes: expected a positive integer"),

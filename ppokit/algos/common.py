@@ -22,7 +22,7 @@ from ppokit.distributions import ActionHead, approx_kl
 from ppokit.errors import ConfigError
 from ppokit.fast.network import backward_cached, forward_cached, gradient_targets
 from ppokit.optim import AdamState, FlatLayout, adam_step_, clip_by_global_norm_
-from ppokit.validation import fits_batch, positive, positive_int
+from ppokit.validation import check, fits_batch, positive, positive_int
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -76,10 +76,41 @@ def require_separate_critic(agent: Agent, algo: str) -> None:
 # ---------------------------------------------------------------------------- loss terms
 
 
+def global_weighted_means(columns: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """:func:`weighted_mean` of each ``[B]`` column over the valid samples of all processes, ``[C]``
+    (one all-reduce of the weighted sums and the sample count: exact, however the valid samples
+    are spread over the processes)."""
+    sums = distributed.sum_([torch.stack([(x * weights).sum() for x in columns] + [weights.sum()])])[0]
+    return sums[:-1] / sums[-1].clamp(min=1.0)
+
+
 def global_weighted_mean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """:func:`weighted_mean` over the valid samples of all processes (one all-reduce; 0-dim)."""
-    sums = distributed.mean_([torch.stack([(x * weights).sum(), weights.sum()])])[0]
-    return sums[0] / sums[1].clamp(min=1.0 / distributed.world_size())
+    """:func:`weighted_mean` of ``x [B]`` over the valid samples of all processes (0-dim)."""
+    return global_weighted_means([x], weights)[0]
+
+
+def global_step_means(means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``[S]`` per-step means over all processes, from this process's per-step means ``[S]`` over
+    its ``counts [S]`` valid samples (each step's minibatch is split over the processes); ``means``
+    as they are in one process."""
+    if not distributed.active():
+        return means
+    sums = distributed.sum_([torch.stack([means * counts, counts])])[0]
+    return sums[0] / sums[1].clamp(min=1.0)
+
+
+def check_global_minibatch(size: int, where: SectionCheck, field: str) -> None:
+    """A minibatch size counted over all processes: it must fit the batch of all processes and
+    split evenly over them (each process takes ``size / world_size`` samples per step)."""
+    if where.active:
+        fits_batch(size, where.global_batch, f"{where.name}.{field}")
+        check(size % where.world_size == 0,
+              f"{where.name}.{field}: {size} cannot be split evenly over {where.world_size} processes")
+
+
+def per_process(minibatch_size: int) -> int:
+    """This process's share of a minibatch size counted over all processes."""
+    return minibatch_size // distributed.world_size()
 
 
 def importance_ratio(
@@ -147,15 +178,14 @@ def actor_critic_loss(
 @torch.no_grad()
 def policy_change(agent: Agent, batch: Batch) -> dict[str, float]:
     """How far the agent's policy now is from the acting one, over the valid samples of ``batch``:
-    exact mean KL(old || new) (averaged over processes), the k3 approx KL, and the new entropy."""
+    exact mean KL(old || new), the k3 approx KL, and the new entropy, each over the samples of every
+    process."""
     policy_out = agent(batch.obs)[0]
     head = agent.head
     log_ratio, _ = importance_ratio(head, policy_out, batch)
-    return {
-        "kl": distributed.mean_scalar(float(mean_kl(head, batch.policy_outputs, policy_out, batch.weights))),
-        "approx_kl": float(weighted_mean(approx_kl(log_ratio), batch.weights)),
-        "entropy": float(weighted_mean(head.entropy(policy_out), batch.weights)),
-    }
+    columns = [head.kl(batch.policy_outputs, policy_out), approx_kl(log_ratio), head.entropy(policy_out)]
+    kl, k3, entropy = global_weighted_means(columns, batch.weights).tolist()
+    return {"kl": kl, "approx_kl": k3, "entropy": entropy}
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor) -> float:
@@ -323,13 +353,17 @@ class GradientStep:
         return list(grads), stats
 
     @torch.no_grad()
-    def _apply(self, grads: torch.Tensor | list[torch.Tensor], stats: dict, hyper: dict) -> dict[str, torch.Tensor]:
+    def _apply(self, grads: torch.Tensor | list[torch.Tensor], stats: dict, hyper: dict,
+               samples: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Average the gradient over processes, weighted by their ``samples`` (valid samples in this
+        step, 0-dim): the loss is a mean over this process's samples, so this is the gradient of
+        the mean over all of them. Then clip and take the Adam step."""
         if not isinstance(grads, torch.Tensor):
             for view, grad in zip(self.grad_views, grads):
                 view.copy_(grad)
         elif grads is not self.grad:  # a compiled graph returns its own tensor
             self.grad.copy_(grads)
-        distributed.mean_([self.grad])
+        distributed.weighted_mean_([self.grad], samples)
         grad_norm = clip_by_global_norm_(self.grad, self.max_grad_norm)
         adam_step_(self.flat_params, self.grad, self.adam, hyper["lr"], eps=self.adam_eps)
         return {**stats, "grad_norm": grad_norm}
@@ -359,7 +393,7 @@ class GradientStep:
             self.compiled = False
             self._gradients = self._eager_gradients()
             grads, stats = self._gradients(minibatch, hyper)
-        return self._apply(grads, stats, hyper)
+        return self._apply(grads, stats, hyper, minibatch.weights.sum())
 
     def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         return self.adam.tensors(prefix)
@@ -385,13 +419,13 @@ def check_critic_fit(section: Any, where: SectionCheck) -> None:
     positive(section.value_lr, f"{where.name}.value_lr")
     positive_int(section.value_epochs, f"{where.name}.value_epochs")
     positive_int(section.value_minibatch_size, f"{where.name}.value_minibatch_size")
-    if where.active:
-        fits_batch(section.value_minibatch_size, where.per_process_batch, f"{where.name}.value_minibatch_size")
+    check_global_minibatch(section.value_minibatch_size, where, "value_minibatch_size")
 
 
 class CriticFit:
     """Fits the value function on its own: ``epochs`` passes of minibatch Adam steps on
-    ``0.5 * (V(s) - R)^2`` over the critic's parameters only (TRPO, VPG).
+    ``0.5 * (V(s) - R)^2`` over the critic's parameters only (TRPO, VPG). ``minibatch_size``
+    counts samples over all processes, as the minibatch algorithms' does.
 
     Adam rather than L-BFGS: see docs/algorithms.md (its state is a few tensors that checkpoint
     exactly, minibatches need no full-batch closure, and it reuses :class:`GradientStep`)."""
@@ -406,8 +440,9 @@ class CriticFit:
     def fit(self, batch: Batch) -> dict[str, float]:
         """Fit on ``batch.returns``; returns the mean ``value_loss`` and ``value_grad_steps``."""
         hyper = hyperparameters(lr=self.learning_rate)
-        stats = run_epochs(self.gradient_step, batch, self.epochs, self.minibatch_size, hyper)
-        steps = stats["epochs"] * math.ceil(len(batch) / self.minibatch_size)
+        minibatch_size = per_process(self.minibatch_size)
+        stats = run_epochs(self.gradient_step, batch, self.epochs, minibatch_size, hyper)
+        steps = stats["epochs"] * math.ceil(len(batch) / minibatch_size)
         return {"value_loss": stats["value_loss"], "value_grad_steps": steps}
 
     def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
@@ -423,12 +458,14 @@ def hyperparameters(**values: float) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
 
 
-def whole_batch(data: dict[str, torch.Tensor], advantages_normalized: bool) -> Minibatch:
+def whole_batch(data: dict[str, torch.Tensor], advantages_normalized: bool,
+                over_processes: bool = False) -> Minibatch:
     """The one minibatch of an update whose minibatch is the whole batch: its weights and
-    advantage statistics are the same every epoch, so they are computed once (``[.., B]``)."""
+    advantage statistics are the same every epoch, so they are computed once (``[.., B]``;
+    ``over_processes``: the statistics of every process's samples)."""
     whole = Minibatch.of(data, advantages_normalized=advantages_normalized)
     if whole.normalized_advantages is None:
-        whole.normalized_advantages = normalize_advantages(whole.advantages, whole.mean_weights, mean_fn=masked_mean)
+        whole.normalized_advantages = _normalized_advantages(whole, over_processes)
     return whole
 
 
@@ -440,6 +477,7 @@ def run_epochs(
     hyper: dict[str, float],
     target_kl: float | None = None,
     advantages_normalized: bool = False,
+    normalize_over_processes: bool = False,
 ) -> dict[str, float]:
     """``epochs`` passes over shuffled minibatches; stop early once an epoch's mean approx KL,
     averaged over processes, exceeds ``target_kl``. Returns mean statistics over all steps,
@@ -449,12 +487,20 @@ def run_epochs(
     Minibatches come from :func:`ppokit.batch.minibatches` (one gather per epoch, views).
     ``advantages_normalized``: ``batch.advantages`` are already normalized (over the whole batch),
     so a loss takes them as they are instead of normalizing each minibatch again.
+    ``normalize_over_processes`` (torchrun, ``norm_adv`` per minibatch): each minibatch's
+    advantages are normalized here with the statistics of that step's samples on every process
+    (each holds its share of the step's minibatch), not of this process's share alone.
+
+    The target-KL decision takes each step's approx KL over the samples of every process, weighted
+    by their numbers: every process stops at the same epoch, the one a single process would.
     """
     data = batch.as_dict()
     history: list[dict[str, torch.Tensor]] = []
+    samples: list[torch.Tensor] = []  # valid samples in each step's minibatch on this process
     epochs_run = 0
     stopped = False
-    whole = whole_batch(data, advantages_normalized) if minibatch_size >= len(batch) else None
+    whole = whole_batch(data, advantages_normalized, normalize_over_processes) if minibatch_size >= len(batch) \
+        else None
     for _ in range(epochs):
         first = len(history)
         # Loss statistics are reported for the last epoch (and every epoch when target_kl needs
@@ -463,11 +509,15 @@ def run_epochs(
         parts = [whole.with_stats(want_stats)] if whole is not None else [
             Minibatch.of(samples, want_stats, advantages_normalized) for samples in minibatches(data, minibatch_size)]
         for minibatch in parts:
+            if normalize_over_processes and minibatch.normalized_advantages is None:
+                minibatch.normalized_advantages = _normalized_advantages(minibatch, over_processes=True)
             history.append(step.step(minibatch, hyper))
+            samples.append(minibatch.weights.sum())
         epochs_run += 1
         if target_kl is not None and "approx_kl" in history[-1]:
-            epoch_kl = torch.stack([h["approx_kl"] for h in history[first:]]).mean()
-            if distributed.mean_scalar(float(epoch_kl)) > target_kl:
+            step_kls = global_step_means(torch.stack([h["approx_kl"] for h in history[first:]]),
+                                         torch.stack(samples[first:]))
+            if float(step_kls.mean()) > target_kl:
                 stopped = True
                 break
     keys = {key for h in history for key in h}
@@ -476,6 +526,14 @@ def run_epochs(
     out["grad_steps"] = float(len(history))
     out["early_stop"] = float(stopped)
     return out
+
+
+def _normalized_advantages(minibatch: Minibatch, over_processes: bool) -> torch.Tensor:
+    """The minibatch's advantages ``[M]`` normalized over its valid samples: on this process, or on
+    every process (each holding its share of the step's minibatch)."""
+    if over_processes:
+        return normalize_advantages(minibatch.advantages, minibatch.weights, mean_fn=global_weighted_mean)
+    return normalize_advantages(minibatch.advantages, minibatch.mean_weights, mean_fn=masked_mean)
 
 
 def linear_schedule(start: float, progress: float, anneal: bool) -> float:

@@ -17,13 +17,15 @@ from ppokit.algos.common import (
     GradientStep,
     LossFn,
     OutputGradFn,
+    check_global_minibatch,
     global_weighted_mean,
     linear_schedule,
+    per_process,
     run_epochs,
 )
 from ppokit.algos.registry import SectionCheck
 from ppokit.batch import normalize_advantages
-from ppokit.validation import check, fits_batch, non_negative, one_of, positive, positive_int
+from ppokit.validation import non_negative, one_of, positive, positive_int
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -57,12 +59,7 @@ def check_minibatch_section(section: MinibatchConfig, where: SectionCheck) -> No
     positive(section.learning_rate, f"{name}.learning_rate")
     positive_int(section.update_epochs, f"{name}.update_epochs")
     positive_int(section.minibatch_size, f"{name}.minibatch_size")
-    if where.active:
-        fits_batch(section.minibatch_size, where.global_batch, f"{name}.minibatch_size")
-        check(
-            section.minibatch_size % where.world_size == 0,
-            f"{name}.minibatch_size: {section.minibatch_size} cannot be split evenly over {where.world_size} processes",
-        )
+    check_global_minibatch(section.minibatch_size, where, "minibatch_size")
     non_negative(section.ent_coef, f"{name}.ent_coef")
     non_negative(section.vf_coef, f"{name}.vf_coef")
     positive(section.max_grad_norm, f"{name}.max_grad_norm", optional=True)
@@ -109,13 +106,14 @@ class MinibatchActorCritic:
     def update(self, batch: Batch, progress: float) -> dict[str, float]:
         """One iteration: the epochs over this process's batch, then :meth:`after_epochs`."""
         hyper = self.hyperparameters(progress)
-        minibatch_size = self.cfg.minibatch_size // distributed.world_size()  # global size, split over processes
+        minibatch_size = per_process(self.cfg.minibatch_size)
         normalized = self.cfg.norm_adv and self.cfg.norm_adv_scope == "batch"
         if normalized:  # once, over every process's batch; the minibatches then use these as they are
             batch = replace(batch, advantages=normalize_advantages(batch.advantages, batch.weights,
                                                                    mean_fn=global_weighted_mean))
         stats = run_epochs(self.gradient_step, batch, self.cfg.update_epochs, minibatch_size, hyper, self.target_kl,
-                           advantages_normalized=normalized)
+                           advantages_normalized=normalized,
+                           normalize_over_processes=self.cfg.norm_adv and distributed.active())
         stats["learning_rate"] = hyper["lr"]
         self.after_epochs(batch, hyper, stats)
         return stats

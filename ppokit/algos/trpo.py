@@ -77,15 +77,18 @@ def conjugate_gradient(
 
 
 def fisher_vector_product(
-    kl_fn: Callable[[torch.Tensor], torch.Tensor], flat_params: torch.Tensor, damping: float | torch.Tensor
+    kl_fn: Callable[[torch.Tensor], torch.Tensor], flat_params: torch.Tensor, damping: float | torch.Tensor,
+    samples: float | torch.Tensor = 1.0,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> (H + damping I) v`` with ``H`` the Hessian of ``kl_fn`` at ``flat_params [D]``.
 
     For ``kl_fn(theta) = E[KL(pi_old || pi_theta)]`` at theta = theta_old, ``H`` is the Fisher
     information matrix. One backward pass builds ``grad KL`` with its graph; each product is then
-    a second backward through ``grad KL . v`` (TRPO appendix C.1), averaged over processes.
-    ``flat_params [K, D]`` with ``kl_fn`` giving one KL per row ``[K]`` (and ``damping`` a float or
-    ``[K, 1]``): one product per row (the rows are independent agents)."""
+    a second backward through ``grad KL . v`` (TRPO appendix C.1), averaged over processes weighted
+    by their ``samples`` (the valid samples ``kl_fn`` averages over here): the Hessian of the mean KL
+    over every process's samples. ``flat_params [K, D]`` with ``kl_fn`` giving one KL per row
+    ``[K]`` (and ``damping`` a float or ``[K, 1]``): one product per row (the rows are independent
+    agents of a population, in one process)."""
     theta = flat_params.detach().requires_grad_(True)
     (kl_grad,) = torch.autograd.grad(kl_fn(theta).sum(), theta, create_graph=True)
     batched = theta.dim() == 2
@@ -93,7 +96,7 @@ def fisher_vector_product(
     def product(vector: torch.Tensor) -> torch.Tensor:
         inner = (kl_grad * vector).sum() if batched else kl_grad @ vector
         (hessian_vector,) = torch.autograd.grad(inner, theta, retain_graph=True)
-        distributed.mean_([hessian_vector])
+        distributed.weighted_mean_([hessian_vector], samples)
         return hessian_vector + damping * vector
 
     return product
@@ -170,11 +173,14 @@ class TRPO:
         theta = theta_old.clone().requires_grad_(True)
         surrogate, _ = self.surrogate_and_kl(theta, data)
         (gradient,) = torch.autograd.grad(surrogate, theta)
-        distributed.mean_([gradient])
-        surrogate_old = distributed.mean_scalar(float(surrogate.detach()))
+        # Every process's surrogate and KL are means over its own valid samples: weighted by their
+        # numbers, the averages over processes are the means over all the samples.
+        samples = data.weights.sum()
+        gradient, surrogate_old = distributed.weighted_mean_([gradient, surrogate.detach().clone()], samples)
+        surrogate_old = float(surrogate_old)
         head, old_out, obs, weights = self.agent.head, data.policy_outputs, data.obs, data.weights
         fvp = fisher_vector_product(lambda t: mean_kl(head, old_out, self.policy_outputs(t, obs), weights),
-                                    theta_old, c.damping)
+                                    theta_old, c.damping, samples)
         direction = conjugate_gradient(fvp, gradient, c.cg_iters)
         curvature = float(direction @ fvp(direction))  # x'(F + damping I)x
         out = {"line_search_steps": 0.0, "line_search_accepted": 0.0, "improvement": 0.0,
@@ -187,7 +193,8 @@ class TRPO:
         with torch.no_grad():
             for attempt in range(c.backtrack_iters):
                 candidate = theta_old + c.backtrack_coef**attempt * full_step
-                new_surrogate, kl = distributed.mean_([torch.stack(self.surrogate_and_kl(candidate, data))])[0].tolist()
+                measured = torch.stack(self.surrogate_and_kl(candidate, data))
+                new_surrogate, kl = distributed.weighted_mean_([measured], samples)[0].tolist()
                 out["line_search_steps"] = float(attempt + 1)
                 if kl <= c.max_kl and new_surrogate > surrogate_old:
                     self._set_params(candidate)
