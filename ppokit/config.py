@@ -471,9 +471,10 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
           f"model.log_std_init: expected a number in [-{MAX_LOG_STD}, {MAX_LOG_STD}] (the log of the initial action "
           f"standard deviation; exp(20) is already 5e8), got {m.log_std_init}")
     check(
-        not (m.shared_trunk and ALGOS[cfg.algo].separate_critic),
+        not (m.shared_trunk and ALGOS[cfg.algo].separate_critic(cfg.algo_section())),
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
-        "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl)",
+        "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl"
+        + (", or vpg.baseline=none: REINFORCE without a value fit)" if cfg.algo == "vpg" else ")"),
     )
 
     for spec in ALGOS.values():

@@ -59,7 +59,9 @@ class AlgoSpec:
     make: Callable[[Agent, Any, str], Algorithm]  # (agent, full Config, update path) -> the algorithm
     check: Callable[[Any, SectionCheck], None]  # ConfigError naming the first bad field of the section
     metrics: tuple[str, ...] = ()  # metrics.csv columns it reports beyond the contract's, in order
-    separate_critic: bool = False  # fits the value function apart from the policy (no shared trunk)
+    # Whether, with this section, it fits the value function apart from the policy (then it needs
+    # separate actor and critic networks: no shared trunk, so no image observations).
+    separate_critic: Callable[[Any], bool] = lambda section: False
 
     def __call__(self, agent: Agent, cfg: Any, path: str = "eager") -> Algorithm:
         """Build the algorithm for ``agent`` from the run's config; ``path``: how its gradient

@@ -225,6 +225,7 @@ class TRPO:
 
 
 ALGORITHM = AlgoSpec(
-    name="trpo", section="trpo", config=TRPOConfig, make=TRPO, check=check_section, separate_critic=True,
+    name="trpo", section="trpo", config=TRPOConfig, make=TRPO, check=check_section,
+    separate_critic=lambda section: True,
     metrics=("kl", "value_grad_steps", "line_search_steps", "line_search_accepted", "improvement"),
 )

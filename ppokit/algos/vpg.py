@@ -89,9 +89,10 @@ class VPG:
     """One policy-gradient Adam step per iteration, then the value fit (unless ``baseline: none``)."""
 
     def __init__(self, agent: Agent, cfg: Any, path: str = "eager"):
-        require_separate_critic(agent, "vpg")
         self.agent = agent
         self.cfg = cfg.vpg
+        if self.cfg.baseline == "value":  # the value fit must not move the policy's trunk
+            require_separate_critic(agent, "vpg")
         self.gamma = cfg.rollout.gamma
         self.num_steps = cfg.rollout.num_steps
         self.policy_step = GradientStep(agent, policy_gradient_loss, max_grad_norm=self.cfg.max_grad_norm,
@@ -130,6 +131,7 @@ class VPG:
 
 
 ALGORITHM = AlgoSpec(
-    name="vpg", section="vpg", config=VPGConfig, make=VPG, check=check_section, separate_critic=True,
+    name="vpg", section="vpg", config=VPGConfig, make=VPG, check=check_section,
+    separate_critic=lambda section: section.baseline == "value",  # REINFORCE alone may share a trunk (pixels)
     metrics=("grad_norm", "kl", "value_grad_steps"),
 )
