@@ -112,6 +112,7 @@ class BaseConfig:
     eval_episodes: int = 20  # deterministic evaluation after training
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation during training; picks checkpoints/best
     eval_max_episode_steps: int = 27_000  # an evaluation episode the env has not ended by then is stopped
+    log_parameter_counts: bool = False  # say the policy's and the critic's parameter counts at the start
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
