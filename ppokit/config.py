@@ -438,6 +438,12 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
         "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl)",
     )
+    section = ALGOS[cfg.algo].section
+    check(
+        not (m.shared_trunk and getattr(cfg.algo_section(), "value_fit", "joint") == "separate"),
+        f"model.shared_trunk: {section}.value_fit=separate fits the value function separately from the policy and "
+        f"needs separate actor and critic networks; use model.shared_trunk=false or {section}.value_fit=joint",
+    )
 
     for spec in ALGOS.values():
         where = SectionCheck(spec.section, cfg.batch_size, world_size, active=spec.name == cfg.algo)

@@ -122,6 +122,13 @@ def test_unknown_preset(capsys) -> None:
     (["--set", "model.hidden_sizes=[64, 64"], "--set 'model.hidden_sizes': cannot parse value"),
     (["--set", "env.vector=asnc"], "env.vector: expected one of auto, sync, async, got 'asnc'; did you mean 'async'?"),
     (["--set", "checkpoint_interval_s=-5"], "checkpoint_interval_s: expected a number >= 0"),
+    (["--set", "ppo.value_loss=l1"], "ppo.value_loss: expected one of mse, huber, got 'l1'"),
+    (["--preset", "spinningup-ppo", "--set", "ppo.recompute_advantages=true"],
+     "ppo.recompute_advantages: with ppo.value_fit=separate the critic does not change"),
+    (["--preset", "minimal-ppo", "--set", "ppo.value_fit=separate", "--set", "ppo.recompute_advantages=false",
+      "--set", "model.shared_trunk=false"], "ppo.value_fit: separate fits the critic on 0.5 (V - R)^2; ppo.value_loss=huber"),
+    (["--preset", "minimal-ppo", "--set", "ppo.value_fit=separate", "--set", "ppo.recompute_advantages=false",
+      "--set", "ppo.value_loss=mse"], "model.shared_trunk: ppo.value_fit=separate fits the value function separately"),
     (["--set", "env_id=Pendulum-v1"], "--set env_id: the env is the ENV_ID argument"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
