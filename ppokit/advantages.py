@@ -63,3 +63,21 @@ def discounted_returns(
     bootstrap = torch.where(cut & ~terminated, next_values, torch.zeros_like(next_values))
     advantages, returns = gae(rewards, torch.zeros_like(rewards), bootstrap, terminated, truncated, gamma, 1.0)
     return returns
+
+
+def refreshed_next_values(
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+) -> torch.Tensor:
+    """The values of the next states ``[T, N]`` after the critic changed: ``values[t + 1]`` (the
+    new critic on the rollout's own next observation) where step ``t`` did not end its episode,
+    else ``next_values[t]`` as the rollout computed them (the final observation of an episode cut
+    by a time limit is not among the rollout's observations in every autoreset mode), and
+    ``next_values[T - 1]`` for the last step (the observation after the rollout is not stored).
+    At terminal steps the value is unused (GAE does not bootstrap there)."""
+    fresh = next_values.clone()
+    within = ~(terminated[:-1] | truncated[:-1])
+    fresh[:-1] = torch.where(within, values[1:], next_values[:-1])
+    return fresh

@@ -33,13 +33,16 @@ class Batch(Samples):
     """A rollout flattened over time and envs, with advantages and returns: the fields of
     :class:`Samples` over B = T * N samples. Optional (``None`` when a batch is built by hand):
     rewards ``[B]`` float32 (as learned from, i.e. scaled if reward scaling is on), terminated,
-    truncated ``[B]`` bool, for algorithms that compute their own returns (REINFORCE). Sample
-    ``i`` is step ``i // N`` of env ``i % N``: :func:`time_major` undoes the flattening.
+    truncated ``[B]`` bool, for algorithms that compute their own returns (REINFORCE);
+    next_values ``[B]`` float32, the acting critic's value of each step's next state (the GAE
+    bootstraps), for algorithms that recompute the advantages. Sample ``i`` is step ``i // N``
+    of env ``i % N``: :func:`time_major` undoes the flattening.
     """
 
     rewards: torch.Tensor | None = None
     terminated: torch.Tensor | None = None
     truncated: torch.Tensor | None = None
+    next_values: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -103,6 +106,7 @@ def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -
         rewards=flat(rollout.rewards),
         terminated=flat(rollout.terminated),
         truncated=flat(rollout.truncated),
+        next_values=flat(rollout.next_values),
     )
 
 

@@ -136,6 +136,7 @@ class BaseConfig:
     eval_episodes: int = 20  # deterministic evaluation after training
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation during training; picks checkpoints/best
     eval_max_episode_steps: int = 27_000  # an evaluation episode the env has not ended by then is stopped
+    log_parameter_counts: bool = False  # say the policy's and the critic's parameter counts at the start
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     pixels: PixelsConfig = field(default_factory=PixelsConfig)
@@ -475,6 +476,12 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
         "separate actor and critic networks; use model.shared_trunk=false (or --algo ppo / ppo-kl"
         + (", or vpg.baseline=none: REINFORCE without a value fit)" if cfg.algo == "vpg" else ")"),
+    )
+    section = ALGOS[cfg.algo].section
+    check(
+        not (m.shared_trunk and getattr(cfg.algo_section(), "value_fit", "joint") == "separate"),
+        f"model.shared_trunk: {section}.value_fit=separate fits the value function separately from the policy and "
+        f"needs separate actor and critic networks; use model.shared_trunk=false or {section}.value_fit=joint",
     )
 
     for spec in ALGOS.values():

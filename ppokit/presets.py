@@ -9,6 +9,9 @@ the one matching the env and algorithm is used when it ships.
 
 A preset whose name is not an env id (``ppo-paper``: the PPO paper's MuJoCo hyperparameters) is
 made for any env of the right kind and has no ``solved_threshold``; name it with ``--preset``.
+Unless it names its env in an ``env_id`` field: ``spinningup-ppo`` (a tutorial's setup on
+CartPole-v1) is made for that env, threshold included (``ppokit train CartPole-v1 --preset
+spinningup-ppo``); on another env it gives its hyperparameters only.
 
 A ``solved_threshold`` belongs to its env: a preset or ``--config`` file made for another env
 than the run's gives its hyperparameters but not its threshold (``--set solved_threshold=...``
@@ -79,7 +82,8 @@ def build_config(
             raise ConfigError(
                 f"unknown preset '{name}'{did_you_mean(name, presets)} (list them with: ppokit presets)"
             )
-        data = merge(data, _threshold_only_if(presets[name], same_env=preset_env(name) == _file_name(env_id)))
+        same_env = preset_env(name, presets[name]) == _file_name(env_id)
+        data = merge(data, _threshold_only_if(presets[name], same_env=same_env))
         data["preset"] = name
     if config_file is not None:
         from_file = load_yaml(config_file)
@@ -98,14 +102,18 @@ def build_config(
     return from_dict(data)
 
 
-def preset_env(name: str) -> str:
-    """The env a preset was made for, as spelled in its file name (``ENV`` or ``ENV__ALGO``)."""
+def preset_env(name: str, data: dict[str, Any] | None = None) -> str:
+    """The env a preset was made for, as spelled in file names: its ``env_id`` field when
+    ``data`` (the preset) has one, else its name's (``ENV`` or ``ENV__ALGO``)."""
+    if data is not None and isinstance(data.get("env_id"), str):
+        return _file_name(data["env_id"])
     return name.split("__")[0]
 
 
-def is_generic(name: str) -> bool:
-    """Whether a preset is made for any env (its name is not a versioned env id like ``Hopper-v5``)."""
-    return re.search(r"-v\d+$", preset_env(name)) is None
+def is_generic(name: str, data: dict[str, Any] | None = None) -> bool:
+    """Whether a preset is made for any env: its name is not a versioned env id like ``Hopper-v5``
+    and ``data`` (the preset), when given, names no ``env_id``."""
+    return re.search(r"-v\d+$", preset_env(name, data)) is None
 
 
 def _threshold_only_if(data: dict[str, Any], same_env: bool) -> dict[str, Any]:

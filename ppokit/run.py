@@ -22,6 +22,7 @@ import torch
 from ppokit import checkpoint, distributed, memory, run_folder, tracking, training_state
 from ppokit.agent import Agent, shape_only
 from ppokit.algos import ALGOS
+from ppokit.algos.common import CRITIC_PREFIXES
 from ppokit.algos.minibatch import gradient_steps_per_iteration
 from ppokit.config import Config, save_yaml, to_dict, validate
 from ppokit.envs import FROM_ENV_ID, EnvSource, ReportErrors, ensure_registered, make_envs
@@ -416,6 +417,8 @@ def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, to
             training_state.truncate_metrics(run_dir / EVALUATIONS_FILE, progress.step)
         if not quiet:
             log.info("device %s (%s)", device, device_reason)
+            if cfg.log_parameter_counts:
+                log.info("%s", parameter_counts(agent))
     writer = MetricsWriter(run_dir, columns_for(ALGOS[cfg.algo]), progress.total_iterations * global_batch,
                            progress.step, enabled=is_main, quiet=quiet, log_every=log_every, tracker=tracker)
     checkpoints = Checkpoints(run_dir, learner, progress, enabled=is_main,
@@ -423,6 +426,15 @@ def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, to
     evaluation, close_evaluation = evaluation_hook(cfg, source, agent, run_dir, checkpoints, is_main)
     member = Member(learner, progress, writer, streams, checkpoints.after_iteration, evaluation)
     return Session(cfg, run_dir, member, checkpoints, envs, close_evaluation, source, device, device_reason, is_main)
+
+
+def parameter_counts(agent: Agent) -> str:
+    """``number of parameters: pi 4,610, v 4,545`` (as Spinning Up says it at the start): the
+    policy's (a shared trunk included) and the critic's own (``config.log_parameter_counts``)."""
+    critic = sum(p.numel() for name, p in agent.named_parameters() if name.startswith(CRITIC_PREFIXES))
+    policy = sum(p.numel() for p in agent.parameters()) - critic
+    shared = " (with the shared trunk)" if agent.shared_trunk else ""
+    return f"number of parameters: pi {policy:,}{shared}, v {critic:,}"
 
 
 def _summary(cfg: Config, learner: Learner, progress: Progress, status: str, device: torch.device,

@@ -76,6 +76,10 @@ def test_presets_lists_shipped_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "CartPole-v1" in out and "Pendulum-v1" in out and "solved at" in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()}
+    for name in ("spinningup-ppo", "montecarlo-ppo", "minimal-ppo"):  # docs/tutorials.md
+        assert lines[name][1:4] == ["env", "CartPole-v1", "algo"] and lines[name][-1] == "475.0", lines[name]
+    assert lines["ppo-paper"][2] == "any"
 
 
 def test_record_and_plot(run_dir, tmp_path, capsys):

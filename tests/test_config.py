@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ppokit.config import Config, ConfigError, from_dict, load_yaml, parse_override, save_yaml, to_dict, validate
-from ppokit.presets import available, build_config, default_preset, is_generic
+from ppokit.presets import available, build_config, default_preset, is_generic, preset_env
 
 
 def test_yaml_round_trip(tmp_path):
@@ -92,10 +92,36 @@ def test_presets_load_and_validate():
     presets = available()
     assert {"CartPole-v1", "Pendulum-v1"} <= set(presets)
     for name, data in presets.items():
-        env_id = "Pendulum-v1" if is_generic(name) else name.split("__")[0]
+        env_id = "Pendulum-v1" if is_generic(name, data) else data.get("env_id", name.split("__")[0])
         cfg = validate(build_config(env_id, preset=name))
         assert cfg.preset == name and cfg.algo == data.get("algo", "ppo")
-        assert (cfg.solved_threshold is None) == is_generic(name)
+        assert (cfg.solved_threshold is None) == is_generic(name, data)
+
+
+def test_tutorial_presets_name_their_env_and_hold_their_setups():
+    """docs/tutorials.md: each preset is made for CartPole-v1 (its threshold only there)."""
+    presets = available()
+    for name in ("spinningup-ppo", "montecarlo-ppo", "minimal-ppo"):
+        assert preset_env(name, presets[name]) == "CartPole-v1" and not is_generic(name, presets[name])
+        assert validate(build_config("CartPole-v1", preset=name)).solved_threshold == 475.0
+        assert build_config("Acrobot-v1", preset=name).solved_threshold is None  # its fields, not its threshold
+        assert build_config("Acrobot-v1", preset=name).env_id == "Acrobot-v1"
+    spinup = build_config("CartPole-v1", preset="spinningup-ppo")
+    p = spinup.ppo
+    assert spinup.batch_size == 4000 and (spinup.rollout.gamma, spinup.rollout.gae_lambda) == (0.99, 0.97)
+    assert (p.learning_rate, p.value_lr, p.update_epochs, p.value_epochs) == (3e-4, 1e-3, 80, 80)
+    assert p.minibatch_size == p.value_minibatch_size == 4000 and p.value_fit == "separate"
+    assert (p.target_kl, p.kl_stop, p.norm_adv_scope, p.clip_coef) == (0.01, "step", "batch", 0.2)
+    assert spinup.log_parameter_counts and not spinup.model.shared_trunk
+    mc = build_config("CartPole-v1", preset="montecarlo-ppo")
+    assert mc.rollout.gae_lambda == 1.0 and (mc.ppo.minibatch_size, mc.ppo.update_epochs) == (32, 10)
+    assert mc.ppo.max_grad_norm == 0.5
+    minimal = build_config("CartPole-v1", preset="minimal-ppo")
+    p = minimal.ppo
+    assert minimal.model.shared_trunk and minimal.model.hidden_sizes == [256] and minimal.rollout.num_steps == 20
+    assert (p.update_epochs, p.clip_coef, p.learning_rate) == (3, 0.1, 5e-4) and p.minibatch_size == minimal.batch_size
+    assert (minimal.rollout.gamma, minimal.rollout.gae_lambda) == (0.98, 0.95)
+    assert p.value_loss == "huber" and p.recompute_advantages and p.value_fit == "joint"
 
 
 @pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "ALE/Breakout-v5"])

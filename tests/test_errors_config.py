@@ -117,6 +117,12 @@ BAD_VALUES = [
     ("ppo.max_grad_norm", "0", "ppo.max_grad_norm: expected a positive number or null"),
     ("ppo.target_kl", "-0.01", "ppo.target_kl: expected a positive number or null"),
     ("ppo.adam_eps", "0", "ppo.adam_eps: expected a positive number"),
+    ("ppo.kl_stop", "before", "ppo.kl_stop: expected one of epoch, step, got 'before'"),
+    ("ppo.value_loss", "hubre", "did you mean 'huber'?"),
+    ("ppo.value_fit", "split", "ppo.value_fit: expected one of joint, separate"),
+    ("ppo.value_lr", "0", "ppo.value_lr: expected a positive number"),
+    ("ppo.value_epochs", "0", "ppo.value_epochs: expected a positive integer"),
+    ("ppo.value_minibatch_size", "0", "ppo.value_minibatch_size: expected a positive integer"),
     ("ppo_kl.learning_rate", "0", "ppo_kl.learning_rate: expected a positive number"),
     ("ppo_kl.update_epochs", "0", "ppo_kl.update_epochs: expected a positive integer"),
     ("ppo_kl.minibatch_size", "-1", "ppo_kl.minibatch_size: expected a positive integer"),
@@ -176,6 +182,23 @@ def test_every_range_rule_has_a_case() -> None:
                if {int, float} & set(typing.get_args(a) or (a,)) and not f.endswith("solved_threshold")]
     missing = [f for f in numeric if f not in covered]
     assert not missing, f"add an out-of-range case to BAD_VALUES for: {missing}"
+
+
+@pytest.mark.parametrize(("sets", "expected"), [
+    (["ppo.value_fit=separate", "ppo.value_minibatch_size=100000"],
+     "ppo.value_minibatch_size: 100000 is larger than the batch of 256 steps"),
+    (["ppo.value_fit=separate", "ppo.recompute_advantages=true"], "there is nothing to recompute"),
+    (["ppo.value_fit=separate", "ppo.value_loss=huber"], "belong to the joint loss"),
+    (["ppo.value_fit=separate", "ppo.clip_vloss=true"], "belong to the joint loss"),
+])
+def test_ppo_options_that_do_not_go_together(sets: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(*sets)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_value_fit_fields_are_not_read_by_a_joint_fit() -> None:
+    assert build("ppo.value_minibatch_size=100000").ppo.value_fit == "joint"
 
 
 def test_set_env_id_must_match_the_argument() -> None:
@@ -320,6 +343,12 @@ VALID = {
     "ppo.ent_coef": st.floats(0, 10),
     "ppo.max_grad_norm": st.none() | st.floats(1e-6, 1e6),
     "ppo.target_kl": st.none() | st.floats(1e-9, 10),
+    "ppo.kl_stop": st.sampled_from(["epoch", "step"]),
+    "ppo.value_loss": st.sampled_from(["mse", "huber"]),
+    "ppo.recompute_advantages": st.booleans(),
+    "ppo.value_fit": st.sampled_from(["joint", "separate"]),
+    "ppo.value_lr": st.floats(1e-9, 1),
+    "ppo.value_epochs": st.integers(1, 100),
     "ppo_kl.kl_target": st.floats(1e-9, 10),
     "ppo_kl.beta_init": st.floats(1e-9, 1e3),
     "trpo.max_kl": st.floats(1e-9, 10),

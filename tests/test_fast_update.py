@@ -62,6 +62,8 @@ CASES = [
     ("discrete", {"shared_trunk": True}),
     ("box", {"activation": "relu"}),
     ("discrete", {"normalize_obs": True}),
+    ("discrete", {"value_loss": "huber"}),
+    ("box", {"value_loss": "huber", "clip_vloss": True, "shared_trunk": True}),
 ]
 
 
@@ -80,7 +82,7 @@ def test_fast_gradients_equal_autograd(space: str, options: dict) -> None:
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("space,options", CASES[:4])
+@pytest.mark.parametrize("space,options", CASES[:4] + CASES[-2:])
 def test_fast_statistics_equal_loss_function(space: str, options: dict) -> None:
     agent, algo, minibatch, hyper, _ = _setup(space, **options)
     with torch.no_grad():

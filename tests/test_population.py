@@ -218,6 +218,21 @@ def test_each_agent_equals_the_single_run_with_its_seed(algo, env, tmp_path, cap
     assert metrics(tmp_path / "pop" / "seed-0") != metrics(tmp_path / "pop" / "seed-1")
 
 
+@pytest.mark.parametrize("options", [
+    ["--set", "ppo.value_fit=separate", "--set", "ppo.value_epochs=2", "--set", "ppo.value_minibatch_size=16",
+     "--set", "ppo.kl_stop=step", "--set", "ppo.target_kl=0.001", "--set", "ppo.norm_adv_scope=batch"],
+    ["--set", "ppo.recompute_advantages=true", "--set", "ppo.value_loss=huber", "--set", "model.shared_trunk=true"],
+], ids=["spinningup", "minimal"])
+def test_population_with_the_tutorial_options_equals_single_runs(options, tmp_path, capsys):
+    """The options the stacked update leaves to each agent (fast/stacked.py): bit for bit."""
+    args = [*ALGO_SETTINGS["ppo"], *options, "--set", "env.normalize_reward=true"]
+    assert train(capsys, *args, "--seeds", "0-1", "--run-dir", str(tmp_path / "pop"))[0] == 0
+    for seed in (0, 1):
+        assert train(capsys, *args, "--seed", str(seed), "--run-dir", str(tmp_path / f"single-{seed}"))[0] == 0
+        assert_same_run(tmp_path / "pop" / f"seed-{seed}", tmp_path / f"single-{seed}")
+    assert metrics(tmp_path / "pop" / "seed-0") != metrics(tmp_path / "pop" / "seed-1")
+
+
 def test_python_api_population_equals_single_runs(tmp_path):
     options = dict(total_steps=STEPS, rollout__num_envs=2, rollout__num_steps=16, ppo__minibatch_size=16,
                    eval_episodes=0)

@@ -95,6 +95,7 @@ def stacked_vs_own(space: str, algo: str, shared: dict, swept: list[dict]) -> tu
     ("ppo", {"minibatch_size": 16, "update_epochs": 3}),
     ("ppo", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "clip_vloss": True}),
     ("ppo", {"minibatch_size": 16, "update_epochs": 6, "target_kl": 0.002}),
+    ("ppo", {"minibatch_size": 16, "update_epochs": 2, "value_loss": "huber", "clip_vloss": True}),
     ("ppo-kl", {"minibatch_size": 16, "update_epochs": 3}),
     ("ppo-kl", {"minibatch_size": 64, "update_epochs": 2, "norm_adv_scope": "batch", "adaptive": False}),
 ])
@@ -156,6 +157,16 @@ def test_what_cannot_be_stacked_is_not() -> None:
     assert not stackable([a.learner])
     assert not stackable([a.learner, b.learner])  # the loop's shape differs
     assert not stackable([a.learner, c.learner])  # another network
+    # PPO's options that the stacked update does not implement: each agent updates on its own.
+    for options in ({"recompute_advantages": True}, {"value_fit": "separate"},
+                    {"kl_stop": "step", "target_kl": 0.01}):
+        pair = [_member("discrete", seed, **options)[0].learner for seed in (0, 1)]
+        assert not stackable(pair), options
+    pair = [_member("discrete", seed, kl_stop="step")[0].learner for seed in (0, 1)]  # no target_kl: no stop
+    assert stackable(pair)
+    huber = _member("discrete", 1, value_loss="huber")[0]
+    assert stackable([huber.learner, _member("discrete", 2, value_loss="huber")[0].learner])
+    assert not stackable([a.learner, huber.learner])  # the loss's form is shared
 
 
 @pytest.mark.parametrize("space", ["discrete", "box", "discrete-obs"])

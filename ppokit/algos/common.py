@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ppokit import distributed, fast
+from ppokit.advantages import gae, refreshed_next_values
 from ppokit.algos.registry import SectionCheck
-from ppokit.batch import Minibatch, masked_mean, minibatches, normalize_advantages, weighted_mean
+from ppokit.batch import Minibatch, masked_mean, minibatches, normalize_advantages, time_major, weighted_mean
 from ppokit.distributions import ActionHead, approx_kl
 from ppokit.errors import ConfigError
 from ppokit.fast.network import backward_cached, forward_cached, gradient_targets
@@ -135,9 +136,29 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: 
     return torch.minimum(unclipped, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages)
 
 
-def value_loss(values: torch.Tensor, minibatch: Minibatch, clip_coef: torch.Tensor | float | None) -> torch.Tensor:
-    """``0.5 * (V - R)^2`` averaged over valid samples; clipped around the old values if asked."""
+# ``value_loss`` kinds: the squared error, or the Huber loss (PyTorch's smooth L1 with beta 1).
+VALUE_LOSSES = ("mse", "huber")
+HUBER_DELTA = 1.0  # where the Huber loss turns from quadratic to linear
+
+
+def huber(error: torch.Tensor) -> torch.Tensor:
+    """Per sample ``0.5 e^2`` where ``|e| < 1``, else ``|e| - 0.5`` (``[M]`` -> ``[M]``)."""
+    size = error.abs()
+    return torch.where(size < HUBER_DELTA, 0.5 * error.square(), HUBER_DELTA * (size - 0.5 * HUBER_DELTA))
+
+
+def value_loss(values: torch.Tensor, minibatch: Minibatch, clip_coef: torch.Tensor | float | None,
+               kind: str = "mse") -> torch.Tensor:
+    """``0.5 * (V - R)^2`` (``kind="huber"``: :func:`huber` of ``V - R``) averaged over valid
+    samples, ``values [M]``; clipped around the old values if asked (the larger of the two losses)."""
     returns = minibatch.returns
+    if kind == "huber":
+        per_sample = huber(values - returns)
+        if clip_coef is not None:
+            old = minibatch.values
+            clipped = old + torch.clamp(values - old, -clip_coef, clip_coef)
+            per_sample = torch.maximum(per_sample, huber(clipped - returns))
+        return masked_mean(per_sample, minibatch.mean_weights)
     squared = (values - returns).square()
     if clip_coef is not None:
         old = minibatch.values
@@ -157,13 +178,15 @@ def actor_critic_loss(
     vf_coef: float,
     ent_coef: float,
     value_clip: torch.Tensor | None = None,
+    value_loss_kind: str = "mse",
     **extra_stats: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The joint loss ``policy_loss + c1 * L^VF - c2 * H`` (PPO eq. 9) and its statistics.
 
-    ``log_ratio [M]`` gives the approx-KL statistic; ``extra_stats`` are reported as they are."""
+    ``log_ratio [M]`` gives the approx-KL statistic; ``extra_stats`` are reported as they are;
+    ``value_loss_kind`` is :func:`value_loss`'s ``kind``."""
     weights = minibatch.weights
-    v_loss = value_loss(values, minibatch, value_clip)
+    v_loss = value_loss(values, minibatch, value_clip, value_loss_kind)
     entropy = weighted_mean(head.entropy(policy_out), weights)
     loss = policy_loss + vf_coef * v_loss - ent_coef * entropy
     stats = {
@@ -383,8 +406,12 @@ class GradientStep:
             return hyper
         return {k: torch.as_tensor(float(v), dtype=torch.float32, device=self.grad.device) for k, v in hyper.items()}
 
-    def step(self, minibatch: Minibatch, hyper: dict[str, float]) -> dict[str, torch.Tensor]:
-        """One optimizer step on a minibatch; returns the loss statistics as 0-dim tensors."""
+    def step(self, minibatch: Minibatch, hyper: dict[str, float],
+             apply_if: Callable[[dict[str, torch.Tensor]], bool] | None = None) -> dict[str, torch.Tensor] | None:
+        """One optimizer step on a minibatch; returns the loss statistics as 0-dim tensors.
+
+        ``apply_if(stats)``, when given, sees the loss statistics at the current parameters before
+        the step: False skips the step (parameters and Adam untouched) and returns None."""
         try:
             grads, stats = self._gradients(minibatch, self._hyper(hyper))
         except Exception as error:  # noqa: BLE001  (any compiler failure -> eager)
@@ -394,6 +421,8 @@ class GradientStep:
             self.compiled = False
             self._gradients = self._eager_gradients()
             grads, stats = self._gradients(minibatch, hyper)
+        if apply_if is not None and not apply_if(stats):
+            return None
         return self._apply(grads, stats, hyper, minibatch.weights.sum())
 
     def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
@@ -470,6 +499,15 @@ def whole_batch(data: dict[str, torch.Tensor], advantages_normalized: bool,
     return whole
 
 
+# ``kl_stop`` modes of run_epochs: after an epoch on its mean approx KL, or before every step.
+KL_STOPS = ("epoch", "step")
+# kl_stop "step" stops at this multiple of target_kl (Spinning Up's PPO: 1.5 x target_kl).
+STEP_KL_FACTOR = 1.5
+
+# refresh(data) -> data: the batch's ``name -> [B, ...]`` tensors with new advantages and returns
+Refresh = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
 def run_epochs(
     step: GradientStep,
     batch: Batch,
@@ -479,11 +517,18 @@ def run_epochs(
     target_kl: float | None = None,
     advantages_normalized: bool = False,
     normalize_over_processes: bool = False,
+    kl_stop: str = "epoch",
+    refresh: Refresh | None = None,
 ) -> dict[str, float]:
-    """``epochs`` passes over shuffled minibatches; stop early once an epoch's mean approx KL,
-    averaged over processes, exceeds ``target_kl``. Returns mean statistics over all steps,
-    plus ``epochs`` (how many ran) and ``early_stop`` (1.0 if stopped). The loss statistics are
-    means over the last epoch's steps (over every step when ``target_kl`` is set).
+    """``epochs`` passes over shuffled minibatches, stopped early by ``target_kl``. Returns mean
+    statistics over the steps taken, plus ``epochs`` (how many ran, in part or whole),
+    ``grad_steps`` and ``early_stop`` (1.0 if stopped). The loss statistics are means over the
+    last epoch's steps (over every step when ``target_kl`` is set).
+
+    ``kl_stop="epoch"``: stop once an epoch's mean approx KL, averaged over processes, exceeds
+    ``target_kl``. ``kl_stop="step"`` (Spinning Up's PPO): before every step, stop, without taking
+    it, once the approx KL at the current parameters on that step's minibatch, averaged over
+    processes, exceeds ``STEP_KL_FACTOR * target_kl``.
 
     Minibatches come from :func:`ppokit.batch.minibatches` (one gather per epoch, views).
     ``advantages_normalized``: ``batch.advantages`` are already normalized (over the whole batch),
@@ -491,9 +536,11 @@ def run_epochs(
     ``normalize_over_processes`` (torchrun, ``norm_adv`` per minibatch): each minibatch's
     advantages are normalized here with the statistics of that step's samples on every process
     (each holds its share of the step's minibatch), not of this process's share alone.
+    ``refresh``: called before every epoch but the first with the batch's tensors (in time order),
+    returns them with new advantages and returns (normalized as ``advantages_normalized`` says).
 
-    The target-KL decision takes each step's approx KL over the samples of every process, weighted
-    by their numbers: every process stops at the same epoch, the one a single process would.
+    The target-KL decisions take the approx KL over the samples of every process, weighted by
+    their numbers: every process stops where a single process would.
     """
     data = batch.as_dict()
     history: list[dict[str, torch.Tensor]] = []
@@ -502,7 +549,16 @@ def run_epochs(
     stopped = False
     whole = whole_batch(data, advantages_normalized, normalize_over_processes) if minibatch_size >= len(batch) \
         else None
-    for _ in range(epochs):
+    step_limit = STEP_KL_FACTOR * target_kl if target_kl is not None and kl_stop == "step" else None
+
+    def below_step_limit(stats: dict[str, torch.Tensor], samples: torch.Tensor) -> bool:
+        kl = global_step_means(stats["approx_kl"].reshape(1), samples.reshape(1))
+        return float(kl[0]) <= step_limit  # type: ignore[operator]
+
+    for epoch in range(epochs):
+        if refresh is not None and epoch > 0:
+            data = refresh(data)
+            whole = whole_batch(data, advantages_normalized, normalize_over_processes) if whole is not None else None
         first = len(history)
         # Loss statistics are reported for the last epoch (and every epoch when target_kl needs
         # the approx KL): computing them costs a tenth of a minibatch step.
@@ -512,10 +568,18 @@ def run_epochs(
         for minibatch in parts:
             if normalize_over_processes and minibatch.normalized_advantages is None:
                 minibatch.normalized_advantages = _normalized_advantages(minibatch, over_processes=True)
-            history.append(step.step(minibatch, hyper))
-            samples.append(minibatch.weights.sum())
-        epochs_run += 1
-        if target_kl is not None and "approx_kl" in history[-1]:
+            count = minibatch.weights.sum()
+            apply_if = (lambda stats, count=count: below_step_limit(stats, count)) if step_limit is not None else None
+            stats = step.step(minibatch, hyper, apply_if)
+            if stats is None:  # kl_stop "step": the KL limit is reached, this step is not taken
+                stopped = True
+                break
+            history.append(stats)
+            samples.append(count)
+        epochs_run += int(len(history) > first)
+        if stopped:
+            break
+        if target_kl is not None and step_limit is None and "approx_kl" in history[-1]:
             step_kls = global_step_means(torch.stack([h["approx_kl"] for h in history[first:]]),
                                          torch.stack(samples[first:]))
             if float(step_kls.mean()) > target_kl:
@@ -540,3 +604,21 @@ def _normalized_advantages(minibatch: Minibatch, over_processes: bool) -> torch.
 def linear_schedule(start: float, progress: float, anneal: bool) -> float:
     """``start * (1 - progress)`` when annealing (progress in [0, 1)), else ``start``."""
     return start * (1.0 - progress) if anneal else start
+
+
+def recompute_advantages(agent: Agent, data: dict[str, torch.Tensor], num_steps: int, gamma: float,
+                         gae_lambda: float) -> dict[str, torch.Tensor]:
+    """GAE advantages and returns of a batch ``[B = T * N]`` (in the loop's time-major order) with
+    the agent's *current* critic: ``V(s_t)`` and the next states' values the rollout holds are
+    evaluated again (:func:`ppokit.advantages.refreshed_next_values`), then :func:`ppokit.advantages.gae`.
+    ``data`` holds the Batch fields, ``next_values``, ``rewards``, ``terminated`` and ``truncated``
+    included; returns a copy with new ``advantages`` and ``returns`` ``[B]``."""
+    if any(data.get(name) is None for name in ("next_values", "rewards", "terminated", "truncated")):
+        raise ValueError("recomputing advantages needs the batch's next_values, rewards, terminated and truncated")
+    with torch.no_grad():
+        values = time_major(agent(data["obs"])[1], num_steps)
+    terminated, truncated = time_major(data["terminated"], num_steps), time_major(data["truncated"], num_steps)
+    next_values = refreshed_next_values(values, time_major(data["next_values"], num_steps), terminated, truncated)
+    advantages, returns = gae(time_major(data["rewards"], num_steps), values, next_values, terminated, truncated,
+                              gamma, gae_lambda)
+    return {**data, "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}

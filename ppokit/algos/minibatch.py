@@ -82,15 +82,19 @@ class MinibatchActorCritic:
     act on the result in :meth:`after_epochs`.
     """
 
-    target_kl: float | None = None  # stop the epochs once the mean approx KL exceeds it (PPO)
+    target_kl: float | None = None  # stop the epochs once the approx KL exceeds it (PPO)
+    kl_stop: str = "epoch"  # how target_kl stops them (run_epochs' kl_stop)
 
     def __init__(self, agent: Agent, section: MinibatchConfig, path: str,
-                 loss_gradients: OutputGradFn | None = None):
+                 loss_gradients: OutputGradFn | None = None, only: tuple[str, ...] | None = None):
+        """``only``: the gradient step moves only the parameters with these name prefixes (all
+        when None); ``loss_gradients``: the loss's gradient by hand (see :class:`GradientStep`)."""
         self.agent = agent
         self.cfg = section
         loss: LossFn = self.loss
         self.gradient_step = GradientStep(agent, loss, max_grad_norm=section.max_grad_norm,
-                                          adam_eps=section.adam_eps, path=path, output_gradients=loss_gradients)
+                                          adam_eps=section.adam_eps, path=path, output_gradients=loss_gradients,
+                                          only=only)
 
     def loss(self, head: Any, policy_out: torch.Tensor, values: torch.Tensor, minibatch: Minibatch,
              hyper: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -103,6 +107,19 @@ class MinibatchActorCritic:
     def after_epochs(self, batch: Batch, hyper: dict[str, float], stats: dict[str, float]) -> None:
         """Called once per iteration after the epochs, with their statistics (updated in place)."""
 
+    def refresh(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """New advantages and returns for the next epoch (``run_epochs``' refresh); only called
+        when :attr:`refreshes` is True."""
+        raise NotImplementedError
+
+    refreshes: bool = False  # recompute the advantages before every epoch but the first (PPO's option)
+
+    def _refresh_normalized(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`refresh`, then the advantages normalized over every process's batch (``norm_adv_scope: batch``)."""
+        data = self.refresh(data)
+        return {**data, "advantages": normalize_advantages(data["advantages"], data["weights"],
+                                                           mean_fn=global_weighted_mean)}
+
     def update(self, batch: Batch, progress: float) -> dict[str, float]:
         """One iteration: the epochs over this process's batch, then :meth:`after_epochs`."""
         hyper = self.hyperparameters(progress)
@@ -111,8 +128,9 @@ class MinibatchActorCritic:
         if normalized:  # once, over every process's batch; the minibatches then use these as they are
             batch = replace(batch, advantages=normalize_advantages(batch.advantages, batch.weights,
                                                                    mean_fn=global_weighted_mean))
+        refresh = None if not self.refreshes else self._refresh_normalized if normalized else self.refresh
         stats = run_epochs(self.gradient_step, batch, self.cfg.update_epochs, minibatch_size, hyper, self.target_kl,
-                           advantages_normalized=normalized,
+                           advantages_normalized=normalized, kl_stop=self.kl_stop, refresh=refresh,
                            normalize_over_processes=self.cfg.norm_adv and distributed.active())
         stats["learning_rate"] = hyper["lr"]
         self.after_epochs(batch, hyper, stats)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ppokit.algos.common import HUBER_DELTA, huber
 from ppokit.batch import masked_mean, policy_advantages
 from ppokit.distributions import ActionHead, approx_kl
 from ppokit.fast.heads import terms, terms_grad
@@ -30,7 +31,8 @@ def output_gradients(
     With w the mean weights and A the (normalized) advantages, per sample:
     ``dL/dlog_prob = -w * A * r`` where the unclipped term is the minimum (or r is inside the
     clip range), else 0; ``dL/dentropy = -ent_coef * w``; ``dL/dV = vf_coef * w * (V - R)`` (or
-    through the clipped value when that term is the larger).
+    through the clipped value when that term is the larger); with ``value_loss: huber`` the error
+    ``e`` is clamped to ``[-1, 1]`` (the Huber loss's derivative).
     """
     mean_weights = minibatch.mean_weights
     log_prob, entropy, cache = terms(head, policy_out, minibatch.actions)
@@ -48,6 +50,7 @@ def output_gradients(
     grad_policy = terms_grad(head, cache, coef_log_prob, -cfg.ent_coef * mean_weights)
 
     error = values - minibatch.returns
+    huber_loss = cfg.value_loss == "huber"
     if cfg.clip_vloss and cfg.clip_coef is not None:
         old = minibatch.values
         c = hyper["clip_coef"]
@@ -56,8 +59,11 @@ def output_gradients(
         moving = (values - old).abs() <= c
         squared = torch.where(use_clipped, clipped_error.square(), error.square())
         error_grad = torch.where(use_clipped, clipped_error * moving, error)
+        loss_error = torch.where(use_clipped, clipped_error, error) if huber_loss else error
     else:
-        squared, error_grad = error.square(), error
+        squared, error_grad, loss_error = error.square(), error, error
+    if huber_loss:  # the Huber loss's derivative; moving is 0 or 1, so clamping after it is the same
+        error_grad = torch.clamp(error_grad, -HUBER_DELTA, HUBER_DELTA)
     grad_values = cfg.vf_coef * mean_weights * error_grad
     if not minibatch.want_stats:
         return grad_policy, grad_values, {}
@@ -68,7 +74,8 @@ def output_gradients(
         clip_fraction = masked_mean((~inside).float(), mean_weights)
     stats = {
         "policy_loss": -masked_mean(surrogate, mean_weights),
-        "value_loss": 0.5 * masked_mean(squared, mean_weights),
+        "value_loss": masked_mean(huber(loss_error), mean_weights) if huber_loss
+        else 0.5 * masked_mean(squared, mean_weights),
         "entropy": masked_mean(entropy, mean_weights),
         "approx_kl": masked_mean(approx_kl(log_ratio), mean_weights),
         "clip_fraction": clip_fraction,

@@ -61,7 +61,7 @@ STACKABLE = (PPO, PPOKL, VPG, TRPO)
 # coefficients may differ). Missing fields (PPO-KL has no clip_vloss) count as None.
 SHARED_FIELDS = ("update_epochs", "minibatch_size", "norm_adv", "norm_adv_scope", "clip_vloss", "adam_eps",
                  "adaptive", "baseline", "value_epochs", "value_minibatch_size", "anneal_lr", "cg_iters",
-                 "backtrack_iters")
+                 "backtrack_iters", "kl_stop", "value_loss", "recompute_advantages", "value_fit")
 # (dLoss/dpolicy_out [K, M, P], dLoss/dvalues [K, M], stats {name: [K]}) of one minibatch
 OutputGradients = Callable[[torch.Tensor, torch.Tensor, Minibatch], tuple[torch.Tensor, torch.Tensor, dict]]
 
@@ -77,6 +77,8 @@ def stackable(learners: list[Learner]) -> bool:
         return False
     if any(step.mode != "fast" or step.compiled for algo in algos for step in _steps(algo)):
         return False
+    if any(_own_update_only(algo) for algo in algos):
+        return False
 
     def signature(learner: Learner) -> tuple:
         algo, agent, rollout = learner.algo, learner.agent, learner.cfg.rollout
@@ -91,6 +93,15 @@ def stackable(learners: list[Learner]) -> bool:
 
     first = signature(learners[0])
     return all(signature(learner) == first for learner in learners[1:])
+
+
+def _own_update_only(algo: Any) -> bool:
+    """PPO's options that the stacked update does not implement (each agent then updates on its
+    own, as a single run): advantages recomputed every epoch, the critic's separate fit, the
+    target-KL stop before every step."""
+    cfg = algo.cfg
+    return isinstance(algo, PPO) and (cfg.recompute_advantages or cfg.value_fit != "joint"
+                                      or (cfg.kl_stop == "step" and cfg.target_kl is not None))
 
 
 def _steps(algo: Any) -> list[GradientStep]:
