@@ -462,7 +462,8 @@ def make_envpool(cfg: Config, n: int, seed: int, source: EnvSource, preprocess: 
                 raise ConfigError(f"env.vector=envpool: envpool's {quote(cfg.env_id)} has {what} space {theirs}, "
                                   f"gymnasium's has {ours}; use env.vector=auto")
     check_spaces(cfg.env_id, observation_space, action_space)
-    return VectorEnvs(EnvPoolVector(pool, observation_space, action_space), cfg.env_id, AutoresetMode.NEXT_STEP, seed)
+    vector = EnvPoolVector(pool, observation_space, action_space)  # type: ignore[arg-type]
+    return VectorEnvs(vector, cfg.env_id, AutoresetMode.NEXT_STEP, seed)
 
 
 class _quiet_gym:
