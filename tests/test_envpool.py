@@ -18,7 +18,7 @@ from ppokit.advantages import gae
 from ppokit.agent import Agent
 from ppokit.config import ConfigError, validate
 from ppokit.demo_envs import CATCH_ID
-from ppokit.envs import VectorEnvs, make_envs
+from ppokit.envs import EnvSource, VectorEnvs, make_envs
 from ppokit.rollout import Collection, CollectorState, Rollout, Timings
 from ppokit.run import train
 from tests.helpers import small_config
@@ -216,3 +216,22 @@ def test_envpool_resume_continues_on_fresh_envs(tmp_path, caplog) -> None:
     lines = [r.getMessage() for r in caplog.records if "env state" in r.getMessage()]
     assert lines == ["the env state was not saved (env.vector=envpool keeps it out of reach): the resumed run "
                      "starts new episodes on fresh envs"]
+
+
+def test_envpool_refuses_an_env_factory() -> None:
+    source = EnvSource(lambda: gym.make("CartPole-v1"))
+    with pytest.raises(ConfigError, match=r"^env.vector=envpool makes envs from an env id only"):
+        make_envs(small_config(env={"vector": "envpool"}), source=source)
+
+
+def test_envpool_mujoco_has_gymnasium_spaces() -> None:
+    pytest.importorskip("mujoco")
+    envs = make_envs(small_config("HalfCheetah-v5", env={"vector": "envpool"}))
+    gym_env = gym.make("HalfCheetah-v5")
+    # EnvPool's own action space is float64; the agent gets gymnasium's (float32), as eval will.
+    assert envs.action_space == gym_env.action_space and envs.observation_space == gym_env.observation_space
+    envs.reset()
+    obs, *_ = envs.step(np.zeros((2, 6), np.float32))
+    assert obs.shape == (2, 17)
+    envs.close()
+    gym_env.close()
