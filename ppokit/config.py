@@ -66,7 +66,7 @@ class RolloutConfig:
 
 @dataclass
 class EnvConfig:
-    vector: str = "auto"  # auto | sync | async
+    vector: str = "auto"  # auto | sync | async | envpool (the envpool extra)
     normalize_obs: bool = False
     normalize_reward: bool = False
     clip_obs: float = 10.0
@@ -372,7 +372,7 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 
 ALGO_NAMES = tuple(ALGOS)
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
-VECTOR_MODES = ("auto", "sync", "async")
+VECTOR_MODES = ("auto", "sync", "async", "envpool")  # envpool: the envpool extra (ppokit.envs)
 PREPROCESS_MODES = ("auto", "atari", "image", "none")
 ENCODERS = ("auto", "nature", "small")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")

@@ -3,7 +3,7 @@
 Works for envs whose state is plain attributes (numbers, numpy arrays, numpy random
 generators) on the env, its wrappers and the vector env itself, which covers gymnasium's
 classic-control and toy-text envs and their vectorized versions, plus MuJoCo envs (qpos, qvel,
-act, time). Anything else (AsyncVectorEnv, whose envs live in other processes) returns ``None``
+act, time). Anything else (AsyncVectorEnv, whose envs live in other processes; EnvPool) returns ``None``
 and a resumed run starts fresh episodes instead, with a warning.
 """
 
@@ -18,8 +18,8 @@ SKIP = {"spec", "metadata", "render_mode", "screen", "clock", "surf", "screens",
 
 
 def _objects(vector_env: gym.vector.VectorEnv) -> list[Any] | None:
-    if isinstance(vector_env, gym.vector.AsyncVectorEnv):
-        return None
+    if isinstance(vector_env, gym.vector.AsyncVectorEnv) or not getattr(vector_env, "captures_state", True):
+        return None  # the envs live in other processes, or in C++ (EnvPool)
     objects: list[Any] = [vector_env]
     for env in getattr(vector_env, "envs", []):
         while isinstance(env, gym.Wrapper):

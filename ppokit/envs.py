@@ -7,6 +7,9 @@ Two autoreset modes are supported, and the rollout handles each explicitly:
   its action and returns reward 0. That reset transition is marked invalid and never learned from.
 * ``SAME_STEP`` (our SyncVectorEnv / AsyncVectorEnv): the step that ends an episode returns the
   reset observation and puts the final one in ``infos["final_obs"]``.
+
+``env.vector=envpool`` (the ``envpool`` extra) steps EnvPool's C++ envs: NEXT_STEP, like gymnasium's
+own vectorized envs (the done step returns the final observation, the next one resets).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from gymnasium.vector import AutoresetMode
 import ppokit.demo_envs  # noqa: F401  (registers the ppokit-demo/ envs)
 from ppokit import pixels as pixel_wrappers
 from ppokit.errors import ConfigError, EnvError, did_you_mean, first_line, quote
-from ppokit.extras import install_command
+from ppokit.extras import install_command, require
 from ppokit.spaces import check_spaces
 
 if TYPE_CHECKING:
@@ -346,11 +349,14 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
     (NEXT_STEP autoreset) and SyncVectorEnv otherwise (SAME_STEP); ``sync``/``async`` force those.
     Envs from a ``source`` with a factory or wrappers, and envs with image preprocessing
     (``cfg.pixels``, :mod:`ppokit.pixels`), are always made one by one (SAME_STEP).
+    ``envpool``: EnvPool's envs (NEXT_STEP, :func:`make_envpool`).
     """
     n = num_envs if num_envs is not None else cfg.rollout.num_envs // world_size
     kwargs = dict(cfg.env.kwargs)
     mode = cfg.env.vector
     preprocess = pixel_wrappers.mode_for(cfg.pixels, cfg.env_id, source.made_from_id)
+    if mode == "envpool":
+        return make_envpool(cfg, n, process_seed(cfg.seed if seed is None else seed, rank, n), source, preprocess)
     try:
         spec = None if source.factory is not None else ensure_registered(cfg.env_id)
         if (mode == "auto" and spec is not None and spec.vector_entry_point is not None and not source.custom
@@ -372,3 +378,98 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
     check_spaces(cfg.env_id, env.single_observation_space, env.single_action_space)
     return VectorEnvs(env, cfg.env_id, autoreset, process_seed(cfg.seed if seed is None else seed, rank, n),
                       game_scores=preprocess != "none")
+
+
+class EnvPoolVector(gym.vector.VectorWrapper):
+    """An EnvPool vector env (NEXT_STEP autoreset) with the spaces of the gymnasium env of the same id.
+
+    EnvPool's MuJoCo envs report float64 action spaces where gymnasium's are float32: the agent is
+    built on (and its checkpoint names) the gymnasium spaces, so that ``ppokit eval``/``record`` on
+    gymnasium's single envs accept it. EnvPool's state lives in C++: :mod:`ppokit.env_state` cannot
+    capture it (``captures_state``), so a resumed run starts new episodes.
+    """
+
+    captures_state = False
+
+    def __init__(self, env: gym.vector.VectorEnv, observation_space: gym.Space, action_space: gym.Space):
+        super().__init__(env)
+        self.single_observation_space = observation_space
+        self.single_action_space = action_space
+        self.observation_space = gym.vector.utils.batch_space(observation_space, env.num_envs)
+        self.action_space = gym.vector.utils.batch_space(action_space, env.num_envs)
+        self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        # EnvPool seeds its envs when they are made (make_envpool); reset(seed=...) would be ignored.
+        return self.env.reset()
+
+
+def envpool_ids() -> list[str]:
+    """The env ids EnvPool provides (ConfigError with the pip command when envpool is missing)."""
+    envpool = require("envpool", "envpool", "env.vector=envpool")
+    return list(envpool.list_all_envs())
+
+
+def check_envpool_id(env_id: str) -> None:
+    """ConfigError unless EnvPool has ``env_id`` under the same name as gymnasium (Atari: refused)."""
+    ids = envpool_ids()
+    if env_id.startswith("ALE/"):
+        raise ConfigError(
+            f"env.vector=envpool: Atari ({quote(env_id)}) is not supported with envpool (its Atari ids, e.g. Pong-v5, "
+            "preprocess frames their own way); use env.vector=auto or async"
+        )
+    if env_id in ids:
+        return
+    base = env_id.rsplit("-v", 1)[0]
+    versions = sorted(i for i in ids if i.rsplit("-v", 1)[0] == base)
+    offer = (f"envpool provides {', '.join(versions)}" if versions
+             else f"envpool has no such env{did_you_mean(env_id, ids)}; see envpool.list_all_envs()")
+    raise ConfigError(f"env.vector=envpool: envpool has no {quote(env_id)}: {offer} (or use env.vector=auto)")
+
+
+def make_envpool(cfg: Config, n: int, seed: int, source: EnvSource, preprocess: str) -> VectorEnvs:
+    """``n`` EnvPool envs of ``cfg.env_id`` seeded with ``seed`` (``env.vector=envpool``).
+
+    The id must be one EnvPool shares with gymnasium (CartPole-v1, Pendulum-v1, HalfCheetah-v4,
+    Hopper-v5, ...): the spaces, and evaluation, come from gymnasium's env of that id.
+    ``env.kwargs`` go to ``envpool.make`` (e.g. ``max_episode_steps``)."""
+    if source.custom:
+        raise ConfigError("env.vector=envpool makes envs from an env id only; an env factory or wrappers need "
+                          "env.vector=auto, sync or async")
+    check_envpool_id(cfg.env_id)
+    if preprocess != "none":
+        raise ConfigError("env.vector=envpool does not apply ppokit's image preprocessing (pixels.preprocess); "
+                          "use env.vector=auto or async")
+    import envpool
+
+    probe = make_env(cfg.env_id, cfg.env.kwargs)
+    try:
+        observation_space, action_space = probe.observation_space, probe.action_space
+    finally:
+        probe.close()
+    with _quiet_gym():  # EnvPool's Box bounds are float64: gymnasium warns when casting them
+        try:
+            pool = envpool.make(cfg.env_id, env_type="gymnasium", num_envs=n, seed=seed, **cfg.env.kwargs)
+        except TypeError as error:
+            raise ConfigError(f"env.kwargs: envpool's {quote(cfg.env_id)} does not accept them: "
+                              f"{first_line(error)}") from None
+        except ENV_FAILURES as error:
+            raise creation_error(cfg.env_id, error) from None
+        for what, ours, theirs in (("observation", observation_space, pool.single_observation_space),
+                                   ("action", action_space, pool.single_action_space)):
+            if type(ours) is not type(theirs) or ours.shape != theirs.shape:
+                pool.close()
+                raise ConfigError(f"env.vector=envpool: envpool's {quote(cfg.env_id)} has {what} space {theirs}, "
+                                  f"gymnasium's has {ours}; use env.vector=auto")
+    check_spaces(cfg.env_id, observation_space, action_space)
+    vector = EnvPoolVector(pool, observation_space, action_space)  # type: ignore[arg-type]
+    return VectorEnvs(vector, cfg.env_id, AutoresetMode.NEXT_STEP, seed)
+
+
+class _quiet_gym:
+    def __enter__(self) -> None:
+        self.saved = gym.logger.min_level
+        gym.logger.min_level = gym.logger.ERROR + 10
+
+    def __exit__(self, *exc: Any) -> None:
+        gym.logger.min_level = self.saved

@@ -153,7 +153,8 @@ def restore(tensors: dict[str, torch.Tensor], meta: dict, learner: Learner, prog
                 from None
         learner.collector = collector
     else:
-        log.warning("the env state was not saved (async envs): the resumed run starts new episodes")
+        log.warning("the env state was not saved (env.vector=%s keeps it out of reach): the resumed run starts "
+                    "new episodes on fresh envs", learner.cfg.env.vector)
         learner.collector = CollectorState.start(envs.reset())
 
 

@@ -120,7 +120,7 @@ def test_unknown_preset(capsys) -> None:
     (["--set", "rolout.num_envs=4"], "unknown config section or field 'rolout'; did you mean 'rollout'?"),
     (["--set", "ppo.learning_rate"], "--set 'ppo.learning_rate': expected KEY=VALUE"),
     (["--set", "model.hidden_sizes=[64, 64"], "--set 'model.hidden_sizes': cannot parse value"),
-    (["--set", "env.vector=asnc"], "env.vector: expected one of auto, sync, async, got 'asnc'; did you mean 'async'?"),
+    (["--set", "env.vector=asnc"], "env.vector: expected one of auto, sync, async, envpool, got 'asnc'; did you mean 'async'?"),
     (["--set", "checkpoint_interval_s=-5"], "checkpoint_interval_s: expected a number >= 0"),
     (["--set", "ppo.value_loss=l1"], "ppo.value_loss: expected one of mse, huber, got 'l1'"),
     (["--preset", "spinningup-ppo", "--set", "ppo.recompute_advantages=true"],

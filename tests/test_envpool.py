@@ -1,0 +1,237 @@
+"""``env.vector=envpool``: EnvPool's NEXT_STEP autoreset gives the rollout the same masks, bootstraps
+and advantages as gymnasium's envs on the same trajectories; ids, Atari and a missing extra refused
+in one line; a resume continues on fresh envs and says so."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+from gymnasium.vector import AutoresetMode
+
+from ppokit.advantages import gae
+from ppokit.agent import Agent
+from ppokit.config import ConfigError, validate
+from ppokit.demo_envs import CATCH_ID
+from ppokit.envs import EnvSource, VectorEnvs, make_envs
+from ppokit.rollout import Collection, CollectorState, Rollout, Timings
+from ppokit.run import train
+from tests.helpers import small_config
+
+pytest.importorskip("envpool")
+
+T, N, LIMIT, GAMMA = 40, 4, 12, 0.9
+
+
+def policy(obs: torch.Tensor) -> torch.Tensor:
+    """A deterministic policy of the observation: even sub-envs always push left (the pole falls:
+    terminations), odd ones balance (the time limit: truncations)."""
+    balance = (obs[:, 2] + 0.5 * obs[:, 3] > 0).long()
+    even = torch.arange(obs.shape[0]) % 2 == 0
+    return torch.where(even, torch.zeros_like(balance), balance)
+
+
+def collect(agent: Agent, envs: VectorEnvs) -> tuple[Rollout, np.ndarray]:
+    """The rollout of ``policy`` through :class:`Collection`, and the observations ``[T + 1, N]``
+    the envs returned (the reset's, then each step's)."""
+    storage = Rollout.allocate(agent, envs, T, torch.device("cpu"))
+    state = CollectorState.start(envs.reset())
+    with torch.inference_mode():
+        collection = Collection(agent, envs, state, storage, GAMMA, Timings())
+        for t in range(T):
+            collection.step(t, policy(storage.obs[t]))
+        collection.finish()
+    return storage, np.concatenate([storage.obs.numpy(), state.obs[None]])
+
+
+class FollowStates(gym.vector.VectorWrapper):
+    """Gymnasium's NEXT_STEP CartPole that starts every episode where ``reference`` (the
+    observations EnvPool returned, ``[T + 1, N, 4]``) did: the same trajectories, stepped by gymnasium."""
+
+    def __init__(self, env: CartPoleVectorEnv, reference: np.ndarray):
+        super().__init__(env)
+        self.reference, self.t = reference, 0
+        self.done = np.zeros(env.num_envs, bool)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.env.unwrapped.state = self.reference[0].T.astype(np.float64)
+        self.t, self.done[:] = 0, False
+        return self.reference[0].copy(), info
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        self.t += 1
+        obs = np.array(obs)
+        for i in np.flatnonzero(self.done):  # this step reset sub-env i: start it where EnvPool did
+            self.env.unwrapped.state[:, i] = self.reference[self.t, i]
+            obs[i] = self.reference[self.t, i]
+        self.done = terminated | truncated
+        return obs, rewards, terminated, truncated, info
+
+
+class StartAt(gym.Wrapper):
+    """A single CartPole whose episodes start at the given states, in order (then as usual)."""
+
+    def __init__(self, env: gym.Env, starts: list[np.ndarray]):
+        super().__init__(env)
+        self.starts = list(starts)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        if self.starts:
+            self.env.unwrapped.state = self.starts.pop(0).astype(np.float64)
+            obs = np.array(self.env.unwrapped.state, dtype=np.float32)
+        return obs, info
+
+
+@pytest.fixture(scope="module")
+def pooled():
+    cfg = small_config("CartPole-v1", env={"vector": "envpool", "kwargs": {"max_episode_steps": LIMIT}},
+                       rollout={"num_envs": N, "num_steps": T})
+    envs = make_envs(cfg)
+    assert envs.autoreset_mode == AutoresetMode.NEXT_STEP
+    torch.manual_seed(0)
+    agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env)
+    storage, seen = collect(agent, envs)
+    envs.close()
+    return agent, storage, seen
+
+
+def values_of(agent: Agent, obs: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return agent(torch.as_tensor(obs, dtype=torch.float32))[1]
+
+
+def test_envpool_truncation_bootstraps_from_the_final_observation(pooled) -> None:
+    agent, storage, seen = pooled
+    terminated, truncated, valid = storage.terminated.numpy(), storage.truncated.numpy(), storage.valid.numpy()
+    assert terminated.any() and truncated.any(), "the policy gives both kinds of episode ends"
+    for t, i in zip(*np.nonzero(truncated)):
+        # The done step's next observation is the final one (it continues the episode's last
+        # observation), and next_values is V of it.
+        assert storage.next_values[t, i] == pytest.approx(float(values_of(agent, seen[t + 1, i][None])[0]), abs=1e-5)
+        assert abs(seen[t + 1, i][0] - seen[t, i][0]) < 0.1, "a final observation, not a reset one"
+        if t + 1 < T:  # the next step is the reset transition: masked out, no reward, no episode end
+            assert not valid[t + 1, i] and storage.rewards[t + 1, i] == 0
+            assert not terminated[t + 1, i] and not truncated[t + 1, i]
+    assert (~valid).sum() == sum(int((terminated | truncated)[:-1, i].sum()) for i in range(N))
+    # Time limits are where EnvPool puts them: every LIMIT valid steps of the balancing envs.
+    for i in range(1, N, 2):
+        ends = np.flatnonzero(truncated[:, i])
+        assert list(np.cumsum(valid[:, i])[ends]) == [LIMIT * (k + 1) for k in range(len(ends))]
+
+
+def test_envpool_rollout_equals_gymnasium_next_step_on_the_same_trajectories(pooled) -> None:
+    agent, storage, seen = pooled
+    gym_env = FollowStates(CartPoleVectorEnv(num_envs=N, max_episode_steps=LIMIT), seen)
+    theirs, their_seen = collect(agent, VectorEnvs(gym_env, "CartPole-v1", AutoresetMode.NEXT_STEP, 0))
+    for name in ("terminated", "truncated", "valid", "rewards"):
+        assert torch.equal(getattr(storage, name), getattr(theirs, name)), name
+    np.testing.assert_allclose(their_seen, seen, atol=1e-4)
+    for name in ("values", "next_values"):
+        torch.testing.assert_close(getattr(storage, name), getattr(theirs, name), atol=1e-4, rtol=0)
+    ours_adv = gae(storage.rewards, storage.values, storage.next_values, storage.terminated, storage.truncated,
+                   GAMMA, 0.95)[0]
+    their_adv = gae(theirs.rewards, theirs.values, theirs.next_values, theirs.terminated, theirs.truncated,
+                    GAMMA, 0.95)[0]
+    torch.testing.assert_close(ours_adv, their_adv, atol=1e-4, rtol=0)
+
+
+def test_envpool_valid_transitions_equal_gymnasium_same_step(pooled) -> None:
+    """Against SyncVectorEnv (SAME_STEP, final observations in infos): EnvPool's valid transitions,
+    per sub-env, are the same sequence, with the same bootstraps and advantages (episodes that end)."""
+    agent, storage, seen = pooled
+    done = (storage.terminated | storage.truncated).numpy()
+    starts = [[seen[0, i]] + [seen[t + 2, i] for t in np.flatnonzero(done[:, i]) if t + 2 <= T] for i in range(N)]
+    sync = gym.vector.SyncVectorEnv(
+        [lambda i=i: StartAt(gym.make("CartPole-v1", max_episode_steps=LIMIT), starts[i]) for i in range(N)],
+        autoreset_mode=AutoresetMode.SAME_STEP)
+    theirs, _ = collect(agent, VectorEnvs(sync, "CartPole-v1", AutoresetMode.SAME_STEP, 0))
+    assert bool(theirs.valid.all())
+    ours_adv = gae(storage.rewards, storage.values, storage.next_values, storage.terminated, storage.truncated,
+                   GAMMA, 0.95)[0]
+    their_adv = gae(theirs.rewards, theirs.values, theirs.next_values, theirs.terminated, theirs.truncated,
+                    GAMMA, 0.95)[0]
+    for i in range(N):
+        mine = storage.valid[:, i].numpy()
+        k = int(mine.sum())
+        ended = np.flatnonzero(done[mine, i])
+        assert ended.size, "every sub-env ends an episode in the rollout"
+        whole = ended[-1] + 1  # transitions of episodes that ended: their advantages do not depend on T
+        for name in ("terminated", "truncated", "rewards"):
+            assert torch.equal(getattr(storage, name)[mine, i], getattr(theirs, name)[:k, i]), (name, i)
+        torch.testing.assert_close(storage.obs[mine, i], theirs.obs[:k, i], atol=1e-4, rtol=0)
+        bootstraps = ~storage.terminated[mine, i]  # a terminal state's next value is never used
+        torch.testing.assert_close(storage.next_values[mine, i][bootstraps], theirs.next_values[:k, i][bootstraps],
+                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours_adv[mine, i][:whole], their_adv[:whole, i], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("env_id", "message"), [
+    ("ALE/Pong-v5", r"^env.vector=envpool: Atari \('ALE/Pong-v5'\) is not supported with envpool"),
+    (CATCH_ID, rf"^env.vector=envpool: envpool has no '{CATCH_ID}': envpool has no such env"),
+    ("Taxi-v4", r"^env.vector=envpool: envpool has no 'Taxi-v4': envpool provides Taxi-v3 \(or use env.vector=auto\)$"),
+])
+def test_envpool_refuses_ids_it_does_not_share(env_id: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_envs(small_config(env_id, env={"vector": "envpool"}))
+
+
+def test_envpool_names_the_versions_it_has() -> None:
+    with pytest.raises(ConfigError, match=r"envpool has no 'Pendulum-v9': envpool provides Pendulum-v0, Pendulum-v1"):
+        make_envs(small_config("Pendulum-v9", env={"vector": "envpool"}))
+
+
+def test_envpool_missing_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "envpool", None)
+    cfg = validate(small_config(env={"vector": "envpool"}))
+    with pytest.raises(ConfigError, match=r"^env.vector=envpool needs the envpool package: "
+                                          r"pip install 'ppokit\[envpool\]'$"):
+        make_envs(cfg)
+
+
+def test_envpool_continuous_actions_pendulum() -> None:
+    envs = make_envs(small_config("Pendulum-v1", env={"vector": "envpool"}))
+    assert envs.action_space == gym.make("Pendulum-v1").action_space  # gymnasium's spaces (float32)
+    envs.reset()
+    obs, rewards, *_ = envs.step(np.zeros((2, 1), np.float32))
+    assert obs.shape == (2, 3) and rewards.shape == (2,)
+    envs.close()
+
+
+def test_envpool_resume_continues_on_fresh_envs(tmp_path, caplog) -> None:
+    cfg = small_config(env={"vector": "envpool"})
+    cfg.total_steps = 2 * cfg.batch_size
+    train(cfg, run_dir=tmp_path / "run", quiet=True)
+    cfg.total_steps = 4 * cfg.batch_size
+    with caplog.at_level(logging.WARNING, logger="ppokit"):
+        result = train(cfg, resume=tmp_path / "run", quiet=True)
+    assert result.summary["status"] == "completed" and result.summary["total_steps"] == 4 * cfg.batch_size
+    lines = [r.getMessage() for r in caplog.records if "env state" in r.getMessage()]
+    assert lines == ["the env state was not saved (env.vector=envpool keeps it out of reach): the resumed run "
+                     "starts new episodes on fresh envs"]
+
+
+def test_envpool_refuses_an_env_factory() -> None:
+    source = EnvSource(lambda: gym.make("CartPole-v1"))
+    with pytest.raises(ConfigError, match=r"^env.vector=envpool makes envs from an env id only"):
+        make_envs(small_config(env={"vector": "envpool"}), source=source)
+
+
+def test_envpool_mujoco_has_gymnasium_spaces() -> None:
+    pytest.importorskip("mujoco")
+    envs = make_envs(small_config("HalfCheetah-v5", env={"vector": "envpool"}))
+    gym_env = gym.make("HalfCheetah-v5")
+    # EnvPool's own action space is float64; the agent gets gymnasium's (float32), as eval will.
+    assert envs.action_space == gym_env.action_space and envs.observation_space == gym_env.observation_space
+    envs.reset()
+    obs, *_ = envs.step(np.zeros((2, 6), np.float32))
+    assert obs.shape == (2, 17)
+    envs.close()
+    gym_env.close()
