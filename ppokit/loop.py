@@ -1,10 +1,13 @@
 """THE training loop: act -> judge -> learn -> normalizer -> log, repeated. Read this file first.
 
-:func:`iteration` is one pass of PPO-family training; :func:`run_iterations` repeats it and does the
-bookkeeping after each (episode statistics, metrics row, callbacks, checkpoints). Everything
-around the loop lives elsewhere: the run folder, resume and the summary in :mod:`ppokit.run`,
-the saved training state in :mod:`ppokit.resume`, Ctrl-C in :mod:`ppokit.signals`, the
-numerical checks in :mod:`ppokit.health`.
+:func:`iteration` is one pass of PPO-family training for one agent (its steps 1-4 are
+:func:`act_and_judge`, the algorithm's update and :func:`after_learning`); :func:`run_iterations`
+repeats them for every agent being trained (a single run is a population of one: :class:`Member`)
+and does the bookkeeping after each (episode statistics, metrics row, callbacks, checkpoints).
+Everything around the loop lives elsewhere: the run folder, resume and the summary in
+:mod:`ppokit.run`, the saved training state in :mod:`ppokit.training_state`, Ctrl-C in
+:mod:`ppokit.signals`, the numerical checks in :mod:`ppokit.health`, a population's batched
+acting and updates in :mod:`ppokit.fast.stacked`.
 
 Shapes: T = ``rollout.num_steps``, N = this process's envs, B = T * N.
 """
