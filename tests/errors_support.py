@@ -25,6 +25,27 @@ TINY = ["--num-envs", "2", "--set", "rollout.num_steps=16", "--set", "ppo.miniba
 BATCH = 32  # environment steps per iteration with TINY
 
 
+class SpaceEnv(gym.Env):
+    """Observations and actions of the given spaces; episodes of 10 steps; ``exit_at``: sys.exit(0) then."""
+
+    def __init__(self, observation_space, action_space=None, exit_at: int | None = None):
+        self.observation_space = observation_space
+        self.action_space = action_space or gym.spaces.Discrete(2)
+        self.exit_at, self.steps, self.t = exit_at, 0, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.steps += 1
+        self.t += 1
+        if self.exit_at is not None and self.steps >= self.exit_at:
+            sys.exit(0)
+        return self.observation_space.sample(), 1.0, False, self.t >= 10, {}
+
+
 class ToyEnv(gym.Env):
     """Box(3) observations, Discrete(2) actions, episodes of ``length`` steps, reward 1 per step.
 

@@ -17,27 +17,10 @@ from ppokit.config import Config, PixelsConfig
 from ppokit.demo_envs import CATCH_ID, CatchEnv
 from ppokit.envs import FROM_ENV_ID, make_envs
 from ppokit.networks import ImageLayout, NatureCNN, SmallCNN, encoder_for
-from tests.errors_support import TINY, bad_input, run_cli, summary, train_tiny
+from tests.errors_support import TINY, SpaceEnv, bad_input, run_cli, summary, train_tiny
 
 FLOAT_IMAGES = "ppokit_test/FloatImages-v0"
 MIXED_DICT = "ppokit_test/ImageAndVector-v0"
-
-
-class SpacesEnv(gym.Env):
-    """Samples of ``observation_space`` (Discrete(2) actions, episodes of 8 steps)."""
-
-    def __init__(self, observation_space: gym.Space):
-        self.observation_space, self.action_space = observation_space, gym.spaces.Discrete(2)
-        self.t = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        self.t += 1
-        return self.observation_space.sample(), 0.0, self.t >= 8, False, {}
 
 
 for _id, _space in {
@@ -46,7 +29,7 @@ for _id, _space in {
                                  "state": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)}),
 }.items():
     if _id not in gym.envs.registry:
-        gym.register(_id, entry_point=SpacesEnv, kwargs={"observation_space": _space})
+        gym.register(_id, entry_point=SpaceEnv, kwargs={"observation_space": _space})
 
 
 # ---------------------------------------------------------------------------- encoders

@@ -9,7 +9,6 @@ import errno
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,29 +18,7 @@ import pytest
 
 import ppokit
 from ppokit.errors import EnvError
-from tests.errors_support import PYTHON, TINY, bad_input, run_cli, subprocess_env, summary, train_tiny
-
-
-class SpaceEnv(gym.Env):
-    """Observations and actions of the given spaces; episodes of 10 steps; ``exit_at``: sys.exit(0) then."""
-
-    def __init__(self, observation_space, action_space=None, exit_at: int | None = None):
-        self.observation_space = observation_space
-        self.action_space = action_space or gym.spaces.Discrete(2)
-        self.exit_at, self.steps, self.t = exit_at, 0, 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        self.steps += 1
-        self.t += 1
-        if self.exit_at is not None and self.steps >= self.exit_at:
-            sys.exit(0)
-        return self.observation_space.sample(), 1.0, False, self.t >= 10, {}
-
+from tests.errors_support import PYTHON, TINY, SpaceEnv, bad_input, run_cli, subprocess_env, summary, train_tiny
 
 ENVS = {
     "ppokit_test/EmptyObs-v0": dict(observation_space=gym.spaces.Box(-1, 1, (0,))),
