@@ -1,9 +1,10 @@
 """THE training loop: act -> judge -> learn -> normalizer -> log, repeated. Read this file first.
 
-:func:`iteration` is one pass of PPO-family training for one agent (its steps 1-4 are
-:func:`act_and_judge`, the algorithm's update and :func:`after_learning`); :func:`run_iterations`
-repeats them for every agent being trained (a single run is a population of one: :class:`Member`)
-and does the bookkeeping after each (episode statistics, metrics row, callbacks, checkpoints).
+One iteration of PPO-family training for one agent is :func:`act_and_judge` (1. act, 2. judge),
+the algorithm's update (3. learn) and :func:`after_learning` (4. the normalizer);
+:func:`run_iterations` takes every agent being trained through them (a single run is a
+population of one: :class:`Member`) and does the bookkeeping after each iteration (episode
+statistics, metrics row, callbacks, checkpoints).
 Everything around the loop lives elsewhere: the run folder, resume and the summary in
 :mod:`ppokit.run`, the saved training state in :mod:`ppokit.training_state`, Ctrl-C in
 :mod:`ppokit.signals`, the numerical checks in :mod:`ppokit.health`, a population's batched
@@ -57,19 +58,6 @@ class Learner:
     storage: Rollout  # [T, N, ...], refilled every iteration
     collector: CollectorState  # what carries over between iterations: last observations, open episodes
     timings: Timings = field(default_factory=Timings)
-
-
-def iteration(learner: Learner, index: int, progress: float) -> tuple[Episodes, dict[str, float]]:
-    """Iteration ``index`` (0-based) at ``progress`` = index / total in [0, 1).
-
-    Returns the training episodes that finished during it and the update's statistics.
-    """
-    finished, batch = act_and_judge(learner, index)  # 1-2
-    start = time.perf_counter()
-    stats = learner.algo.update(batch, progress)  # 3. Learn: the algorithm's update on the flat batch [B, ...]
-    learner.timings.update += time.perf_counter() - start
-    after_learning(learner, index, batch, stats)  # 4
-    return finished, stats
 
 
 def act_and_judge(learner: Learner, index: int) -> tuple[Episodes, Batch]:
@@ -170,14 +158,20 @@ class RandomStreams:
         self.capture()
 
     def capture(self) -> None:
-        self.torch = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self._capture_torch()
         self.numpy = np.random.get_state()
 
-    def __enter__(self) -> RandomStreams:
+    def _capture_torch(self) -> None:
+        self.torch = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def _restore_torch(self) -> None:
         torch.set_rng_state(self.torch)
         if self.cuda is not None:
             torch.cuda.set_rng_state(self.cuda, self.device)
+
+    def __enter__(self) -> RandomStreams:
+        self._restore_torch()
         np.random.set_state(self.numpy)
         return self
 
@@ -188,14 +182,11 @@ class RandomStreams:
     def torch_only(self) -> Iterator[None]:
         """Only torch's generators (what sampling an action draws from): cheap enough for every
         env step (numpy's state costs ~65 us to swap, torch's ~1 us)."""
-        torch.set_rng_state(self.torch)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
+        self._restore_torch()
         try:
             yield
         finally:
-            self.torch = torch.get_rng_state()
-            self.cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            self._capture_torch()
 
 
 @dataclass
@@ -314,7 +305,7 @@ def _act_together(members: list[Member], joint: Stacked) -> dict[int, Batch]:
 def _learn(members: list[Member], batches: list[Batch], joint: Stacked | None) -> list[dict[str, float]]:
     """Step 3 of an iteration for every member: the joint update, or each member's own."""
     start = time.perf_counter()
-    if joint is not None and len(members) > 1:
+    if joint is not None and len(members) > 1 and joint.covers(members):
         stats = joint.update(members, batches)
         for member in members:
             member.learner.timings.update += (time.perf_counter() - start) / len(members)

@@ -166,6 +166,10 @@ class StackedPopulation:
         for name, _ in self.agent.named_parameters():  # in no step (VPG without a baseline: the critic)
             if name not in self.params:  # never updated, so a stacked copy stays right
                 self.params[name] = torch.stack([learner.agent.get_parameter(name).detach() for learner in learners])
+        # Where each step's backward writes every parameter's gradient: its own [K, *shape] views,
+        # scratch for the parameters it does not update (made once, not every minibatch).
+        self.gradient_targets = [{name: step.grads[name] if name in step.grads else torch.empty_like(view)
+                                  for name, view in self.params.items()} for step in self.steps]
         self.obs_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     def covers(self, members: list[Member]) -> bool:
@@ -208,9 +212,8 @@ class StackedPopulation:
     # ------------------------------------------------------------------ the update
 
     def update(self, members: list[Member], batches: list[Batch]) -> list[dict[str, float]]:
-        """Step 3 of an iteration for ``members`` (each with its batch ``[B, ...]``)."""
-        if not self.covers(members):  # some agents ended: each updates alone
-            return [_own_update(member, batch) for member, batch in zip(members, batches)]
+        """Step 3 of an iteration for ``members`` (each with its batch ``[B, ...]``): exactly this
+        population's agents (:meth:`covers`; once some have ended, the loop updates each alone)."""
         progress = [m.progress.iteration / m.progress.total_iterations for m in members]
         if isinstance(self.algos[0], VPG):
             return self._vpg_update(members, batches, progress)
@@ -364,8 +367,7 @@ class StackedPopulation:
         agent = self.agent
         policy_out, values, cache = forward_cached(agent, self.params, minibatch.obs)
         grad_policy, grad_values, stats = grads(policy_out, values, minibatch)
-        out = {name: step.grads.get(name) if name in step.grads else torch.empty_like(view)
-               for name, view in self.params.items()}  # the other parameters' gradients: scratch
+        out = self.gradient_targets[self.steps.index(step)]
         backward_cached(agent, self.params, cache, grad_policy, grad_values, out)
         return stats
 
@@ -435,12 +437,6 @@ def _per_agent(values: list[float], device: torch.device, by_hand: bool) -> torc
     ``[K]`` for an autograd loss (it scales per-agent means)."""
     column = torch.tensor(values, dtype=torch.float32, device=device)
     return column.unsqueeze(-1) if by_hand else column
-
-
-def _own_update(member: Member, batch: Batch) -> dict[str, float]:
-    progress = member.progress
-    with member.streams:
-        return member.learner.algo.update(batch, progress.iteration / progress.total_iterations)
 
 
 def _agent_stats(k: int, history: list[tuple[list[bool], dict[str, torch.Tensor]]], epochs: int,
