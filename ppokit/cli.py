@@ -198,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ppokit.config import ConfigError
     from ppokit.population import is_population
     from ppokit.presets import build_config
     from ppokit.run import Interrupted, TrainingFailed, train
@@ -214,10 +213,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.seeds is not None or args.sweep or (args.resume is not None and is_population(args.resume)):
         return _train_population(args, shorthands)
     if args.resume is not None:
-        for flag, value in (("--preset", args.preset), ("--config", args.config), ("--run-dir", args.run_dir)):
-            if value is not None:
-                raise ConfigError(f"{flag} cannot be combined with --resume (a resumed run keeps its config and "
-                                  "folder; change fields with --set)")
+        _refuse_beside_resume(args, "run")
         cfg = _resume_config(args, shorthands)
     else:
         cfg = build_config(args.env_id, algo=args.algo, preset=args.preset, config_file=args.config,
@@ -253,6 +249,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_beside_resume(args: argparse.Namespace, what: str) -> None:
+    """ConfigError for the flags that a resumed ``what`` (run or population) cannot take."""
+    from ppokit.errors import ConfigError
+
+    for flag, value in (("--preset", args.preset), ("--config", args.config), ("--run-dir", args.run_dir)):
+        if value is not None:
+            raise ConfigError(f"{flag} cannot be combined with --resume (a resumed {what} keeps its config and "
+                              "folder; change fields with --set)")
+
+
 def _train_population(args: argparse.Namespace, shorthands: dict) -> int:
     """``ppokit train ENV --seeds ... [--sweep ...]``, or ``--resume`` of a population folder."""
     from ppokit import population
@@ -266,10 +272,7 @@ def _train_population(args: argparse.Namespace, shorthands: dict) -> int:
         if args.seeds is not None or args.sweep:
             raise ConfigError("--seeds and --sweep cannot be combined with --resume (a resumed population keeps its "
                               "agents; change fields with --set)")
-        for flag, value in (("--preset", args.preset), ("--config", args.config), ("--run-dir", args.run_dir)):
-            if value is not None:
-                raise ConfigError(f"{flag} cannot be combined with --resume (a resumed population keeps its config "
-                                  "and folder; change fields with --set)")
+        _refuse_beside_resume(args, "population")
         sets = args.set + [f"{key}={value}" for key, value in shorthands.items() if value is not None]
         result = population.resume(args.resume, sets, **options)
     else:
