@@ -1,0 +1,70 @@
+"""One Table 1 from the results of several ``ppokit reproduce ppo-table1`` folders.
+
+A reproduction that ran in parts (some envs in one folder, the others in another, e.g. on two days)
+leaves one ``results.json`` per folder. The normalization is per env (random policy 0, best setting
+1), so the runs of different folders combine exactly as if they had been one reproduction, provided
+they share the steps, the seeds and the settings. This script recomputes the normalized scores,
+rliable's intervals and the Markdown table over the union of the envs, with ppokit's own functions::
+
+    python benchmarks/table1_combine.py benchmarks/results/ppo-table1-partial.json OUT/results.json \\
+        --out benchmarks/results/ppo-table1.json --markdown table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ppokit.reproduce import report, scores
+from ppokit.reproduce.table1 import parse_settings
+
+
+def combine(paths: list[Path]) -> report.Results:
+    """The union of the envs of every ``results.json``; each env must come from one file only, and
+    the steps, seeds and settings must agree (else SystemExit with the reason)."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    first = parts[0]
+    names = list(first["settings"])
+    for path, part in zip(paths, parts):
+        if (part["steps"], part["seeds"], list(part["settings"])) != (first["steps"], first["seeds"], names):
+            sys.exit(f"{path}: steps, seeds or settings differ from {paths[0]}'s; only like runs combine")
+    envs: list[str] = []
+    random: dict[str, float] = {}
+    raw: dict[tuple[str, str], list[float]] = {}
+    times: dict[str, float] = {}
+    for path, part in zip(paths, parts):
+        for env in part["envs"]:
+            if env in random:
+                sys.exit(f"{path}: {env} is in two of the files; give each env once")
+            envs.append(env)
+            random[env] = part["random_policy"][env]
+            for name in names:
+                raw[env, name] = part["settings"][name]["raw"][env]
+        for key, value in part["time_s"].items():
+            times[key] = times.get(key, 0.0) + value
+    settings = parse_settings(",".join(names))
+    return report.Results(envs, settings, first["seeds"], first["steps"], random, raw,
+                          scores.normalize(raw, random), {}, times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="+", type=Path, help="results.json of each reproduction folder")
+    parser.add_argument("--out", type=Path, required=True, help="the combined results JSON")
+    parser.add_argument("--markdown", type=Path, help="also write the combined table here")
+    args = parser.parse_args()
+    report.require_rliable()
+    results = combine(args.results)
+    estimates = report.intervals(results)
+    report.write_json(results, estimates, args.out)
+    text = report.markdown(results, estimates, "python benchmarks/table1_combine.py " +
+                           " ".join(str(path) for path in args.results))
+    if args.markdown:
+        args.markdown.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
