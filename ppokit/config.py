@@ -71,6 +71,10 @@ class EnvConfig:
     normalize_reward: bool = False
     clip_obs: float = 10.0
     clip_reward: float = 10.0
+    # The learner sees (r + reward_shift) * reward_scale (before normalize_reward); the returns
+    # reported in metrics, evaluations and summary.json stay the env's. (r + 8) / 8: shift 8, scale 0.125.
+    reward_shift: float = 0.0
+    reward_scale: float = 1.0
     kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make
 
 
@@ -106,6 +110,12 @@ class ModelConfig:
     shared_trunk: bool = False
     ortho_init: bool = True
     log_std_init: float = 0.0
+    # Gaussian policies (Box actions): the log-std is clamped to [log_std_min, log_std_max] (null:
+    # no bound on that side); state_dependent_std: the log-std is a linear head on the actor's
+    # features (its bias starts at log_std_init) instead of one free parameter per action dimension.
+    log_std_min: float | None = None
+    log_std_max: float | None = None
+    state_dependent_std: bool = False
 
 
 @dataclass
@@ -447,6 +457,8 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     one_of(e.vector, VECTOR_MODES, "env.vector")
     positive(e.clip_obs, "env.clip_obs")
     positive(e.clip_reward, "env.clip_reward")
+    check(e.reward_scale > 0, f"env.reward_scale: expected a number > 0 (the learner sees (r + env.reward_shift) "
+                              f"* env.reward_scale), got {e.reward_scale}")
     check(all(isinstance(k, str) for k in e.kwargs),
           f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
 
@@ -471,6 +483,13 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     check(abs(m.log_std_init) <= MAX_LOG_STD,
           f"model.log_std_init: expected a number in [-{MAX_LOG_STD}, {MAX_LOG_STD}] (the log of the initial action "
           f"standard deviation; exp(20) is already 5e8), got {m.log_std_init}")
+    for name in ("log_std_min", "log_std_max"):
+        bound = getattr(m, name)
+        check(bound is None or abs(bound) <= MAX_LOG_STD,
+              f"model.{name}: expected a number in [-{MAX_LOG_STD}, {MAX_LOG_STD}] or null (a bound on the log of the "
+              f"action standard deviation), got {bound}")
+    check(m.log_std_min is None or m.log_std_max is None or m.log_std_min < m.log_std_max,
+          f"model.log_std_min: expected a number below model.log_std_max ({m.log_std_max}), got {m.log_std_min}")
     check(
         not (m.shared_trunk and ALGOS[cfg.algo].separate_critic(cfg.algo_section())),
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "
