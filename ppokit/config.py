@@ -85,11 +85,13 @@ class PixelsConfig:
 
     ``preprocess``: ``auto`` (``atari`` for ``ALE/`` ids, else ``none``), ``atari`` (gymnasium's
     AtariPreprocessing, then FrameStackObservation), ``image`` (ResizeObservation,
-    GrayscaleObservation, FrameStackObservation, for any env of image observations) or ``none``.
+    GrayscaleObservation, FrameStackObservation, for any env of image observations), ``pong``
+    (Karpathy's "Pong from pixels": 80x80 difference frames of the cropped, binarized field of ALE
+    Pong, float32 in {-1, 0, 1}, for an MLP; frames stacked only if frame_stack > 1) or ``none``.
     The fields marked *training only* change the training envs alone: evaluations play full games
     and report raw scores."""
 
-    preprocess: str = "auto"  # auto | atari | image | none
+    preprocess: str = "auto"  # auto | atari | image | pong | none
     size: int = 84  # frames are resized to size x size (atari, image; 0: kept as they are in image mode)
     grayscale: bool = True  # atari, image
     frame_stack: int = 4  # the last k frames make one observation (1: no stacking)
@@ -383,7 +385,7 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 ALGO_NAMES = tuple(ALGOS)
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 VECTOR_MODES = ("auto", "sync", "async", "envpool")  # envpool: the envpool extra (ppokit.envs)
-PREPROCESS_MODES = ("auto", "atari", "image", "none")
+PREPROCESS_MODES = ("auto", "atari", "image", "pong", "none")
 ENCODERS = ("auto", "nature", "small")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds

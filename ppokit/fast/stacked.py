@@ -255,7 +255,8 @@ class StackedPopulation:
         algos: list[VPG] = self.algos  # type: ignore[assignment]
         cfg = algos[0].cfg
         if algos[0].critic is None:  # baseline none: the advantages are the rewards to go
-            batches = [replace(b, advantages=reward_to_go(b, a.num_steps, a.gamma)) for a, b in zip(algos, batches)]
+            batches = [replace(b, advantages=reward_to_go(b, a.num_steps, a.gamma, a.cfg.reset_return_on_reward))
+                       for a, b in zip(algos, batches)]
         data = self._stack(batches, normalize_advantages_over_batch=cfg.norm_adv)
         whole = Minibatch.of(data, advantages_normalized=cfg.norm_adv)
         lrs = [linear_schedule(a.cfg.learning_rate, p, a.cfg.anneal_lr) for a, p in zip(algos, progress)]
