@@ -18,6 +18,7 @@ from ppokit.errors import ConfigError
 from ppokit.pixels import DifferenceFrames, pong_frame
 from ppokit.presets import build_config
 
+
 def synthetic_frame(ball: tuple[int, int], paddle_row: int) -> np.ndarray:
     """A 210x160 RGB frame: background colour 144 (red) everywhere, the other background colour
     109 in a stripe, a 2x2 ball of red 236 at the ``ball`` pixel (row, column) and a paddle of red 92

@@ -22,7 +22,7 @@ from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.errors import ConfigError
 from ppokit.presets import build_config
 from ppokit.rollout import transformed_rewards
-from tests.test_ppo_options import ACTIONS, B, OBS, _batch
+from tests.test_ppo_options import ACTIONS, OBS, B, _batch
 
 BOX_OBS = gym.spaces.Box(-5.0, 5.0, (3,), np.float32)
 BOX_ACTIONS = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
