@@ -246,3 +246,15 @@ def test_std_options_need_box_actions():
     with pytest.raises(ConfigError, match=r"^model.state_dependent_std, model.log_std_min and model.log_std_max are "
                                           r"for Box actions"):
         Agent(OBS, ACTIONS, ModelConfig(state_dependent_std=True), EnvConfig())
+
+
+def test_populations_update_the_new_fits_one_agent_at_a_time():
+    """The stacked population update implements neither PPO-KL's separate critic fit nor TRPO's
+    L-BFGS fit: agents with them update on their own (as single runs)."""
+    from ppokit.fast.stacked import _own_update_only
+
+    for preset, expected in (("pendulum-ppo1", True), ("trpo-pendulum", True), ("Pendulum-v1__trpo", False),
+                             ("Pendulum-v1__ppo-kl", False)):
+        cfg = build_config("Pendulum-v1", preset=preset)
+        algo = ppokit.algos.ALGOS[cfg.algo](Agent(BOX_OBS, BOX_ACTIONS, cfg.model, cfg.env), cfg)
+        assert _own_update_only(algo) is expected, preset
