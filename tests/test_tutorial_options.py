@@ -22,7 +22,7 @@ from ppokit.config import Config, EnvConfig, ModelConfig
 from ppokit.errors import ConfigError
 from ppokit.presets import build_config
 from ppokit.rollout import transformed_rewards
-from tests.test_ppo_options import ACTIONS, OBS, B, _batch
+from tests.test_ppo_options import ACTIONS, OBS, B, reference_optimizers, separate_fit_update
 
 BOX_OBS = gym.spaces.Box(-5.0, 5.0, (3,), np.float32)
 BOX_ACTIONS = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
@@ -80,20 +80,8 @@ def test_ppo_kl_separate_value_fit_equals_a_plain_torch_reference():
                            value_minibatch_size=B, vf_coef=0.5).items():
         setattr(cfg.ppo_kl, key, value)
     ppokit.config.validate(cfg)
-    agent = Agent(OBS, ACTIONS, cfg.model, cfg.env)
-    twin = Agent(OBS, ACTIONS, cfg.model, cfg.env)
-    twin.load_state_dict(agent.state_dict())
-    batch = _batch(agent, cfg)
-    algo = PPOKL(agent, cfg, "eager")
-    stats = algo.update(batch, 0.0)
-
-    valid = batch.weights > 0
-    policy_params = [p for name, p in twin.named_parameters() if not name.startswith(CRITIC_PREFIXES)]
-    critic_params = [p for name, p in twin.named_parameters() if name.startswith(CRITIC_PREFIXES)]
-    policy_optimizer = torch.optim.Adam(policy_params, lr=1e-2, eps=1e-8)
-    critic_optimizer = torch.optim.Adam(critic_params, lr=3e-3, eps=1e-8)
-    a = batch.advantages[valid]
-    advantages = (batch.advantages - a.mean()) / (a.var(unbiased=False).sqrt() + 1e-8)
+    agent, twin, batch, algo, stats = separate_fit_update(PPOKL, cfg)
+    valid, policy_optimizer, critic_optimizer, advantages = reference_optimizers(twin, batch, 1e-2, 3e-3)
     old_p = torch.softmax(batch.policy_outputs, -1)
 
     def kl_to(logits):
