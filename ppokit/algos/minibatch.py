@@ -88,9 +88,14 @@ def gradient_steps_per_iteration(section: Any, batch_size: int) -> int | None:
     return section.update_epochs * -(-batch_size // section.minibatch_size)
 
 
+def separate_fit(section: Any) -> bool:
+    """Whether the critic has its own fit (``value_fit: separate``; a section without the field: no)."""
+    return getattr(section, "value_fit", "joint") == "separate"
+
+
 def loss_config(section: MinibatchConfig) -> MinibatchConfig:
     """The section as the loss reads it: ``vf_coef`` 0 when the critic has its own fit (``value_fit: separate``)."""
-    return replace(section, vf_coef=0.0) if section.value_fit == "separate" else section
+    return replace(section, vf_coef=0.0) if separate_fit(section) else section
 
 
 class MinibatchActorCritic:
@@ -114,7 +119,7 @@ class MinibatchActorCritic:
         when None; the policy's with ``value_fit: separate``); ``loss_gradients``: the loss's
         gradient by hand (see :class:`GradientStep`), reading :func:`loss_config`'s section;
         ``name``: the section's name in messages."""
-        separate = section.value_fit == "separate"
+        separate = separate_fit(section)
         if separate and agent.shared_trunk:
             raise ConfigError(
                 f"{name}.value_fit: separate fits the critic apart from the policy and needs separate actor and "
