@@ -62,6 +62,9 @@ class Agent(nn.Module):
         self.return_normalizer = (
             RunningMeanStd((), clip=env.clip_reward) if env.normalize_reward else None
         )
+        # The learner's reward (r + shift) * scale (env.reward_shift, env.reward_scale): plain
+        # numbers of the config, applied before the return normalizer (ppokit.rollout).
+        self.reward_shift, self.reward_scale = float(env.reward_shift), float(env.reward_scale)
         self.shared_trunk = model.shared_trunk or image
         self.gaussian = isinstance(self.head, DiagGaussianHead)
         n_out = self.head.action_dim if self.gaussian else self.head.num_outputs
@@ -87,9 +90,20 @@ class Agent(nn.Module):
 
         self.actor_trunk = trunk("actor", model.actor_hidden_sizes)
         self.policy_head = head(self.actor_trunk, n_out, 0.01)
+        sigma_options = model.state_dependent_std or model.log_std_min is not None or model.log_std_max is not None
+        if sigma_options and not self.gaussian:
+            raise ConfigError(f"model.state_dependent_std, model.log_std_min and model.log_std_max are for Box actions "
+                              f"(a Gaussian policy); this env's actions are {action_space}: unset them")
+        # Gaussians: the log-std [A], one free parameter per action dimension, or (state_dependent_std)
+        # a linear head on the actor's features [B, H] -> [B, A] whose bias starts at log_std_init.
         self.log_std = (
-            nn.Parameter(torch.full((n_out,), float(model.log_std_init))) if self.gaussian else None
+            nn.Parameter(torch.full((n_out,), float(model.log_std_init)))
+            if self.gaussian and not model.state_dependent_std else None
         )
+        self.log_std_head = head(self.actor_trunk, n_out, 0.01) if model.state_dependent_std else None
+        if self.log_std_head is not None:
+            nn.init.constant_(self.log_std_head.bias, float(model.log_std_init))
+        self.log_std_bounds = (model.log_std_min, model.log_std_max)  # clamp (None: that side open)
         self.critic_trunk = None if self.shared_trunk else trunk("critic", model.critic_hidden_sizes)
         self.value_head = head(self.critic_trunk or self.actor_trunk, 1, 1.0)
 
@@ -113,8 +127,13 @@ class Agent(nn.Module):
     def policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
         """The policy head on ``[B, H]`` features (with the log-std for Gaussians): ``[B, P]``."""
         policy_out = torch.addmm(self.policy_head.bias, actor_features, self.policy_head.weight.t())
-        if self.log_std is not None:
-            policy_out = torch.cat([policy_out, self.log_std.expand_as(policy_out)], dim=-1)
+        if self.gaussian:  # [B, A] means, then [B, A] log-stds
+            log_std = (self.log_std.expand_as(policy_out) if self.log_std_head is None
+                       else self.log_std_head(actor_features))
+            low, high = self.log_std_bounds
+            if low is not None or high is not None:
+                log_std = torch.clamp(log_std, low, high)
+            policy_out = torch.cat([policy_out, log_std], dim=-1)
         return policy_out
 
     # ------------------------------------------------------------------ numpy API for users

@@ -71,6 +71,10 @@ class EnvConfig:
     normalize_reward: bool = False
     clip_obs: float = 10.0
     clip_reward: float = 10.0
+    # The learner sees (r + reward_shift) * reward_scale (before normalize_reward); the returns
+    # reported in metrics, evaluations and summary.json stay the env's. (r + 8) / 8: shift 8, scale 0.125.
+    reward_shift: float = 0.0
+    reward_scale: float = 1.0
     kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make
 
 
@@ -81,11 +85,13 @@ class PixelsConfig:
 
     ``preprocess``: ``auto`` (``atari`` for ``ALE/`` ids, else ``none``), ``atari`` (gymnasium's
     AtariPreprocessing, then FrameStackObservation), ``image`` (ResizeObservation,
-    GrayscaleObservation, FrameStackObservation, for any env of image observations) or ``none``.
+    GrayscaleObservation, FrameStackObservation, for any env of image observations), ``pong``
+    (Karpathy's "Pong from pixels": 80x80 difference frames of the cropped, binarized field of ALE
+    Pong, float32 in {-1, 0, 1}, for an MLP; frames stacked only if frame_stack > 1) or ``none``.
     The fields marked *training only* change the training envs alone: evaluations play full games
     and report raw scores."""
 
-    preprocess: str = "auto"  # auto | atari | image | none
+    preprocess: str = "auto"  # auto | atari | image | pong | none
     size: int = 84  # frames are resized to size x size (atari, image; 0: kept as they are in image mode)
     grayscale: bool = True  # atari, image
     frame_stack: int = 4  # the last k frames make one observation (1: no stacking)
@@ -106,6 +112,12 @@ class ModelConfig:
     shared_trunk: bool = False
     ortho_init: bool = True
     log_std_init: float = 0.0
+    # Gaussian policies (Box actions): the log-std is clamped to [log_std_min, log_std_max] (null:
+    # no bound on that side); state_dependent_std: the log-std is a linear head on the actor's
+    # features (its bias starts at log_std_init) instead of one free parameter per action dimension.
+    log_std_min: float | None = None
+    log_std_max: float | None = None
+    state_dependent_std: bool = False
 
 
 @dataclass
@@ -373,7 +385,7 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 ALGO_NAMES = tuple(ALGOS)
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 VECTOR_MODES = ("auto", "sync", "async", "envpool")  # envpool: the envpool extra (ppokit.envs)
-PREPROCESS_MODES = ("auto", "atari", "image", "none")
+PREPROCESS_MODES = ("auto", "atari", "image", "pong", "none")
 ENCODERS = ("auto", "nature", "small")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds
@@ -447,6 +459,8 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     one_of(e.vector, VECTOR_MODES, "env.vector")
     positive(e.clip_obs, "env.clip_obs")
     positive(e.clip_reward, "env.clip_reward")
+    check(e.reward_scale > 0, f"env.reward_scale: expected a number > 0 (the learner sees (r + env.reward_shift) "
+                              f"* env.reward_scale), got {e.reward_scale}")
     check(all(isinstance(k, str) for k in e.kwargs),
           f"env.kwargs: expected keyword names (strings), got {list(e.kwargs)}")
 
@@ -471,6 +485,13 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
     check(abs(m.log_std_init) <= MAX_LOG_STD,
           f"model.log_std_init: expected a number in [-{MAX_LOG_STD}, {MAX_LOG_STD}] (the log of the initial action "
           f"standard deviation; exp(20) is already 5e8), got {m.log_std_init}")
+    for name in ("log_std_min", "log_std_max"):
+        bound = getattr(m, name)
+        check(bound is None or abs(bound) <= MAX_LOG_STD,
+              f"model.{name}: expected a number in [-{MAX_LOG_STD}, {MAX_LOG_STD}] or null (a bound on the log of the "
+              f"action standard deviation), got {bound}")
+    check(m.log_std_min is None or m.log_std_max is None or m.log_std_min < m.log_std_max,
+          f"model.log_std_min: expected a number below model.log_std_max ({m.log_std_max}), got {m.log_std_min}")
     check(
         not (m.shared_trunk and ALGOS[cfg.algo].separate_critic(cfg.algo_section())),
         f"model.shared_trunk: algo {cfg.algo} fits the value function separately from the policy and needs "

@@ -10,7 +10,8 @@ and evaluation, and only in what the learner is told, never in the observations:
   on), so the value of losing a life is learned as the end of the future rewards;
 * ``clip_reward`` (training only): rewards clipped to [-1, 1], one scale for every game.
 
-Evaluations play full games and return raw scores. During training the returns in metrics.csv,
+``pong`` (Karpathy's "Pong from pixels"): :class:`DifferenceFrames` of 80x80 binarized frames, no
+other wrapper. Evaluations play full games and return raw scores. During training the returns in metrics.csv,
 the progress line and summary.json are full-game raw scores too: :class:`GameScore` records them
 below the training-only wrappers (``info["game"]``), and the rollout reports those.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.wrappers import (
     AtariPreprocessing,
     ClipReward,
@@ -79,6 +81,8 @@ def wrap(env: gym.Env, pixels: PixelsConfig, env_id: str, training: bool, made_f
         return env
     if mode == "atari":
         env = _atari(env, pixels, env_id, training)
+    elif mode == "pong":
+        env = _pong(env, env_id, training)
     else:
         env = _image(env, pixels, env_id, training)
     if pixels.frame_stack > 1:
@@ -123,6 +127,59 @@ def _image(env: gym.Env, pixels: PixelsConfig, env_id: str, training: bool) -> g
         env = RecordEpisodeStatistics(env, stats_key=GAME_KEY)
         if pixels.clip_reward:
             env = ClipReward(env, -1.0, 1.0)
+    return env
+
+
+# Karpathy's "Pong from pixels" (2016) preprocessing of ALE Pong's 210x160 RGB frames.
+PONG_CROP = (35, 195)  # the rows of the playing field (no score, no borders)
+PONG_BACKGROUND = (144, 109)  # the red channel of the two background colours, erased
+PONG_SIZE = 80  # the 160x160 field, every second row and column
+
+
+def pong_frame(frame: np.ndarray) -> np.ndarray:
+    """One RGB frame ``[210, 160, 3]`` uint8 -> ``[80, 80]`` float32 in {0, 1}: crop the playing
+    field (rows 35..194), keep every second row and column of the red channel, erase the
+    background (red 144 or 109), and set everything else (paddles, ball) to 1."""
+    field = frame[PONG_CROP[0]:PONG_CROP[1]:2, ::2, 0]
+    return (~np.isin(field, PONG_BACKGROUND)).astype(np.float32)
+
+
+class DifferenceFrames(gym.Wrapper):
+    """Observations ``[80, 80]`` float32 in {-1, 0, 1}: :func:`pong_frame` of this frame minus that
+    of the previous one (zeros after a reset, where there is no previous frame), so a still image
+    is 0 and the ball's motion shows (Karpathy, "Deep Reinforcement Learning: Pong from Pixels")."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (PONG_SIZE, PONG_SIZE), np.float32)
+        self.previous: np.ndarray | None = None
+
+    def _difference(self, frame: np.ndarray) -> np.ndarray:
+        current = pong_frame(frame)
+        difference = current - self.previous if self.previous is not None else np.zeros_like(current)
+        self.previous = current
+        return difference
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self.previous = None
+        return self._difference(obs), info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._difference(obs), reward, terminated, truncated, info
+
+
+def _pong(env: gym.Env, env_id: str, training: bool) -> gym.Env:
+    """:class:`DifferenceFrames` on the env's own RGB frames (its own frame skip); full-game
+    statistics in training (no wrapper changes the rewards or episodes)."""
+    space = env.observation_space
+    if getattr(env.unwrapped, "ale", None) is None or space.shape != (210, 160, 3):
+        raise ConfigError(f"pixels.preprocess=pong: env {quote(env_id)} has observation space {space}; it needs an "
+                          "ALE env of 210x160 RGB frames (obs_type rgb), such as ALE/Pong-v5")
+    env = DifferenceFrames(env)
+    if training:
+        env = RecordEpisodeStatistics(env, stats_key=GAME_KEY)
     return env
 
 

@@ -248,10 +248,22 @@ def _finished_episodes(state: CollectorState, rewards: np.ndarray, dones: np.nda
     return episodes
 
 
+def transformed_rewards(rewards: np.ndarray, valid: np.ndarray, shift: float, scale: float) -> np.ndarray:
+    """The learner's rewards ``(r + shift) * scale`` ``[T, N]`` (``env.reward_shift``,
+    ``env.reward_scale``), 0 where ``valid [T, N]`` is False (a NEXT_STEP reset transition has no
+    reward to learn from); ``rewards`` itself when the transform is the identity."""
+    if shift == 0.0 and scale == 1.0:
+        return rewards
+    return (rewards + shift) * scale * valid
+
+
 def _scaled_rewards(agent: Agent, state: CollectorState, rewards: np.ndarray, dones: np.ndarray,
                     valid: np.ndarray, gamma: float) -> np.ndarray:
-    """Rewards ``[T, N]`` divided by the running std of the discounted return (if enabled); the
-    statistics merge the discounted returns of every process, so all scale rewards alike."""
+    """Rewards ``[T, N]`` as the learner sees them: transformed (:func:`transformed_rewards`), then
+    divided by the running std of the discounted return (if enabled); the statistics merge the
+    discounted returns of every process, so all scale rewards alike. The episode returns reported
+    are computed from the raw rewards, not these."""
+    rewards = transformed_rewards(rewards, valid, agent.reward_shift, agent.reward_scale)
     normalizer = agent.return_normalizer
     if normalizer is None:
         return rewards.astype(np.float32)

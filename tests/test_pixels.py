@@ -109,7 +109,7 @@ def test_images_too_small_for_the_nature_cnn(capsys, tmp_path: Path) -> None:
     (["train", MIXED_DICT], ("holds images among other observations", "obs['pixels']")),
     (["train", "CartPole-v1", "--set", "pixels.preprocess=atari"], ("not an Atari env",)),
     (["train", "CartPole-v1", "--set", "pixels.preprocess=image"], ("needs uint8 frames",)),
-    (["train", CATCH_ID, "--set", "pixels.preprocess=rgb"], ("pixels.preprocess", "auto, atari, image, none")),
+    (["train", CATCH_ID, "--set", "pixels.preprocess=rgb"], ("pixels.preprocess", "auto, atari, image, pong, none")),
     (["train", CATCH_ID, "--set", "model.encoder=impala"], ("model.encoder", "auto, nature, small")),
     (["train", CATCH_ID, "--set", "pixels.frame_stack=0"], ("pixels.frame_stack",)),
     (["train", "CartPole-v1", "--set", "model.hidden_sizes=[]"], ("is for image observations",)),

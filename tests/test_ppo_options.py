@@ -213,6 +213,29 @@ def test_minimal_ppo_update_equals_a_plain_torch_reference():
 # ---------------------------------------------------------------------------- Spinning Up's update
 
 
+def separate_fit_update(algo_class: type, cfg: Config):
+    """``(agent, twin, batch, algo, stats)``: an agent updated once by ``algo_class`` (PPO, PPOKL),
+    its untouched twin (the same weights before the update) for the reference, and the batch."""
+    agent = Agent(OBS, ACTIONS, cfg.model, cfg.env)
+    twin = Agent(OBS, ACTIONS, cfg.model, cfg.env)
+    twin.load_state_dict(agent.state_dict())
+    batch = _batch(agent, cfg)
+    algo = algo_class(agent, cfg, "eager")
+    return agent, twin, batch, algo, algo.update(batch, 0.0)
+
+
+def reference_optimizers(twin: Agent, batch: Batch, policy_lr: float, value_lr: float):
+    """``(valid [B], policy Adam, critic Adam, advantages [B] normalized over the valid samples)``
+    for a plain torch reference of a separate critic fit (epsilon 1e-8)."""
+    valid = batch.weights > 0
+    policy_params = [p for name, p in twin.named_parameters() if not name.startswith(CRITIC_PREFIXES)]
+    critic_params = [p for name, p in twin.named_parameters() if name.startswith(CRITIC_PREFIXES)]
+    a = batch.advantages[valid]
+    advantages = (batch.advantages - a.mean()) / (a.var(unbiased=False).sqrt() + 1e-8)
+    return (valid, torch.optim.Adam(policy_params, lr=policy_lr, eps=1e-8),
+            torch.optim.Adam(critic_params, lr=value_lr, eps=1e-8), advantages)
+
+
 def test_spinningup_update_equals_a_plain_torch_reference():
     """spinningup-ppo's update: up to ``update_epochs`` full-batch policy steps with the policy's
     own Adam, each taken only while the approx KL at the current parameters is at most 1.5 x
@@ -225,20 +248,8 @@ def test_spinningup_update_equals_a_plain_torch_reference():
                   adam_eps=1e-8, target_kl=target_kl, kl_stop="step", value_fit="separate", value_lr=3e-3,
                   value_epochs=7, value_minibatch_size=B)
     cfg.model.hidden_sizes, cfg.model.ortho_init = [16, 16], False
-    agent = Agent(OBS, ACTIONS, cfg.model, cfg.env)
-    twin = Agent(OBS, ACTIONS, cfg.model, cfg.env)
-    twin.load_state_dict(agent.state_dict())
-    batch = _batch(agent, cfg)
-    algo = PPO(agent, cfg, "eager")
-    stats = algo.update(batch, 0.0)
-
-    valid = batch.weights > 0
-    policy_params = [p for name, p in twin.named_parameters() if not name.startswith(CRITIC_PREFIXES)]
-    critic_params = [p for name, p in twin.named_parameters() if name.startswith(CRITIC_PREFIXES)]
-    policy_optimizer = torch.optim.Adam(policy_params, lr=1e-2, eps=1e-8)
-    critic_optimizer = torch.optim.Adam(critic_params, lr=3e-3, eps=1e-8)
-    a = batch.advantages[valid]
-    advantages = (batch.advantages - a.mean()) / (a.var(unbiased=False).sqrt() + 1e-8)
+    agent, twin, batch, algo, stats = separate_fit_update(PPO, cfg)
+    valid, policy_optimizer, critic_optimizer, advantages = reference_optimizers(twin, batch, 1e-2, 3e-3)
     steps = 0
     for _ in range(epochs):
         policy_out = twin(batch.obs)[0]

@@ -457,8 +457,9 @@ class CriticFit:
     ``0.5 * (V(s) - R)^2`` over the critic's parameters only (TRPO, VPG). ``minibatch_size``
     counts samples over all processes, as the minibatch algorithms' does.
 
-    Adam rather than L-BFGS: see docs/algorithms.md (its state is a few tensors that checkpoint
-    exactly, minibatches need no full-batch closure, and it reuses :class:`GradientStep`)."""
+    Adam by default rather than L-BFGS: see docs/algorithms.md (its state is a few tensors that
+    checkpoint exactly, minibatches need no full-batch closure, and it reuses :class:`GradientStep`);
+    TRPO's ``value_optimizer: lbfgs`` is :class:`LBFGSCriticFit`."""
 
     def __init__(self, agent: Agent, learning_rate: float, epochs: int, minibatch_size: int, *, path: str):
         self.learning_rate = learning_rate
@@ -480,6 +481,59 @@ class CriticFit:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         self.gradient_step.load_state_tensors(tensors, prefix)
+
+
+class LBFGSCriticFit:
+    """The original TRPO's value fit (Schulman et al. 2015, its code modular_rl: scipy's L-BFGS-B
+    for at most 25 iterations on the whole batch): ``torch.optim.LBFGS`` over the critic's
+    parameters on ``0.5 * E[(V(s) - R)^2]`` over all the valid samples of the batch, at most
+    ``iterations`` iterations with the strong-Wolfe line search.
+
+    A new optimizer every fit (as each scipy call starts afresh), so it has no state to
+    checkpoint. Under torchrun the loss and gradient every closure call sees are the means over
+    every process's samples, so all processes take the same steps."""
+
+    def __init__(self, agent: Agent, iterations: int):
+        self.agent = agent
+        self.iterations = iterations
+        self.parameters = [p for name, p in agent.named_parameters() if name.startswith(CRITIC_PREFIXES)]
+
+    def fit(self, batch: Batch) -> dict[str, float]:
+        """Fit on ``batch.returns [B]`` (``batch.obs [B, *obs]``, ``batch.weights [B]``); returns the
+        final ``value_loss`` and ``value_grad_steps`` (the closure's evaluations: loss and gradient)."""
+        optimizer = torch.optim.LBFGS(self.parameters, lr=1.0, max_iter=self.iterations,
+                                      line_search_fn="strong_wolfe")
+        weights = batch.weights
+        mean_weights = weights / weights.sum().clamp(min=1.0)
+        samples = weights.sum()
+        evaluations = 0
+
+        def closure() -> torch.Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            with torch.enable_grad():
+                values = self.agent(batch.obs)[1]
+                loss = 0.5 * ((values - batch.returns).square() * mean_weights).sum()
+                grads = torch.autograd.grad(loss, self.parameters)
+            loss = loss.detach()
+            distributed.weighted_mean_([loss, *grads], samples)
+            for parameter, grad in zip(self.parameters, grads):
+                parameter.grad = grad
+            return loss
+
+        optimizer.step(closure)
+        for parameter in self.parameters:
+            parameter.grad = None
+        with torch.no_grad():
+            final = 0.5 * ((self.agent(batch.obs)[1] - batch.returns).square() * mean_weights).sum()
+        return {"value_loss": float(global_weighted_mean(final.reshape(1), samples.reshape(1))),
+                "value_grad_steps": float(evaluations)}
+
+    def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        pass
 
 
 def hyperparameters(**values: float) -> dict[str, float]:

@@ -10,7 +10,7 @@ fitted after the policy's epochs by its own Adam, as TRPO and VPG do).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,20 +18,16 @@ import torch
 from ppokit.algos.common import (
     KL_STOPS,
     VALUE_LOSSES,
-    CriticFit,
     actor_critic_loss,
-    actor_prefixes,
-    check_critic_fit,
     clipped_surrogate,
     importance_ratio,
     linear_schedule,
     recompute_advantages,
 )
-from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section
+from ppokit.algos.minibatch import MinibatchActorCritic, MinibatchConfig, check_minibatch_section, loss_config
 from ppokit.algos.registry import AlgoSpec, SectionCheck
 from ppokit.batch import policy_advantages, weighted_mean
 from ppokit.distributions import ActionHead
-from ppokit.errors import ConfigError
 from ppokit.fast import ppo as fast_ppo
 from ppokit.validation import check, one_of, positive
 
@@ -51,16 +47,6 @@ class PPOConfig(MinibatchConfig):
     kl_stop: str = "epoch"
     value_loss: str = "mse"  # mse: 0.5 (V - R)^2 | huber: smooth L1 (Huber, delta 1) of V - R
     recompute_advantages: bool = False  # GAE with the current critic before every epoch but the first
-    # joint: the value loss is a term of the one loss (vf_coef). separate: the loss is the policy's
-    # alone, and after its epochs the critic is fitted by its own Adam (value_lr), value_epochs
-    # passes of minibatches of value_minibatch_size (per process) on 0.5 (V - R)^2.
-    value_fit: str = "joint"
-    value_lr: float = 1e-3
-    value_epochs: int = 5
-    value_minibatch_size: int = 64
-
-
-VALUE_FITS = ("joint", "separate")
 
 
 def check_section(section: PPOConfig, where: SectionCheck) -> None:
@@ -70,10 +56,7 @@ def check_section(section: PPOConfig, where: SectionCheck) -> None:
     positive(section.target_kl, f"{name}.target_kl", optional=True)
     one_of(section.kl_stop, KL_STOPS, f"{name}.kl_stop")
     one_of(section.value_loss, VALUE_LOSSES, f"{name}.value_loss")
-    one_of(section.value_fit, VALUE_FITS, f"{name}.value_fit")
-    separate = section.value_fit == "separate"
-    check_critic_fit(section, replace(where, active=where.active and separate))
-    if separate:
+    if section.value_fit == "separate":
         check(not section.recompute_advantages,
               f"{name}.recompute_advantages: with {name}.value_fit=separate the critic does not change during the "
               f"policy's epochs, so there is nothing to recompute; use {name}.value_fit=joint or "
@@ -90,23 +73,12 @@ class PPO(MinibatchActorCritic):
 
     def __init__(self, agent: Agent, cfg: Any, path: str = "eager"):
         section: PPOConfig = cfg.ppo
-        separate = section.value_fit == "separate"
-        if separate and agent.shared_trunk:
-            raise ConfigError(
-                "ppo.value_fit: separate fits the critic apart from the policy and needs separate actor and critic "
-                "networks, but this agent shares its trunk (model.shared_trunk, or image observations); use "
-                "model.shared_trunk=false or ppo.value_fit=joint")
-        # The section as the loss reads it: without the value term when the critic has its own fit.
-        self.loss_cfg = replace(section, vf_coef=0.0) if separate else section
-        super().__init__(agent, section, path, loss_gradients=functools.partial(fast_ppo.output_gradients,
-                                                                                 self.loss_cfg),
-                         only=actor_prefixes(agent) if separate else None)
+        super().__init__(agent, section, path, name="ppo",
+                         loss_gradients=functools.partial(fast_ppo.output_gradients, loss_config(section)))
         self.target_kl = section.target_kl
         self.kl_stop = section.kl_stop
         self.refreshes = section.recompute_advantages
         self.rollout = cfg.rollout
-        self.critic = CriticFit(agent, section.value_lr, section.value_epochs, section.value_minibatch_size,
-                                path=path) if separate else None
 
     def loss(
         self,
@@ -147,23 +119,8 @@ class PPO(MinibatchActorCritic):
         return recompute_advantages(self.agent, data, r.num_steps, r.gamma, r.gae_lambda)
 
     def after_epochs(self, batch: Batch, hyper: dict[str, float], stats: dict[str, float]) -> None:
-        """``value_fit: separate``: the critic's fit, after the policy's epochs (its ``value_loss``
-        replaces the policy step's report)."""
         if self.cfg.clip_coef is None:
             stats["clip_fraction"] = float("nan")
-        if self.critic is not None:
-            stats.update(self.critic.fit(batch))
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = super().state_tensors()
-        if self.critic is not None:
-            tensors.update(self.critic.state_tensors("value_optimizer"))
-        return tensors
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        super().load_state_tensors(tensors)
-        if self.critic is not None:
-            self.critic.load_state_tensors(tensors, "value_optimizer")
 
 
 ALGORITHM = AlgoSpec(

@@ -4,6 +4,8 @@ Each minibatch step maximizes ``E[r * A - beta * KL(pi_old || pi)]`` with the ex
 action distributions (not a sample estimate), plus the value loss and entropy bonus of eq. 9.
 With ``adaptive: true`` beta moves once per iteration, after all epochs, by the paper's rule;
 with ``adaptive: false`` it stays at ``beta_init`` (the "fixed KL penalty" rows of Table 1).
+``value_fit: separate`` (as for PPO): the loss is the penalized surrogate alone (and the entropy
+bonus), and the critic is fitted after the policy's epochs by its own Adam.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class PPOKL(MinibatchActorCritic):
     cfg: PPOKLConfig
 
     def __init__(self, agent: Agent, cfg: Any, path: str = "eager"):
-        super().__init__(agent, cfg.ppo_kl, path)
+        super().__init__(agent, cfg.ppo_kl, path, name="ppo_kl")
         # Algorithm state, saved in checkpoints. float64 so that halving and doubling stay exact.
         self.beta = torch.tensor(self.cfg.beta_init, dtype=torch.float64)
 
@@ -90,7 +92,7 @@ class PPOKL(MinibatchActorCritic):
         minibatch: Minibatch,
         hyper: dict[str, Any],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return penalized_loss(self.cfg, head, policy_out, values, minibatch, hyper)
+        return penalized_loss(self.loss_cfg, head, policy_out, values, minibatch, hyper)
 
     def hyperparameters(self, progress: float) -> dict[str, float]:
         return {**super().hyperparameters(progress), "beta": float(self.beta)}

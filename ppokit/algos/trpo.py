@@ -6,7 +6,9 @@ between the acting policy and the current one, at theta_old), conjugate gradient
 ``(F + damping I) x = g`` from Fisher-vector products alone; the full step
 ``sqrt(2 max_kl / x'Fx) * x`` is then shrunk by ``backtrack_coef`` until the exact mean KL is
 at most ``max_kl`` and the surrogate improved. When no step passes, the policy keeps its old
-parameters, bit for bit. The value function is fitted separately (:class:`CriticFit`).
+parameters, bit for bit. The value function is fitted separately: minibatch Adam
+(:class:`CriticFit`), or with ``value_optimizer: lbfgs`` the original's L-BFGS on the whole batch
+(:class:`LBFGSCriticFit`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +24,7 @@ import torch
 from ppokit import distributed
 from ppokit.algos.common import (
     CriticFit,
+    LBFGSCriticFit,
     actor_prefixes,
     check_critic_fit,
     global_weighted_mean,
@@ -32,7 +35,7 @@ from ppokit.algos.common import (
 )
 from ppokit.algos.registry import AlgoSpec, SectionCheck
 from ppokit.batch import Minibatch, normalize_advantages, weighted_mean
-from ppokit.validation import in_unit_interval, non_negative, positive, positive_int
+from ppokit.validation import in_unit_interval, non_negative, one_of, positive, positive_int
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -113,6 +116,13 @@ class TRPOConfig:
     value_epochs: int = 5
     value_minibatch_size: int = 64
     norm_adv: bool = True
+    # adam: value_epochs of minibatch Adam (value_lr, value_minibatch_size). lbfgs: the original
+    # TRPO's fit, L-BFGS on the whole batch for at most value_lbfgs_iters iterations.
+    value_optimizer: str = "adam"
+    value_lbfgs_iters: int = 25
+
+
+VALUE_OPTIMIZERS = ("adam", "lbfgs")
 
 
 def check_section(section: TRPOConfig, where: SectionCheck) -> None:
@@ -122,7 +132,9 @@ def check_section(section: TRPOConfig, where: SectionCheck) -> None:
     non_negative(section.damping, f"{name}.damping")
     positive_int(section.backtrack_iters, f"{name}.backtrack_iters")
     in_unit_interval(section.backtrack_coef, f"{name}.backtrack_coef", open_low=True)
-    check_critic_fit(section, where)
+    one_of(section.value_optimizer, VALUE_OPTIMIZERS, f"{name}.value_optimizer")
+    positive_int(section.value_lbfgs_iters, f"{name}.value_lbfgs_iters")
+    check_critic_fit(section, replace(where, active=where.active and section.value_optimizer == "adam"))
 
 
 class TRPO:
@@ -136,8 +148,9 @@ class TRPO:
         named = [(name, p) for name, p in agent.named_parameters() if name.startswith(prefixes)]
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
-        self.critic = CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size,
-                                path=path)
+        self.critic: CriticFit | LBFGSCriticFit = (
+            LBFGSCriticFit(agent, self.cfg.value_lbfgs_iters) if self.cfg.value_optimizer == "lbfgs" else
+            CriticFit(agent, self.cfg.value_lr, self.cfg.value_epochs, self.cfg.value_minibatch_size, path=path))
 
     # ------------------------------------------------------------------ the policy as a function of theta
 

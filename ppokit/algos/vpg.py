@@ -7,7 +7,7 @@ parameters only), then the value function is fitted on the returns (:class:`Crit
 * ``baseline: none``: textbook REINFORCE; ``A`` are the discounted Monte-Carlo returns
   (reward-to-go) of this rollout, and no critic is trained or used. A sum that the rollout cuts
   mid-episode ends there (there is no critic to bootstrap from): keep ``rollout.num_steps`` at
-  least an episode long.
+  least an episode long. ``reset_return_on_reward``: each nonzero reward ends the sum too (Pong).
 """
 
 from __future__ import annotations
@@ -33,22 +33,28 @@ from ppokit.algos.common import (
 from ppokit.algos.registry import AlgoSpec, SectionCheck
 from ppokit.batch import Minibatch, normalize_advantages, time_major, weighted_mean
 from ppokit.distributions import ActionHead
-from ppokit.validation import one_of, positive
+from ppokit.validation import check, one_of, positive
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
     from ppokit.batch import Batch
 
 
-def reward_to_go(batch: Batch, num_steps: int, gamma: float) -> torch.Tensor:
+def reward_to_go(batch: Batch, num_steps: int, gamma: float, reset_on_reward: bool = False) -> torch.Tensor:
     """Discounted returns ``G_t = r_t + gamma * G_{t+1}`` ``[B]`` of the flat batch, restarting at
-    every episode end and cut (not bootstrapped) at the end of the rollout."""
+    every episode end and cut (not bootstrapped) at the end of the rollout.
+
+    ``reset_on_reward`` (Karpathy's Pong from pixels): every step with a nonzero reward also ends
+    the sum, as an episode end does (``G_t = r_t`` there): in Pong each point is a game of its own,
+    and a reward is credited only to the actions since the previous point."""
     if batch.rewards is None or batch.terminated is None or batch.truncated is None:
         raise ValueError("vpg with baseline none needs the batch's rewards, terminated and truncated")
     rewards = time_major(batch.rewards, num_steps)
     zeros = torch.zeros_like(rewards)
-    returns = discounted_returns(rewards, zeros, time_major(batch.terminated, num_steps),
-                                 time_major(batch.truncated, num_steps), gamma)
+    terminated = time_major(batch.terminated, num_steps)
+    if reset_on_reward:
+        terminated = terminated | (rewards != 0)
+    returns = discounted_returns(rewards, zeros, terminated, time_major(batch.truncated, num_steps), gamma)
     return returns.reshape(-1)
 
 
@@ -76,6 +82,8 @@ class VPGConfig:
     norm_adv: bool = True
     max_grad_norm: float | None = None
     anneal_lr: bool = False  # linearly to 0 over the run (the policy's learning rate only)
+    # baseline none: each nonzero reward also ends the discounted return's sum (Pong's points)
+    reset_return_on_reward: bool = False
 
 
 def check_section(section: VPGConfig, where: SectionCheck) -> None:
@@ -83,6 +91,9 @@ def check_section(section: VPGConfig, where: SectionCheck) -> None:
     check_critic_fit(section, where)
     one_of(section.baseline, ("value", "none"), f"{where.name}.baseline")
     positive(section.max_grad_norm, f"{where.name}.max_grad_norm", optional=True)
+    check(not (section.reset_return_on_reward and section.baseline != "none"),
+          f"{where.name}.reset_return_on_reward: resets the Monte-Carlo return of REINFORCE; it needs "
+          f"{where.name}.baseline=none (with a value baseline the advantages are GAE's)")
 
 
 class VPG:
@@ -106,7 +117,7 @@ class VPG:
         """One iteration: the policy step on the whole batch, then the value fit."""
         data = batch.as_dict()
         if self.critic is None:
-            data["advantages"] = reward_to_go(batch, self.num_steps, self.gamma)
+            data["advantages"] = reward_to_go(batch, self.num_steps, self.gamma, self.cfg.reset_return_on_reward)
         if self.cfg.norm_adv:  # statistics over every process's batch: they all take one step
             data["advantages"] = normalize_advantages(data["advantages"], data["weights"], global_weighted_mean)
         lr = linear_schedule(self.cfg.learning_rate, progress, self.cfg.anneal_lr)

@@ -22,8 +22,12 @@ Params = dict[str, torch.Tensor]
 
 
 def supports(agent: Agent) -> bool:
-    """True when every trunk is ppokit's own MLP with tanh or ReLU on flat observations."""
+    """True when every trunk is ppokit's own MLP with tanh or ReLU on flat observations, and a
+    Gaussian's log-std is the free, unclamped parameter (a state-dependent or clamped log-std takes
+    the autograd path)."""
     trunks = [agent.actor_trunk] + ([agent.critic_trunk] if agent.critic_trunk is not None else [])
+    if agent.log_std_head is not None or agent.log_std_bounds != (None, None):
+        return False
     return all(isinstance(t[0], FlattenEncoder) and type(t[1]) is MLP and t[1].activation in ACTIVATIONS
                for t in trunks)
 

@@ -75,9 +75,9 @@ def stackable(learners: list[Learner]) -> bool:
     algos = [learner.algo for learner in learners]
     if type(algos[0]) not in STACKABLE or any(type(algo) is not type(algos[0]) for algo in algos):
         return False
-    if any(step.mode != "fast" or step.compiled for algo in algos for step in _steps(algo)):
-        return False
     if any(_own_update_only(algo) for algo in algos):
+        return False
+    if any(step.mode != "fast" or step.compiled for algo in algos for step in _steps(algo)):
         return False
 
     def signature(learner: Learner) -> tuple:
@@ -96,11 +96,13 @@ def stackable(learners: list[Learner]) -> bool:
 
 
 def _own_update_only(algo: Any) -> bool:
-    """PPO's options that the stacked update does not implement (each agent then updates on its
-    own, as a single run): advantages recomputed every epoch, the critic's separate fit, the
-    target-KL stop before every step."""
+    """The options that the stacked update does not implement (each agent then updates on its
+    own, as a single run): PPO's advantages recomputed every epoch and target-KL stop before every
+    step, PPO's and PPO-KL's separate critic fit, TRPO's L-BFGS value fit."""
     cfg = algo.cfg
-    return isinstance(algo, PPO) and (cfg.recompute_advantages or cfg.value_fit != "joint"
+    if getattr(cfg, "value_fit", "joint") != "joint" or getattr(cfg, "value_optimizer", "adam") != "adam":
+        return True
+    return isinstance(algo, PPO) and (cfg.recompute_advantages
                                       or (cfg.kl_stop == "step" and cfg.target_kl is not None))
 
 
@@ -253,7 +255,8 @@ class StackedPopulation:
         algos: list[VPG] = self.algos  # type: ignore[assignment]
         cfg = algos[0].cfg
         if algos[0].critic is None:  # baseline none: the advantages are the rewards to go
-            batches = [replace(b, advantages=reward_to_go(b, a.num_steps, a.gamma)) for a, b in zip(algos, batches)]
+            batches = [replace(b, advantages=reward_to_go(b, a.num_steps, a.gamma, a.cfg.reset_return_on_reward))
+                       for a, b in zip(algos, batches)]
         data = self._stack(batches, normalize_advantages_over_batch=cfg.norm_adv)
         whole = Minibatch.of(data, advantages_normalized=cfg.norm_adv)
         lrs = [linear_schedule(a.cfg.learning_rate, p, a.cfg.anneal_lr) for a, p in zip(algos, progress)]
