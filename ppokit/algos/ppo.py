@@ -94,7 +94,8 @@ class PPO(MinibatchActorCritic):
         if separate and agent.shared_trunk:
             raise ConfigError(
                 "ppo.value_fit: separate fits the critic apart from the policy and needs separate actor and critic "
-                "networks, but this agent shares its trunk (model.shared_trunk, or image observations); use "
+                "networks, but this agent shares its trunk (model.shared_trunk, or an image agent built without "
+                "Agent(..., separate_critic=True)); use "
                 "model.shared_trunk=false or ppo.value_fit=joint")
         # The section as the loss reads it: without the value term when the critic has its own fit.
         self.loss_cfg = replace(section, vf_coef=0.0) if separate else section
