@@ -51,6 +51,7 @@ CONFIG_DIR = REPO_ROOT / "benchmarks" / "configs"
 ZOO_YAML = {
     "CartPole-v1": "cartpole_zoo.yaml",
     "HalfCheetah-v5": "halfcheetah_zoo.yaml",
+    "ALE/Pong-v5": "pong_zoo.yaml",
 }
 PPOKIT_SPLIT = ("time_env_s", "time_inference_s", "time_update_s", "time_other_s")
 SB3_SPLIT = ("time_setup_s", "time_rollout_s", "time_update_s")
@@ -70,7 +71,6 @@ def check_identical(env_id: str, yaml_path: Path) -> list[str]:
 
     lr, lr_lin = sched("learning_rate") if "learning_rate" in zoo else (3e-4, False)
     clip, clip_lin = sched("clip_range") if "clip_range" in zoo else (0.2, False)
-    net = pk.get("net_arch", {"pi": [64, 64], "vf": [64, 64]})
     expected: dict[tuple[str, ...], Any] = {
         ("rollout", "num_envs"): zoo.get("n_envs", 1),
         ("rollout", "num_steps"): zoo.get("n_steps", 2048),
@@ -78,9 +78,7 @@ def check_identical(env_id: str, yaml_path: Path) -> list[str]:
         ("rollout", "gae_lambda"): zoo.get("gae_lambda", 0.95),
         ("env", "normalize_obs"): bool(zoo.get("normalize", False)),
         ("env", "normalize_reward"): bool(zoo.get("normalize", False)),
-        ("model", "hidden_sizes"): net["pi"],
-        ("model", "activation"): pk.get("activation_fn", "tanh"),
-        ("model", "ortho_init"): pk.get("ortho_init", True),
+        **model_expectations(zoo),
         ("ppo", "learning_rate"): lr,
         ("ppo", "anneal_lr"): lr_lin,
         ("ppo", "clip_coef"): clip,
@@ -104,6 +102,22 @@ def check_identical(env_id: str, yaml_path: Path) -> list[str]:
         if node != want:
             problems.append(f"{'.'.join(path)}: yaml {node!r} vs zoo {want!r}")
     return problems
+
+
+def model_expectations(zoo: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    """The ppokit ``model`` (and, for the zoo's Atari entry, ``pixels``) fields matching the zoo's policy:
+    MlpPolicy's separate actor and critic MLPs, or CnnPolicy's Nature CNN with the heads on its 512
+    features, after AtariWrapper and VecFrameStack."""
+    pk = zoo.get("policy_kwargs", {})
+    if zoo.get("policy") == "CnnPolicy":
+        atari = {("pixels", "preprocess"): "atari", ("pixels", "frame_stack"): zoo.get("frame_stack", 1),
+                 ("pixels", "frame_skip"): 4, ("pixels", "noop_max"): 30, ("pixels", "size"): 84,
+                 ("pixels", "episodic_life"): True, ("pixels", "clip_reward"): True}
+        return {**atari, ("model", "encoder"): "nature", ("model", "hidden_sizes"): [],
+                ("model", "shared_trunk"): True, ("model", "ortho_init"): pk.get("ortho_init", True)}
+    net = pk.get("net_arch", {"pi": [64, 64], "vf": [64, 64]})
+    return {("model", "hidden_sizes"): net["pi"], ("model", "activation"): pk.get("activation_fn", "tanh"),
+            ("model", "ortho_init"): pk.get("ortho_init", True)}
 
 
 def run_child(
@@ -165,6 +179,8 @@ def ppokit_command(
     cmd += ["--run-dir", str(run_dir), "--quiet"]
     if threshold is not None:
         cmd += ["--set", f"solved_threshold={threshold}"]
+    if args.eval_episodes != 20:
+        cmd += ["--set", f"eval_episodes={args.eval_episodes}"]
     if not args.keep_eval:
         # Like SB3 here, no evaluation during training (ppokit 0.2's default evaluates every 20k steps).
         cmd += ["--set", "eval.every_steps=0"]
@@ -177,7 +193,7 @@ def sb3_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     return [
         sys.executable, str(runner), "--env", args.env, "--config", "zoo", "--seed", str(seed),
         "--total-steps", str(args.total_steps), "--threshold", args.threshold,
-        "--threads", str(args.threads), "--out", str(out),
+        "--threads", str(args.threads), "--eval-episodes", str(args.eval_episodes), "--out", str(out),
     ]  # fmt: skip
 
 
@@ -278,7 +294,8 @@ def markdown(report: dict[str, Any]) -> str:
         + f"| {fmt(sb['solved_at_time_s_median'])} | {x(rt['time_to_threshold'], 'faster')} |",
         f"| steps to {thr}, median | {fmt(pk['solved_at_step_median'], 0)} "
         + f"| {fmt(sb['solved_at_step_median'], 0)} | {x(rt['steps_to_threshold'], 'fewer')} |",
-        f"| eval return (20 det. episodes), mean ± sd over seeds | {evals(pk)} | {evals(sb)} | |",
+        f"| eval return ({report.get('eval_episodes', 20)} det. episodes), mean ± sd over seeds "
+        + f"| {evals(pk)} | {evals(sb)} | |",
         f"| time split, median (s) | {times(pk)} | {times(sb)} | |",
         "",
         "Ratios: SPS = ppokit / SB3; time and steps to threshold = SB3 / ppokit (medians over "
@@ -322,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a number, 'none', or 'env' (reward_threshold)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--eval-episodes", type=int, default=20,
+                        help="deterministic evaluation episodes after each run, both libraries (0: none; Atari "
+                             "games are long)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--keep-eval", action="store_true",
                         help="keep ppokit's evaluation during training (off by default, as SB3 runs none here; "
@@ -376,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_steps": args.total_steps,
         "threshold": threshold,
         "threads": args.threads,
+        "eval_episodes": args.eval_episodes,
         "command": command_line(
             sys.argv if argv is None else ["benchmarks/compare.py", *argv]
         ),
