@@ -24,13 +24,19 @@ from ppokit.networks import ImageLayout, NatureCNN, SmallCNN, encoder_for
 from tests.errors_support import TINY, SpaceEnv, bad_input, run_cli, summary, train_tiny
 
 FLOAT_IMAGES = "ppokit_test/FloatImages-v0"
+FLOAT_STACK = "ppokit_test/FloatFrameStack-v0"
 MIXED_DICT = "ppokit_test/ImageAndVector-v0"
+MIXED_TUPLE = "ppokit_test/ImageAndDiscrete-v0"
+SMALL_CHW = "ppokit_test/SmallStackedFrames-v0"
 
 
 for _id, _space in {
     FLOAT_IMAGES: gym.spaces.Box(0.0, 1.0, (16, 16, 3), np.float32),
+    FLOAT_STACK: gym.spaces.Box(0.0, 1.0, (4, 16, 16, 1), np.float32),
     MIXED_DICT: gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8),
                                  "state": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)}),
+    MIXED_TUPLE: gym.spaces.Tuple((gym.spaces.Box(0, 255, (16, 16, 1), np.uint8), gym.spaces.Discrete(3))),
+    SMALL_CHW: gym.spaces.Box(0, 255, (4, 20, 30), np.uint8),
 }.items():
     if _id not in gym.envs.registry:
         gym.register(_id, entry_point=SpaceEnv, kwargs={"observation_space": _space})
@@ -110,7 +116,10 @@ def test_images_too_small_for_the_nature_cnn(capsys, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["train", FLOAT_IMAGES], ("looks like images", "not uint8", "TransformObservation")),
+    (["train", FLOAT_STACK], ("looks like images (rank 4)", "not uint8")),
     (["train", MIXED_DICT], ("holds images among other observations", "obs['pixels']")),
+    (["train", MIXED_TUPLE], ("holds images among other observations",)),
+    (["train", SMALL_CHW, "--set", "model.encoder=nature"], ("20x30 pixels", "shape (4, 20, 30)", "at least 36x36")),
     (["train", "CartPole-v1", "--set", "pixels.preprocess=atari"], ("not an Atari env",)),
     (["train", "CartPole-v1", "--set", "pixels.preprocess=image"], ("needs uint8 frames",)),
     (["train", CATCH_ID, "--set", "pixels.preprocess=rgb"], ("pixels.preprocess", "auto, atari, image, none")),
