@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -120,6 +121,12 @@ def model_expectations(zoo: dict[str, Any]) -> dict[tuple[str, ...], Any]:
             ("model", "ortho_init"): pk.get("ortho_init", True)}
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(
     cmd: list[str], cwd: Path, result: Path, threads: int, timeout: float
 ) -> dict[str, Any]:
@@ -131,6 +138,7 @@ def run_child(
     )
     cwd.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    cpu_before = children_cpu_s()
     record: dict[str, Any] = {"command": shlex.join(cmd)}
     try:
         proc = subprocess.run(
@@ -148,6 +156,9 @@ def run_child(
         record["returncode"] = None
         stderr = f"timed out after {timeout:.0f} s\n{exc.stderr or ''}"
     record["process_time_s"] = time.perf_counter() - start
+    # CPU seconds of the run's process and every process it waited for (env workers), imports and
+    # start-up included: on a machine shared with other jobs this moves much less than wall time.
+    record["cpu_time_s"] = children_cpu_s() - cpu_before
     data: dict[str, Any] = {}
     if result.exists():
         try:
@@ -201,6 +212,7 @@ def summarize(runs: Sequence[dict[str, Any]], split: Sequence[str]) -> dict[str,
     """Aggregate one library's runs (failed runs only count in n_runs)."""
     ok = [r for r in runs if r.get("ok")]
     sps = [float(r["sps"]) for r in ok]
+    per_cpu_s = [r.get("steps_done", r["total_steps"]) / r["cpu_time_s"] for r in ok if r.get("cpu_time_s")]
     solved = [r for r in ok if r.get("solved_at_time_s") is not None]
     evals = [
         float(r["eval_return_mean"])
@@ -214,6 +226,7 @@ def summarize(runs: Sequence[dict[str, Any]], split: Sequence[str]) -> dict[str,
         "sps_min": min(sps, default=None),
         "sps_max": max(sps, default=None),
         "wall_time_s_median": median_or_none([r.get("wall_time_s") for r in ok]),
+        "steps_per_cpu_s_median": median_or_none(per_cpu_s),
         "n_solved": len(solved),
         "solved_at_time_s_median": median_or_none(
             [r["solved_at_time_s"] for r in solved]
@@ -287,6 +300,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         f"| runs completed | {pk['n_ok']}/{pk['n_runs']} | {sb['n_ok']}/{sb['n_runs']} | |",
         f"| SPS, median (min-max) | {spread(pk)} | {spread(sb)} | {x(rt['sps'], 'SPS')} |",
+        "| env steps per CPU second (process + env workers, start-up included), median "
+        + f"| {fmt(pk.get('steps_per_cpu_s_median'), 1)} | {fmt(sb.get('steps_per_cpu_s_median'), 1)} "
+        + f"| {x(rt.get('steps_per_cpu_s'), 'per CPU s')} |",
         f"| wall time, median (s) | {fmt(pk['wall_time_s_median'])} "
         + f"| {fmt(sb['wall_time_s_median'])} | |",
         f"| runs reaching {thr} | {pk['n_solved']}/{pk['n_ok']} | {sb['n_solved']}/{sb['n_ok']} | |",
@@ -304,14 +320,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "<details><summary>Per run</summary>",
         "",
-        "| seed | library | status | SPS | wall (s) | solved at step | solved at (s) | eval return |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| seed | library | status | SPS | wall (s) | CPU (s) | solved at step | solved at (s) | eval return |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["runs"]:
         status = "ok" if r.get("ok") else f"FAILED (rc {r.get('returncode')})"
         lines.append(
             f"| {r['seed']} | {r['library']} | {status} | {fmt(r.get('sps'), 0)} "
-            f"| {fmt(r.get('wall_time_s'))} | {fmt(r.get('solved_at_step'))} "
+            f"| {fmt(r.get('wall_time_s'))} | {fmt(r.get('cpu_time_s'))} | {fmt(r.get('solved_at_step'))} "
             f"| {fmt(r.get('solved_at_time_s'))} | {fmt(r.get('eval_return_mean'))} |"
         )
     lines += ["", "</details>"]
@@ -409,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             "sb3": sb,
             "ratios": {
                 "sps": ratio(pk["sps_median"], sb["sps_median"]),
+                "steps_per_cpu_s": ratio(pk["steps_per_cpu_s_median"], sb["steps_per_cpu_s_median"]),
                 "time_to_threshold": ratio(
                     sb["solved_at_time_s_median"], pk["solved_at_time_s_median"]
                 ),
@@ -427,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         update_docs_section(f"{args.env}:{args.mode}", markdown(report))
         print("updated docs/benchmarks.md")
     rt = report["summary"]["ratios"]
-    print(f"SPS ratio ppokit/SB3: {fmt(rt['sps'], 2)}; time-to-threshold SB3/ppokit: "
+    print(f"SPS ratio ppokit/SB3: {fmt(rt['sps'], 2)}; steps per CPU second: {fmt(rt['steps_per_cpu_s'], 2)}; "
+          f"time-to-threshold SB3/ppokit: "
           f"{fmt(rt['time_to_threshold'], 2)}")  # fmt: skip
     return 0 if pk["n_ok"] and sb["n_ok"] else 1
 
