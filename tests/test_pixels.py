@@ -76,6 +76,22 @@ def test_pixels_are_scaled_inside_the_network() -> None:
     torch.testing.assert_close(cnn(frames), cnn.fc(cnn.conv(frames.float() / 255)))
 
 
+@pytest.mark.parametrize("shape", [(4, 12, 10), (12, 10, 3), (2, 12, 10, 3)])
+def test_frames_reach_the_convolutions_scaled_and_channels_last(shape: tuple[int, ...]) -> None:
+    """The values of ``float() / 255`` exactly, in channels-last memory (the CPU's faster convolutions)."""
+    layout = ImageLayout.of(shape)
+    frames = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+    x = layout.to_nchw(frames)
+    assert x.dtype == torch.float32 and x.shape == (3, layout.channels, layout.height, layout.width)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    reference = frames.float() / 255
+    if len(shape) == 4:
+        reference = reference.permute(0, 1, 4, 2, 3).reshape(x.shape)
+    elif layout.channels_last:
+        reference = reference.permute(0, 3, 1, 2)
+    assert torch.equal(x, reference)
+
+
 @pytest.mark.parametrize(("shape", "kind", "expected"), [
     ((84, 84, 1), "auto", NatureCNN), ((4, 84, 84), "auto", NatureCNN), ((36, 36, 3), "auto", NatureCNN),
     ((35, 35, 3), "auto", SmallCNN), ((7, 7, 3), "auto", SmallCNN), ((84, 84, 3), "small", SmallCNN),
