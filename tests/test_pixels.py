@@ -223,7 +223,7 @@ def test_reinforce_learns_to_catch_from_pixels(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_trpo_learns_to_catch_from_pixels(tmp_path: Path) -> None:
     """TRPO with the defaults (its critic a second CNN): 20k steps, seed 0 (final evaluation 0.9 on
-    a 2-core Intel Xeon; random ~-0.67); the checkpoint's agent has the two CNNs again."""
+    a 2-core AMD EPYC; random ~-0.67); the checkpoint's agent has the two CNNs again."""
     run = tmp_path / "run"
     args = ["--algo", "trpo", "--total-steps", "20000", "--seed", "0", "--quiet", "--log-every", "0"]
     assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(run), *args]) == 0
