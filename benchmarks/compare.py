@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ CONFIG_DIR = REPO_ROOT / "benchmarks" / "configs"
 ZOO_YAML = {
     "CartPole-v1": "cartpole_zoo.yaml",
     "HalfCheetah-v5": "halfcheetah_zoo.yaml",
+    "ALE/Pong-v5": "pong_zoo.yaml",
 }
 PPOKIT_SPLIT = ("time_env_s", "time_inference_s", "time_update_s", "time_other_s")
 SB3_SPLIT = ("time_setup_s", "time_rollout_s", "time_update_s")
@@ -70,7 +72,6 @@ def check_identical(env_id: str, yaml_path: Path) -> list[str]:
 
     lr, lr_lin = sched("learning_rate") if "learning_rate" in zoo else (3e-4, False)
     clip, clip_lin = sched("clip_range") if "clip_range" in zoo else (0.2, False)
-    net = pk.get("net_arch", {"pi": [64, 64], "vf": [64, 64]})
     expected: dict[tuple[str, ...], Any] = {
         ("rollout", "num_envs"): zoo.get("n_envs", 1),
         ("rollout", "num_steps"): zoo.get("n_steps", 2048),
@@ -78,9 +79,7 @@ def check_identical(env_id: str, yaml_path: Path) -> list[str]:
         ("rollout", "gae_lambda"): zoo.get("gae_lambda", 0.95),
         ("env", "normalize_obs"): bool(zoo.get("normalize", False)),
         ("env", "normalize_reward"): bool(zoo.get("normalize", False)),
-        ("model", "hidden_sizes"): net["pi"],
-        ("model", "activation"): pk.get("activation_fn", "tanh"),
-        ("model", "ortho_init"): pk.get("ortho_init", True),
+        **model_expectations(zoo),
         ("ppo", "learning_rate"): lr,
         ("ppo", "anneal_lr"): lr_lin,
         ("ppo", "clip_coef"): clip,
@@ -106,6 +105,28 @@ def check_identical(env_id: str, yaml_path: Path) -> list[str]:
     return problems
 
 
+def model_expectations(zoo: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    """The ppokit ``model`` (and, for the zoo's Atari entry, ``pixels``) fields matching the zoo's policy:
+    MlpPolicy's separate actor and critic MLPs, or CnnPolicy's Nature CNN with the heads on its 512
+    features, after AtariWrapper and VecFrameStack."""
+    pk = zoo.get("policy_kwargs", {})
+    if zoo.get("policy") == "CnnPolicy":
+        atari = {("pixels", "preprocess"): "atari", ("pixels", "frame_stack"): zoo.get("frame_stack", 1),
+                 ("pixels", "frame_skip"): 4, ("pixels", "noop_max"): 30, ("pixels", "size"): 84,
+                 ("pixels", "episodic_life"): True, ("pixels", "clip_reward"): True}
+        return {**atari, ("model", "encoder"): "nature", ("model", "hidden_sizes"): [],
+                ("model", "shared_trunk"): True, ("model", "ortho_init"): pk.get("ortho_init", True)}
+    net = pk.get("net_arch", {"pi": [64, 64], "vf": [64, 64]})
+    return {("model", "hidden_sizes"): net["pi"], ("model", "activation"): pk.get("activation_fn", "tanh"),
+            ("model", "ortho_init"): pk.get("ortho_init", True)}
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(
     cmd: list[str], cwd: Path, result: Path, threads: int, timeout: float
 ) -> dict[str, Any]:
@@ -117,6 +138,7 @@ def run_child(
     )
     cwd.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    cpu_before = children_cpu_s()
     record: dict[str, Any] = {"command": shlex.join(cmd)}
     try:
         proc = subprocess.run(
@@ -134,6 +156,9 @@ def run_child(
         record["returncode"] = None
         stderr = f"timed out after {timeout:.0f} s\n{exc.stderr or ''}"
     record["process_time_s"] = time.perf_counter() - start
+    # CPU seconds of the run's process and every process it waited for (env workers), imports and
+    # start-up included: on a machine shared with other jobs this moves much less than wall time.
+    record["cpu_time_s"] = children_cpu_s() - cpu_before
     data: dict[str, Any] = {}
     if result.exists():
         try:
@@ -165,6 +190,8 @@ def ppokit_command(
     cmd += ["--run-dir", str(run_dir), "--quiet"]
     if threshold is not None:
         cmd += ["--set", f"solved_threshold={threshold}"]
+    if args.eval_episodes != 20:
+        cmd += ["--set", f"eval_episodes={args.eval_episodes}"]
     if not args.keep_eval:
         # Like SB3 here, no evaluation during training (ppokit 0.2's default evaluates every 20k steps).
         cmd += ["--set", "eval.every_steps=0"]
@@ -177,7 +204,7 @@ def sb3_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     return [
         sys.executable, str(runner), "--env", args.env, "--config", "zoo", "--seed", str(seed),
         "--total-steps", str(args.total_steps), "--threshold", args.threshold,
-        "--threads", str(args.threads), "--out", str(out),
+        "--threads", str(args.threads), "--eval-episodes", str(args.eval_episodes), "--out", str(out),
     ]  # fmt: skip
 
 
@@ -185,6 +212,7 @@ def summarize(runs: Sequence[dict[str, Any]], split: Sequence[str]) -> dict[str,
     """Aggregate one library's runs (failed runs only count in n_runs)."""
     ok = [r for r in runs if r.get("ok")]
     sps = [float(r["sps"]) for r in ok]
+    per_cpu_s = [r.get("steps_done", r["total_steps"]) / r["cpu_time_s"] for r in ok if r.get("cpu_time_s")]
     solved = [r for r in ok if r.get("solved_at_time_s") is not None]
     evals = [
         float(r["eval_return_mean"])
@@ -198,6 +226,7 @@ def summarize(runs: Sequence[dict[str, Any]], split: Sequence[str]) -> dict[str,
         "sps_min": min(sps, default=None),
         "sps_max": max(sps, default=None),
         "wall_time_s_median": median_or_none([r.get("wall_time_s") for r in ok]),
+        "steps_per_cpu_s_median": median_or_none(per_cpu_s),
         "n_solved": len(solved),
         "solved_at_time_s_median": median_or_none(
             [r["solved_at_time_s"] for r in solved]
@@ -271,6 +300,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         f"| runs completed | {pk['n_ok']}/{pk['n_runs']} | {sb['n_ok']}/{sb['n_runs']} | |",
         f"| SPS, median (min-max) | {spread(pk)} | {spread(sb)} | {x(rt['sps'], 'SPS')} |",
+        "| env steps per CPU second (process + env workers, start-up included), median "
+        + f"| {fmt(pk.get('steps_per_cpu_s_median'), 1)} | {fmt(sb.get('steps_per_cpu_s_median'), 1)} "
+        + f"| {x(rt.get('steps_per_cpu_s'), 'per CPU s')} |",
         f"| wall time, median (s) | {fmt(pk['wall_time_s_median'])} "
         + f"| {fmt(sb['wall_time_s_median'])} | |",
         f"| runs reaching {thr} | {pk['n_solved']}/{pk['n_ok']} | {sb['n_solved']}/{sb['n_ok']} | |",
@@ -278,7 +310,8 @@ def markdown(report: dict[str, Any]) -> str:
         + f"| {fmt(sb['solved_at_time_s_median'])} | {x(rt['time_to_threshold'], 'faster')} |",
         f"| steps to {thr}, median | {fmt(pk['solved_at_step_median'], 0)} "
         + f"| {fmt(sb['solved_at_step_median'], 0)} | {x(rt['steps_to_threshold'], 'fewer')} |",
-        f"| eval return (20 det. episodes), mean ± sd over seeds | {evals(pk)} | {evals(sb)} | |",
+        f"| eval return ({report.get('eval_episodes', 20)} det. episodes), mean ± sd over seeds "
+        + f"| {evals(pk)} | {evals(sb)} | |",
         f"| time split, median (s) | {times(pk)} | {times(sb)} | |",
         "",
         "Ratios: SPS = ppokit / SB3; time and steps to threshold = SB3 / ppokit (medians over "
@@ -287,14 +320,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "<details><summary>Per run</summary>",
         "",
-        "| seed | library | status | SPS | wall (s) | solved at step | solved at (s) | eval return |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| seed | library | status | SPS | wall (s) | CPU (s) | solved at step | solved at (s) | eval return |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["runs"]:
         status = "ok" if r.get("ok") else f"FAILED (rc {r.get('returncode')})"
         lines.append(
             f"| {r['seed']} | {r['library']} | {status} | {fmt(r.get('sps'), 0)} "
-            f"| {fmt(r.get('wall_time_s'))} | {fmt(r.get('solved_at_step'))} "
+            f"| {fmt(r.get('wall_time_s'))} | {fmt(r.get('cpu_time_s'))} | {fmt(r.get('solved_at_step'))} "
             f"| {fmt(r.get('solved_at_time_s'))} | {fmt(r.get('eval_return_mean'))} |"
         )
     lines += ["", "</details>"]
@@ -322,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a number, 'none', or 'env' (reward_threshold)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--eval-episodes", type=int, default=20,
+                        help="deterministic evaluation episodes after each run, both libraries (0: none; Atari "
+                             "games are long)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--keep-eval", action="store_true",
                         help="keep ppokit's evaluation during training (off by default, as SB3 runs none here; "
@@ -376,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_steps": args.total_steps,
         "threshold": threshold,
         "threads": args.threads,
+        "eval_episodes": args.eval_episodes,
         "command": command_line(
             sys.argv if argv is None else ["benchmarks/compare.py", *argv]
         ),
@@ -388,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             "sb3": sb,
             "ratios": {
                 "sps": ratio(pk["sps_median"], sb["sps_median"]),
+                "steps_per_cpu_s": ratio(pk["steps_per_cpu_s_median"], sb["steps_per_cpu_s_median"]),
                 "time_to_threshold": ratio(
                     sb["solved_at_time_s_median"], pk["solved_at_time_s_median"]
                 ),
@@ -406,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         update_docs_section(f"{args.env}:{args.mode}", markdown(report))
         print("updated docs/benchmarks.md")
     rt = report["summary"]["ratios"]
-    print(f"SPS ratio ppokit/SB3: {fmt(rt['sps'], 2)}; time-to-threshold SB3/ppokit: "
+    print(f"SPS ratio ppokit/SB3: {fmt(rt['sps'], 2)}; steps per CPU second: {fmt(rt['steps_per_cpu_s'], 2)}; "
+          f"time-to-threshold SB3/ppokit: "
           f"{fmt(rt['time_to_threshold'], 2)}")  # fmt: skip
     return 0 if pk["n_ok"] and sb["n_ok"] else 1
 

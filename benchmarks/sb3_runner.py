@@ -13,8 +13,11 @@ Measured the way ppokit measures itself:
 * ``solved_at_step`` / ``solved_at_time_s``: first step (and seconds since the start above) at
   which the mean return of the last 20 finished *training* episodes (Monitor infos) reached the
   threshold; a full window of 20 episodes is required.
-* ``eval_return_mean`` / ``eval_return_std``: deterministic policy, 20 episodes on fresh
-  environments (observation normalisation frozen from training, rewards unnormalised).
+* ``eval_return_mean`` / ``eval_return_std``: deterministic policy, 20 episodes (``--eval-episodes``)
+  on fresh environments (observation normalisation frozen from training, rewards unnormalised).
+
+Atari ids (``ALE/Pong-v5``, ``ALE/Breakout-v5``) use the zoo's ``atari`` entry: ``make_atari_env``
+(AtariWrapper under a Monitor, so returns are full games) and ``VecFrameStack(4)``.
 
 Torch runs with one intra-op thread by default (``--threads 1``), as on a 2-core box SB3 and
 ppokit would otherwise fight over the cores differently.
@@ -59,6 +62,24 @@ _HALFCHEETAH_ZOO: dict[
     },
 }
 
+# Zoo entry "atari" (used for every Atari id). ``env_kwargs``: ALE v5 ids skip 4 frames
+# themselves; AtariWrapper skips them too, so the env is made with frameskip=1 (as ppokit does).
+_ATARI_ZOO: dict[str, Any] = {
+    "env_wrapper": "AtariWrapper",
+    "frame_stack": 4,
+    "policy": "CnnPolicy",
+    "n_envs": 8,
+    "n_timesteps": 10_000_000,
+    "n_steps": 128,
+    "n_epochs": 4,
+    "batch_size": 256,
+    "learning_rate": "lin_2.5e-4",
+    "clip_range": "lin_0.1",
+    "vf_coef": 0.5,
+    "ent_coef": 0.01,
+    "env_kwargs": {"frameskip": 1},
+}
+
 ZOO_CONFIGS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {  # zoo entry "CartPole-v1"
         "n_envs": 8,
@@ -76,6 +97,8 @@ ZOO_CONFIGS: dict[str, dict[str, Any]] = {
     "HalfCheetah-v3": _HALFCHEETAH_ZOO,
     "HalfCheetah-v4": _HALFCHEETAH_ZOO,
     "HalfCheetah-v5": _HALFCHEETAH_ZOO,
+    "ALE/Pong-v5": _ATARI_ZOO,
+    "ALE/Breakout-v5": _ATARI_ZOO,
 }
 
 WINDOW = 20
@@ -91,11 +114,38 @@ def zoo_config(env_id: str) -> dict[str, Any]:
         raise KeyError(f"no zoo config for {env_id!r}; known: {known}") from None
 
 
+def register_atari() -> None:
+    """Register ale-py's ``ALE/`` ids with gymnasium (a no-op without ale-py)."""
+    try:
+        import ale_py
+        import gymnasium as gym
+    except ImportError:
+        return
+    gym.register_envs(ale_py)
+
+
 def default_threshold(env_id: str) -> float | None:
     """The env's registered ``reward_threshold`` (475 for CartPole-v1), or None."""
     import gymnasium as gym
 
+    register_atari()
     return gym.spec(env_id).reward_threshold
+
+
+def make_envs(env_id: str, hp: dict[str, Any], n_envs: int, seed: int) -> Any:
+    """The zoo's vector env: DummyVecEnv of Monitor-wrapped envs; for ``env_wrapper: AtariWrapper``
+    (popped from ``hp`` with ``frame_stack`` and ``env_kwargs``) ``make_atari_env`` (Monitor below
+    AtariWrapper: full-game raw returns) and ``VecFrameStack``."""
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    wrapper, frame_stack, env_kwargs = hp.pop("env_wrapper", None), hp.pop("frame_stack", None), hp.pop(
+        "env_kwargs", None)
+    if wrapper is None:
+        return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    register_atari()
+    env = make_atari_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    return VecFrameStack(env, frame_stack) if frame_stack else env
 
 
 def _schedule(value: float | str) -> Any:
@@ -176,6 +226,7 @@ def run(
     total_steps: int,
     threshold: float | None,
     threads: int = 1,
+    eval_episodes: int = EVAL_EPISODES,
 ) -> dict[str, Any]:
     """Train SB3 PPO once and return the summary dict (same field names as ppokit)."""
     import gymnasium as gym
@@ -183,7 +234,6 @@ def run(
     import stable_baselines3
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -200,9 +250,8 @@ def run(
         hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"])
 
     t0 = time.perf_counter()
-    env = make_vec_env(
-        env_id, n_envs=n_envs, seed=seed
-    )  # DummyVecEnv of Monitor-wrapped envs
+    eval_hp = dict(hp)  # the eval env is made the same way
+    env = make_envs(env_id, hp, n_envs, seed)
     if normalize:  # the zoo passes the config's gamma to VecNormalize
         env = VecNormalize(env, gamma=float(hp.get("gamma", 0.99)))
     model = PPO(policy, env, seed=seed, device="cpu", verbose=0, **hp)
@@ -211,18 +260,20 @@ def run(
     wall = time.perf_counter() - t0
 
     t_eval = time.perf_counter()
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
-    if normalize:
-        assert isinstance(env, VecNormalize)
-        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-        eval_env.obs_rms = env.obs_rms
-    returns, _ = evaluate_policy(
-        model,
-        eval_env,
-        n_eval_episodes=EVAL_EPISODES,
-        deterministic=True,
-        return_episode_rewards=True,
-    )
+    returns: list[float] = []
+    if eval_episodes > 0:
+        eval_env = make_envs(env_id, eval_hp, 1, seed + 10_000)
+        if normalize:
+            assert isinstance(env, VecNormalize)
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+            eval_env.obs_rms = env.obs_rms
+        returns, _ = evaluate_policy(
+            model,
+            eval_env,
+            n_eval_episodes=eval_episodes,
+            deterministic=True,
+            return_episode_rewards=True,
+        )
     eval_time = time.perf_counter() - t_eval
     steps = int(model.num_timesteps)
     recent = list(callback.returns)
@@ -237,9 +288,9 @@ def run(
         "wall_time_s": wall,
         "sps": steps / wall,
         "train_return_last20": float(np.mean(recent)) if recent else None,
-        "eval_return_mean": float(np.mean(returns)),
-        "eval_return_std": float(np.std(returns)),
-        "eval_episodes": EVAL_EPISODES,
+        "eval_return_mean": float(np.mean(returns)) if returns else None,
+        "eval_return_std": float(np.std(returns)) if returns else None,
+        "eval_episodes": eval_episodes,
         "eval_time_s": eval_time,
         "solved_threshold": threshold,
         "solved_at_step": callback.solved_at_step,
@@ -287,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch.set_num_threads value"
     )
     parser.add_argument(
+        "--eval-episodes", type=int, default=EVAL_EPISODES,
+        help="deterministic episodes after training (0: none; Atari games are long)",
+    )
+    parser.add_argument(
         "--out", type=Path, required=True, help="where to write the JSON result"
     )
     args = parser.parse_args(argv)
@@ -298,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threshold = resolve_threshold(args.threshold, args.env)
     total = args.total_steps or int(config["n_timesteps"])
-    result = run(args.env, config, args.seed, total, threshold, args.threads)
+    result = run(args.env, config, args.seed, total, threshold, args.threads, args.eval_episodes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

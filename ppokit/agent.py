@@ -39,7 +39,11 @@ class Agent(nn.Module):
         model: ModelConfig | None = None,
         env: EnvConfig | None = None,
         networks: dict[str, nn.Module] | None = None,
+        separate_critic: bool = False,
     ):
+        """``separate_critic``: the algorithm fits the critic apart from the policy
+        (:meth:`~ppokit.config.BaseConfig.fits_critic_apart`); image agents then get a second CNN
+        for the critic, otherwise they share one trunk (``model.shared_trunk`` or not)."""
         super().__init__()
         self.config: Any = None  # the training Config, set by train() and load()
         self.global_step = 0
@@ -65,7 +69,7 @@ class Agent(nn.Module):
         # The learner's reward (r + shift) * scale (env.reward_shift, env.reward_scale): plain
         # numbers of the config, applied before the return normalizer (ppokit.rollout).
         self.reward_shift, self.reward_scale = float(env.reward_shift), float(env.reward_scale)
-        self.shared_trunk = model.shared_trunk or image
+        self.shared_trunk = model.shared_trunk or (image and not separate_critic)
         self.gaussian = isinstance(self.head, DiagGaussianHead)
         n_out = self.head.action_dim if self.gaussian else self.head.num_outputs
         networks = check_networks(networks, self.shared_trunk)
@@ -214,14 +218,14 @@ def output_size(module: nn.Module, inputs: torch.Tensor) -> int:
 
 
 def shape_only(observation_space: gym.Space, action_space: gym.Space, model: ModelConfig, env: EnvConfig,
-               networks: dict[str, nn.Module] | None = None) -> Agent | None:
+               networks: dict[str, nn.Module] | None = None, separate_critic: bool = False) -> Agent | None:
     """The agent these arguments would build, on the ``meta`` device: every tensor has its shape
     and dtype but no memory, so a config's size can be checked before it is allocated. None with
     custom ``networks`` (the user's modules live on a real device)."""
     if networks:
         return None
     with torch.device("meta"):
-        return Agent(observation_space, action_space, model, env)
+        return Agent(observation_space, action_space, model, env, separate_critic=separate_critic)
 
 
 def state_problem(agent: Agent) -> str | None:
@@ -266,14 +270,15 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu", networks: d
                               f"{error})") from None
     check_spaces(meta["env_id"], observation_space, action_space)
     try:
-        skeleton = shape_only(observation_space, action_space, cfg.model, cfg.env, networks)
+        separate = cfg.fits_critic_apart()
+        skeleton = shape_only(observation_space, action_space, cfg.model, cfg.env, networks, separate)
         agent = None
         if skeleton is not None:
             expected = {name: checkpoint.tensor_info(t) for name, t in skeleton.state_dict().items()}
             checkpoint.check_header(folder, opened.header, expected, "agent.")
             check_fits(2 * sum(t.numel() * t.element_size() for t in skeleton.state_dict().values()),
                        f"checkpoint {quote(folder)}: its agent")
-        agent = Agent(observation_space, action_space, cfg.model, cfg.env, networks)
+        agent = Agent(observation_space, action_space, cfg.model, cfg.env, networks, separate)
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001

@@ -168,6 +168,13 @@ class BaseConfig:
         """The config section of ``algo`` (default: this run's), e.g. ``cfg.ppo_kl`` for ppo-kl."""
         return getattr(self, ALGOS[algo or self.algo].section)
 
+    def fits_critic_apart(self) -> bool:
+        """Whether this run's algorithm fits the value function apart from the policy (TRPO, VPG with a
+        value baseline, ``value_fit=separate`` of ppo or ppo-kl): its agent needs separate actor and critic networks,
+        and an image agent then gets two CNNs instead of one shared trunk."""
+        section = self.algo_section()
+        return ALGOS[self.algo].separate_critic(section) or getattr(section, "value_fit", "joint") == "separate"
+
 
 def config_class(algos: dict[str, AlgoSpec]) -> type:
     """``BaseConfig`` plus one section per algorithm of the registry ``algos`` (``ppo``, ``ppo_kl``,

@@ -77,13 +77,18 @@ class ImageLayout:
 
     def to_nchw(self, obs: torch.Tensor) -> torch.Tensor:
         """uint8 observations ``[B, *obs]`` -> float32 ``[B, C, H, W]`` in [0, 1] (scaled here, so
-        that they stay uint8 in the rollout's storage)."""
-        x = obs.to(torch.float32) / 255.0
+        that they stay uint8 in the rollout's storage), laid out channels-last in memory.
+
+        The division converts and scales in one pass (the same values as ``obs.float() / 255``).
+        Channels-last memory (a no-op for HWC frames, whose permuted view already is) lets the CPU's
+        convolutions take their faster NHWC kernels: the Nature CNN's forward and backward on 256
+        stacked Atari frames cost about 20% less CPU time than with CHW memory (docs/pixels.md)."""
+        x = torch.div(obs, 255.0) if obs.dtype == torch.uint8 else obs.to(torch.float32) / 255.0
         if self.stacked:  # [B, K, H, W, C] -> [B, K, C, H, W] -> [B, K*C, H, W]
             x = x.permute(0, 1, 4, 2, 3).reshape(x.shape[0], self.channels, self.height, self.width)
         elif self.channels_last:
             x = x.permute(0, 3, 1, 2)
-        return x
+        return x.contiguous(memory_format=torch.channels_last)
 
 
 class ImageEncoder(nn.Module):

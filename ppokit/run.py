@@ -108,7 +108,8 @@ def check_memory(cfg: Config, source: EnvSource, networks: dict[str, torch.nn.Mo
     probe = source.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels)
     try:
         check_spaces(cfg.env_id, probe.observation_space, probe.action_space)
-        skeleton = shape_only(probe.observation_space, probe.action_space, cfg.model, cfg.env, networks)
+        skeleton = shape_only(probe.observation_space, probe.action_space, cfg.model, cfg.env, networks,
+                              cfg.fits_critic_apart())
     finally:
         probe.close()
     if skeleton is None:  # the user's own networks: their size is theirs to know
@@ -393,7 +394,8 @@ def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, to
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     try:
-        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env, networks).to(device)
+        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env, networks,
+                      cfg.fits_critic_apart()).to(device)
         agent.config = cfg
         distributed.broadcast_module(agent)
         algo = ALGOS[cfg.algo].make(agent, cfg, update_path(cfg, device))

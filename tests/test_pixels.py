@@ -13,6 +13,10 @@ import pytest
 import torch
 
 import ppokit
+from ppokit.agent import Agent
+from ppokit.algos import ALGOS
+from ppokit.algos.common import mean_kl
+from ppokit.batch import Batch, Minibatch
 from ppokit.config import Config, PixelsConfig
 from ppokit.demo_envs import CATCH_ID, CatchEnv
 from ppokit.envs import FROM_ENV_ID, make_envs
@@ -20,13 +24,19 @@ from ppokit.networks import ImageLayout, NatureCNN, SmallCNN, encoder_for
 from tests.errors_support import TINY, SpaceEnv, bad_input, run_cli, summary, train_tiny
 
 FLOAT_IMAGES = "ppokit_test/FloatImages-v0"
+FLOAT_STACK = "ppokit_test/FloatFrameStack-v0"
 MIXED_DICT = "ppokit_test/ImageAndVector-v0"
+MIXED_TUPLE = "ppokit_test/ImageAndDiscrete-v0"
+SMALL_CHW = "ppokit_test/SmallStackedFrames-v0"
 
 
 for _id, _space in {
     FLOAT_IMAGES: gym.spaces.Box(0.0, 1.0, (16, 16, 3), np.float32),
+    FLOAT_STACK: gym.spaces.Box(0.0, 1.0, (4, 16, 16, 1), np.float32),
     MIXED_DICT: gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8),
                                  "state": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)}),
+    MIXED_TUPLE: gym.spaces.Tuple((gym.spaces.Box(0, 255, (16, 16, 1), np.uint8), gym.spaces.Discrete(3))),
+    SMALL_CHW: gym.spaces.Box(0, 255, (4, 20, 30), np.uint8),
 }.items():
     if _id not in gym.envs.registry:
         gym.register(_id, entry_point=SpaceEnv, kwargs={"observation_space": _space})
@@ -64,6 +74,22 @@ def test_pixels_are_scaled_inside_the_network() -> None:
     cnn = NatureCNN((4, 84, 84))
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     torch.testing.assert_close(cnn(frames), cnn.fc(cnn.conv(frames.float() / 255)))
+
+
+@pytest.mark.parametrize("shape", [(4, 12, 10), (12, 10, 3), (2, 12, 10, 3)])
+def test_frames_reach_the_convolutions_scaled_and_channels_last(shape: tuple[int, ...]) -> None:
+    """The values of ``float() / 255`` exactly, in channels-last memory (the CPU's faster convolutions)."""
+    layout = ImageLayout.of(shape)
+    frames = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+    x = layout.to_nchw(frames)
+    assert x.dtype == torch.float32 and x.shape == (3, layout.channels, layout.height, layout.width)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    reference = frames.float() / 255
+    if len(shape) == 4:
+        reference = reference.permute(0, 1, 4, 2, 3).reshape(x.shape)
+    elif layout.channels_last:
+        reference = reference.permute(0, 3, 1, 2)
+    assert torch.equal(x, reference)
 
 
 @pytest.mark.parametrize(("shape", "kind", "expected"), [
@@ -106,7 +132,10 @@ def test_images_too_small_for_the_nature_cnn(capsys, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["train", FLOAT_IMAGES], ("looks like images", "not uint8", "TransformObservation")),
+    (["train", FLOAT_STACK], ("looks like images (rank 4)", "not uint8")),
     (["train", MIXED_DICT], ("holds images among other observations", "obs['pixels']")),
+    (["train", MIXED_TUPLE], ("holds images among other observations",)),
+    (["train", SMALL_CHW, "--set", "model.encoder=nature"], ("20x30 pixels", "shape (4, 20, 30)", "at least 36x36")),
     (["train", "CartPole-v1", "--set", "pixels.preprocess=atari"], ("not an Atari env",)),
     (["train", "CartPole-v1", "--set", "pixels.preprocess=image"], ("needs uint8 frames",)),
     (["train", CATCH_ID, "--set", "pixels.preprocess=rgb"], ("pixels.preprocess", "auto, atari, image, pong, none")),
@@ -184,13 +213,57 @@ def test_ppo_learns_to_catch_from_pixels(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_reinforce_learns_to_catch_from_pixels(tmp_path: Path) -> None:
     """VPG without a baseline (REINFORCE, the tutorials' Pong example) shares the CNN trunk with
-    the unused value head: 40k steps, seed 0 (eval 0.9 on this machine; random ~-0.67). With a
-    value baseline it needs separate networks, which images do not have: one line, exit 2."""
+    the unused value head: 40k steps, seed 0 (eval 0.9 on this machine; random ~-0.67)."""
     run = tmp_path / "run"
     reinforce = ["--algo", "vpg", "--set", "vpg.baseline=none", "--seed", "0", "--quiet", "--log-every", "0"]
     assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(run), "--total-steps", "40000", *reinforce]) == 0
     assert summary(run)["eval_return_mean"] >= 0.5, summary(run)
-    assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(tmp_path / "b"), "--algo", "vpg"]) == 2
+
+
+@pytest.mark.slow
+def test_trpo_learns_to_catch_from_pixels(tmp_path: Path) -> None:
+    """TRPO with the defaults (its critic a second CNN): 20k steps, seed 0 (final evaluation 0.9 on
+    a 2-core AMD EPYC; random ~-0.67); the checkpoint's agent has the two CNNs again."""
+    run = tmp_path / "run"
+    args = ["--algo", "trpo", "--total-steps", "20000", "--seed", "0", "--quiet", "--log-every", "0"]
+    assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(run), *args]) == 0
+    assert summary(run)["eval_return_mean"] >= 0.5, summary(run)
+    assert not ppokit.load(run).shared_trunk
+
+
+@pytest.mark.parametrize("algo", ["trpo", "vpg"])
+def test_a_critic_fitted_apart_gets_its_own_cnn(algo: str) -> None:
+    """TRPO and VPG with a value baseline fit the critic apart from the policy: an image agent then
+    has two CNNs; PPO's image agent shares one."""
+    space, cfg = gym.spaces.Box(0, 255, (16, 16, 1), np.uint8), Config(algo=algo)
+    agent = Agent(space, gym.spaces.Discrete(3), cfg.model, cfg.env, separate_critic=cfg.fits_critic_apart())
+    assert not agent.shared_trunk and isinstance(agent.critic_trunk[0], SmallCNN)
+    assert agent.critic_trunk[0] is not agent.actor_trunk[0]
+    assert Agent(space, gym.spaces.Discrete(3), separate_critic=Config().fits_critic_apart()).critic_trunk is None
+
+
+def test_the_trpo_step_through_a_cnn_stays_within_max_kl() -> None:
+    """One TRPO policy step on 64 random 16x16 frames (Fisher-vector products through the small
+    CNN): accepted, the surrogate improves, the exact mean KL to the old policy is at most
+    trpo.max_kl (and not negligibly small), and the critic's CNN is not moved by it."""
+    torch.manual_seed(0)
+    cfg = Config(algo="trpo")
+    agent = Agent(gym.spaces.Box(0, 255, (16, 16, 1), np.uint8), gym.spaces.Discrete(3), cfg.model, cfg.env,
+                  separate_critic=True)
+    obs = torch.randint(0, 256, (64, 16, 16, 1), dtype=torch.uint8)
+    with torch.no_grad():
+        policy_out, values = agent(obs)
+    actions = agent.head.sample(policy_out)
+    advantages = torch.where(actions == 1, 1.0, -1.0)  # action 1 is good everywhere
+    batch = Batch(obs, actions, agent.head.log_prob(policy_out, actions), values, advantages, values + advantages,
+                  torch.ones(64), policy_out)
+    critic = [p.detach().clone() for p in agent.critic_trunk.parameters()]
+    stats = ALGOS["trpo"].make(agent, cfg).policy_step(Minibatch.of(batch.as_dict()))
+    assert stats["line_search_accepted"] == 1.0 and stats["improvement"] > 0, stats
+    with torch.no_grad():
+        kl = float(mean_kl(agent.head, policy_out, agent.policy(obs), torch.ones(64)))
+    assert 0.1 * cfg.trpo.max_kl < kl <= cfg.trpo.max_kl
+    assert all(torch.equal(a, b) for a, b in zip(critic, agent.critic_trunk.parameters()))
 
 
 # ---------------------------------------------------------------------------- Atari

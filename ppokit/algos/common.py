@@ -69,8 +69,8 @@ def require_separate_critic(agent: Agent, algo: str) -> None:
     if agent.shared_trunk:
         raise ConfigError(
             f"algo {algo} fits the value function separately from the policy, so it needs separate actor and "
-            "critic networks, but this agent shares its trunk (model.shared_trunk, or image observations, which "
-            "always share one): use model.shared_trunk=false, or --algo ppo / ppo-kl"
+            "critic networks, but this agent shares its trunk (model.shared_trunk, or an image agent built without "
+            "Agent(..., separate_critic=True)): use model.shared_trunk=false, or --algo ppo / ppo-kl"
             + (", or vpg.baseline=none (REINFORCE, no value fit)" if algo == "vpg" else "")
         )
 

@@ -123,7 +123,8 @@ class MinibatchActorCritic:
         if separate and agent.shared_trunk:
             raise ConfigError(
                 f"{name}.value_fit: separate fits the critic apart from the policy and needs separate actor and "
-                "critic networks, but this agent shares its trunk (model.shared_trunk, or image observations); use "
+                "critic networks, but this agent shares its trunk (model.shared_trunk, or an image agent built without "
+                "Agent(..., separate_critic=True)); use "
                 f"model.shared_trunk=false or {name}.value_fit=joint")
         self.agent = agent
         self.cfg = section
