@@ -140,6 +140,7 @@ class BaseConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     preset: str | None = None
     solved_threshold: float | None = None
+    stop_when_solved: bool = False  # end the run (completed) once the last-20 mean reaches solved_threshold
     torch_threads: int = 1
     update_path: str = "auto"  # auto | eager | fast | autograd | compile: how gradient steps get gradients
     checkpoint_every: int | None = None  # also save checkpoints/latest every N iterations
@@ -445,6 +446,8 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
               f"checkpoint_every: expected a positive integer (iterations) or null, got {cfg.checkpoint_every}")
     non_negative(cfg.checkpoint_interval_s, "checkpoint_interval_s")
     positive(cfg.dist_timeout_s, "dist_timeout_s")
+    check(not cfg.stop_when_solved or cfg.solved_threshold is not None,
+          "stop_when_solved: true needs a solved_threshold (this env's preset has none): add --set solved_threshold=X")
     check(cfg.eval_episodes >= 0, f"eval_episodes: expected an integer >= 0, got {cfg.eval_episodes}")
     check(cfg.eval.every_steps >= 0,
           f"eval.every_steps: expected an integer >= 0 (0: no evaluation during training), got {cfg.eval.every_steps}")

@@ -107,6 +107,7 @@ class Progress:
     total_iterations: int
     global_batch: int  # env steps per iteration, over all processes
     solved_threshold: float | None = None
+    stop_when_solved: bool = False  # end the run once solved (stop_reason says so)
     iteration: int = 0
     start_iteration: int = 0  # where this session started (later than 0 when resumed)
     wall_time_before: float = 0.0  # seconds spent in earlier sessions of this run
@@ -117,7 +118,7 @@ class Progress:
     solved_at_time: float | None = None
     saved_step: int | None = None  # global step of checkpoints/latest, None before the first save
     in_iteration: bool = False  # mid-iteration: the state is not a consistent checkpoint
-    stop_reason: str | None = None  # why the run ended before total_iterations (a callback)
+    stop_reason: str | None = None  # why the run ended before total_iterations (a callback, solved)
 
     @property
     def step(self) -> int:
@@ -343,6 +344,10 @@ def _finish_iteration(member: Member, batch: Batch, stats: dict[str, float], cal
     if distributed.any_true(bool(stopped_by)):
         name = getattr(stopped_by[0], "__name__", repr(stopped_by[0])) if stopped_by else "another process"
         progress.stop_reason = f"callback {name} returned False at step {progress.step}"
+        return
+    if progress.stop_when_solved and progress.solved_at_step is not None:
+        progress.stop_reason = (f"solved at step {progress.solved_at_step} (the mean of the last 20 training "
+                                f"returns reached {progress.solved_threshold}; stop_when_solved)")
         return
     if not should_stop():
         member.after_iteration()

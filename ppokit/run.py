@@ -402,7 +402,8 @@ def _open(run: MemberRun, quiet: bool, source: EnvSource, networks: dict[str, to
         storage = Rollout.allocate(agent, envs, cfg.rollout.num_steps, device)
         learner = Learner(cfg, agent, algo, envs, storage, CollectorState.start(envs.reset()))
         global_batch = cfg.rollout.num_steps * cfg.rollout.num_envs
-        progress = Progress(cfg.iterations, global_batch, cfg.solved_threshold, session_start=started)
+        progress = Progress(cfg.iterations, global_batch, cfg.solved_threshold, cfg.stop_when_solved,
+                            session_start=started)
         if saved is not None:
             tensors, meta, folder = saved
             training_state.restore(tensors, meta, learner, progress, resume, folder)

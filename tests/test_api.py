@@ -107,6 +107,22 @@ def test_callbacks_see_every_row_and_can_stop_the_run_cleanly(tmp_path):
     assert agent.run_dir == tmp_path / "run" and agent.summary == summary
 
 
+def test_stop_when_solved_ends_the_run_at_the_iteration_that_reached_the_threshold(tmp_path):
+    """With a threshold a random CartPole policy reaches (20 episodes of mean >= 10), the run stops at
+    the first iteration after which the mean of the last 20 training returns is >= 10; without
+    stop_when_solved the same run goes on to its budget and solves at that same step."""
+    common = dict(total_steps=40 * 64, solved_threshold=10.0, **SMALL)
+    full = ppokit.train("CartPole-v1", run_dir=tmp_path / "full", **common).summary
+    stopped = ppokit.train("CartPole-v1", run_dir=tmp_path / "stopped", stop_when_solved=True, **common).summary
+    assert full["total_steps"] == 40 * 64 and "stop_reason" not in full
+    solved = full["solved_at_step"]
+    assert solved is not None and solved < 40 * 64
+    assert stopped["status"] == "completed" and stopped["solved_at_step"] == solved
+    assert stopped["total_steps"] == solved and f"solved at step {solved}" in stopped["stop_reason"]
+    with pytest.raises(ppokit.ConfigError, match="stop_when_solved: true needs a solved_threshold"):
+        ppokit.train("Acrobot-v1", total_steps=64, run_dir=tmp_path / "none", stop_when_solved=True, **SMALL)
+
+
 def test_train_twice_in_one_script_makes_two_run_folders(tmp_path, monkeypatch):
     """The default run folder is named by the second; two runs in the same second must not collide."""
 
