@@ -508,12 +508,15 @@ class LBFGSCriticFit:
         samples = weights.sum()
         evaluations = 0
 
+        def local_loss() -> torch.Tensor:
+            """``0.5 * (V - R)^2`` averaged over this process's valid samples (0-dim)."""
+            return 0.5 * ((self.agent(batch.obs)[1] - batch.returns).square() * mean_weights).sum()
+
         def closure() -> torch.Tensor:
             nonlocal evaluations
             evaluations += 1
             with torch.enable_grad():
-                values = self.agent(batch.obs)[1]
-                loss = 0.5 * ((values - batch.returns).square() * mean_weights).sum()
+                loss = local_loss()
                 grads = torch.autograd.grad(loss, self.parameters)
             loss = loss.detach()
             distributed.weighted_mean_([loss, *grads], samples)
@@ -525,7 +528,7 @@ class LBFGSCriticFit:
         for parameter in self.parameters:
             parameter.grad = None
         with torch.no_grad():
-            final = 0.5 * ((self.agent(batch.obs)[1] - batch.returns).square() * mean_weights).sum()
+            final = local_loss()
         return {"value_loss": float(global_weighted_mean(final.reshape(1), samples.reshape(1))),
                 "value_grad_steps": float(evaluations)}
 
