@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,13 +35,20 @@ def report_capped(capped: int, episodes: int, name: str, step_cap: int) -> None:
 
 
 def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int], deterministic: bool = True,
-                  step_cap: int = DEFAULT_STEP_CAP) -> tuple[list[float], list[int]]:
+                  step_cap: int = DEFAULT_STEP_CAP,
+                  after_step: Callable[[gym.Env], None] | None = None) -> tuple[list[float], list[int]]:
     """One episode on each of ``envs`` (reset with ``seeds``), stepped together: each step runs
     the agent once on the observations ``[K, *obs]`` of the K episodes still going. An episode
     the env has not ended after ``step_cap`` steps is stopped there (its length is ``step_cap``).
+    ``after_step(env)``, if given, is called after each reset and each step of an env (``ppokit
+    record`` renders its frame there).
 
     Returns the raw returns and lengths, in the order of ``envs``."""
-    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+    observations = []
+    for env, seed in zip(envs, seeds):
+        observations.append(env.reset(seed=seed)[0])
+        if after_step is not None:
+            after_step(env)
     returns, lengths = [0.0] * len(envs), [0] * len(envs)
     going = list(range(len(envs)))
     while going:
@@ -48,6 +56,8 @@ def play_episodes(agent: Agent, envs: list[gym.Env], seeds: list[int], determini
         still_going = []
         for i, action in zip(going, actions):
             observations[i], reward, terminated, truncated, _ = envs[i].step(action)
+            if after_step is not None:
+                after_step(envs[i])
             returns[i] += float(reward)
             lengths[i] += 1
             if not (terminated or truncated) and lengths[i] < step_cap:

@@ -15,7 +15,7 @@ import numpy as np
 from ppokit.config import check_output_file
 from ppokit.envs import ENV_FAILURES, FROM_ENV_ID, ReportErrors, agent_pixels, creation_error
 from ppokit.errors import ConfigError, EnvError, first_line, quote
-from ppokit.evaluate import DEFAULT_STEP_CAP, report_capped
+from ppokit.evaluate import DEFAULT_STEP_CAP, play_episodes, report_capped
 from ppokit.extras import install_command, require
 from ppokit.files import write_atomic_with
 from ppokit.memory import available_bytes, format_bytes
@@ -83,14 +83,9 @@ def _play(agent: Agent, env_id: str, kwargs: dict, episodes: int, seed: int, ste
     try:
         check_agent_fits(agent, env_id, env.observation_space, env.action_space)
         for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            _frame(env, env_id, frames)
-            done, length = False, 0
-            while not done and length < step_cap:
-                obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
-                _frame(env, env_id, frames)
-                done, length = terminated or truncated, length + 1
-            capped += not done
+            _, (length,) = play_episodes(agent, [env], [seed + episode], step_cap=step_cap,
+                                         after_step=lambda rendered: _frame(rendered, env_id, frames))
+            capped += length >= step_cap
     finally:
         env.close()
     report_capped(capped, episodes, env_id, step_cap)
