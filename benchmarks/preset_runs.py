@@ -1,8 +1,7 @@
 """Per-seed and over-seed results of finished ``ppokit train`` run folders, for docs/presets.md.
 
-Reads each run folder's ``summary.json`` (and ``config.yaml`` for the preset it ran), groups the
-runs by env, and writes one JSON with every seed's numbers plus a Markdown table of the means and
-standard deviations over seeds::
+Reads each run folder's ``summary.json``, groups the runs by env, and writes one JSON with every
+seed's numbers plus a Markdown table of the means and standard deviations over seeds::
 
     python benchmarks/preset_runs.py runs/hc-seed0 runs/hc-seed1 runs/hc-seed2 \\
         --out benchmarks/results/presets.json --markdown presets-table.md
