@@ -62,6 +62,14 @@ _HALFCHEETAH_ZOO: dict[
     },
 }
 
+# Zoo entry "Swimmer-v3" (also used for v4 / v5): SB3's defaults, VecNormalize, gamma 0.9999.
+_SWIMMER_ZOO: dict[str, Any] = {
+    "normalize": True,
+    "policy": "MlpPolicy",
+    "n_timesteps": 1_000_000,
+    "gamma": 0.9999,
+}
+
 # Zoo entry "atari" (used for every Atari id). ``env_kwargs``: ALE v5 ids skip 4 frames
 # themselves; AtariWrapper skips them too, so the env is made with frameskip=1 (as ppokit does).
 _ATARI_ZOO: dict[str, Any] = {
@@ -97,6 +105,9 @@ ZOO_CONFIGS: dict[str, dict[str, Any]] = {
     "HalfCheetah-v3": _HALFCHEETAH_ZOO,
     "HalfCheetah-v4": _HALFCHEETAH_ZOO,
     "HalfCheetah-v5": _HALFCHEETAH_ZOO,
+    "Swimmer-v3": _SWIMMER_ZOO,
+    "Swimmer-v4": _SWIMMER_ZOO,
+    "Swimmer-v5": _SWIMMER_ZOO,
     "ALE/Pong-v5": _ATARI_ZOO,
     "ALE/Breakout-v5": _ATARI_ZOO,
 }
@@ -177,6 +188,7 @@ def _make_callback(threshold: float | None, t0: float) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.returns: deque[float] = deque(maxlen=WINDOW)
+            self.last100: deque[float] = deque(maxlen=100)  # the PPO paper's score (docs/presets.md)
             self.solved_at_step: int | None = None
             self.solved_at_time_s: float | None = None
             self.time_rollout_s = 0.0
@@ -206,6 +218,7 @@ def _make_callback(threshold: float | None, t0: float) -> Any:
                 if episode is None:
                     continue
                 self.returns.append(float(episode["r"]))
+                self.last100.append(float(episode["r"]))
                 if (
                     self.solved_at_step is None
                     and threshold is not None
@@ -288,6 +301,7 @@ def run(
         "wall_time_s": wall,
         "sps": steps / wall,
         "train_return_last20": float(np.mean(recent)) if recent else None,
+        "train_return_last100": float(np.mean(callback.last100)) if callback.last100 else None,
         "eval_return_mean": float(np.mean(returns)) if returns else None,
         "eval_return_std": float(np.std(returns)) if returns else None,
         "eval_episodes": eval_episodes,

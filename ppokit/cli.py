@@ -427,7 +427,7 @@ def _presets(args: argparse.Namespace) -> int:
     from ppokit.presets import available, is_generic, preset_env
 
     for name, data in available().items():
-        env = "any" if is_generic(name, data) else preset_env(name, data)
+        env = "any" if is_generic(name, data) else data.get("env_id", preset_env(name, data))
         print(f"{name:32s} env {env:24s} algo {data.get('algo', 'ppo'):7s} "
               f"solved at {data.get('solved_threshold')}")
     return 0

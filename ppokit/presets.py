@@ -16,6 +16,11 @@ spinningup-ppo``); on another env it gives its hyperparameters only.
 A ``solved_threshold`` belongs to its env: a preset or ``--config`` file made for another env
 than the run's gives its hyperparameters but not its threshold (``--set solved_threshold=...``
 sets one for any env).
+
+A shipped preset may start from another with ``extends: NAME`` (its own fields win, section by
+section): ``Hopper-v5``, ``Walker2d-v5`` and ``Ant-v5`` are ``ppo-cleanrl`` with their env's
+threshold. Only shipped presets are read this way (one level, no chains); a ``--config`` file is
+one self-contained file and may not name another.
 """
 
 from __future__ import annotations
@@ -41,8 +46,20 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 
 def available() -> dict[str, dict[str, Any]]:
-    """``name -> preset dict`` for every shipped preset."""
-    return {path.stem: parse_yaml(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))}
+    """``name -> preset dict`` for every shipped preset, ``extends`` resolved."""
+    files = {path.stem: parse_yaml(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))}
+    return {name: _extended(name, files) for name in files}
+
+
+def _extended(name: str, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Preset ``name`` of ``files`` (the shipped files as read) merged over the one it ``extends``."""
+    data = files[name]
+    base = data.get("extends")
+    if base is None:
+        return data
+    if base not in files or "extends" in files[base]:  # a broken shipped file: tests/test_config.py
+        raise ConfigError(f"preset {name}: extends '{base}', which is not a shipped preset without an extends")
+    return merge(files[base], {key: value for key, value in data.items() if key != "extends"})
 
 
 def _file_name(env_id: str) -> str:

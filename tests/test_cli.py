@@ -79,7 +79,11 @@ def test_presets_lists_shipped_presets(capsys):
     lines = {line.split()[0]: line.split() for line in out.splitlines()}
     for name in ("spinningup-ppo", "montecarlo-ppo", "minimal-ppo"):  # docs/tutorials.md
         assert lines[name][1:4] == ["env", "CartPole-v1", "algo"] and lines[name][-1] == "475.0", lines[name]
-    assert lines["ppo-paper"][2] == "any"
+    assert lines["ppo-paper"][2] == "any" and lines["ppo-cleanrl"][2] == "any"
+    # The id `ppokit train` takes, not the file name's spelling (ALE-Pong-v5).
+    assert lines["ALE-Pong-v5"][2] == "ALE/Pong-v5" and lines["pong-vpg"][2] == "ALE/Pong-v5"
+    assert lines["ppokit-demo-Catch-v0"][2] == "ppokit-demo/Catch-v0"
+    assert lines["Ant-v5"][2] == "Ant-v5" and lines["Ant-v5"][-1] == "6000.0"
 
 
 def test_record_and_plot(run_dir, tmp_path, capsys):

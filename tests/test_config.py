@@ -155,6 +155,33 @@ def test_ppo_paper_preset_holds_the_papers_mujoco_hyperparameters():
     assert is_generic("ppo-paper") and not is_generic("Pendulum-v1__trpo")
 
 
+def test_mujoco_presets_extend_ppo_cleanrl(tmp_path, monkeypatch):
+    """Hopper-v5, Walker2d-v5 and Ant-v5 are ppo-cleanrl with their own thresholds; ``extends`` is
+    read in shipped presets only, one level."""
+    presets = available()
+    base = presets["ppo-cleanrl"]
+    assert is_generic("ppo-cleanrl", base) and "solved_threshold" not in base
+    assert base["ppo"]["anneal_lr"] and base["ppo"]["clip_vloss"] and base["env"]["normalize_reward"]
+    for env_id, threshold in (("Hopper-v5", 3800.0), ("Walker2d-v5", 3500.0), ("Ant-v5", 6000.0)):
+        assert presets[env_id] == {**base, "solved_threshold": threshold}, env_id
+        cfg = build_config(env_id)
+        assert cfg.preset == env_id and cfg.solved_threshold == threshold and cfg.ppo.vf_coef == 0.5
+    # A section of the extending preset merges field by field over the base's.
+    (tmp_path / "base.yaml").write_text("algo: ppo\nppo: {clip_coef: 0.3, ent_coef: 0.01}\n")
+    (tmp_path / "child.yaml").write_text("extends: base\nppo: {clip_coef: 0.1}\n")
+    (tmp_path / "grandchild.yaml").write_text("extends: child\n")
+    monkeypatch.setattr("ppokit.presets.PRESET_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="preset grandchild: extends 'child'"):
+        available()
+    (tmp_path / "grandchild.yaml").unlink()
+    assert available()["child"] == {"algo": "ppo", "ppo": {"clip_coef": 0.1, "ent_coef": 0.01}}
+    # A --config file is self-contained.
+    (tmp_path / "user.yaml").write_text("extends: ppo-cleanrl\n")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="unknown config section or field 'extends'"):
+        build_config("Hopper-v5", config_file=tmp_path / "user.yaml")
+
+
 def test_preset_order_later_wins(tmp_path):
     assert default_preset("CartPole-v1", None) == "CartPole-v1"
     assert default_preset("Acrobot-v1", None) is None
