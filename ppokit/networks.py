@@ -82,7 +82,7 @@ class ImageLayout:
         The division converts and scales in one pass (the same values as ``obs.float() / 255``).
         Channels-last memory (a no-op for HWC frames, whose permuted view already is) lets the CPU's
         convolutions take their faster NHWC kernels: the Nature CNN's forward and backward on 256
-        stacked Atari frames cost about 20% less CPU time than with CHW memory (docs/pixels.md)."""
+        stacked Atari frames cost about 20% less CPU time than with CHW memory (docs/atari.md)."""
         x = torch.div(obs, 255.0) if obs.dtype == torch.uint8 else obs.to(torch.float32) / 255.0
         if self.stacked:  # [B, K, H, W, C] -> [B, K, C, H, W] -> [B, K*C, H, W]
             x = x.permute(0, 1, 4, 2, 3).reshape(x.shape[0], self.channels, self.height, self.width)
