@@ -162,10 +162,15 @@ def test_mujoco_presets_extend_ppo_cleanrl(tmp_path, monkeypatch):
     base = presets["ppo-cleanrl"]
     assert is_generic("ppo-cleanrl", base) and "solved_threshold" not in base
     assert base["ppo"]["anneal_lr"] and base["ppo"]["clip_vloss"] and base["env"]["normalize_reward"]
-    for env_id, threshold in (("Hopper-v5", 3800.0), ("Walker2d-v5", 3500.0), ("Ant-v5", 6000.0)):
+    for env_id, threshold in (("Hopper-v5", 3800.0), ("Walker2d-v5", 3500.0)):
         assert presets[env_id] == {**base, "solved_threshold": threshold}, env_id
         cfg = build_config(env_id)
         assert cfg.preset == env_id and cfg.solved_threshold == threshold and cfg.ppo.vf_coef == 0.5
+    # Ant-v5 adds one env field (v4's observation) and keeps the base's other env fields.
+    assert presets["Ant-v5"] == {**base, "solved_threshold": 6000.0,
+                                 "env": {**base["env"], "kwargs": {"include_cfrc_ext_in_observation": False}}}
+    ant = build_config("Ant-v5")
+    assert ant.env.kwargs == {"include_cfrc_ext_in_observation": False} and ant.env.normalize_reward
     # A section of the extending preset merges field by field over the base's.
     (tmp_path / "base.yaml").write_text("algo: ppo\nppo: {clip_coef: 0.3, ent_coef: 0.01}\n")
     (tmp_path / "child.yaml").write_text("extends: base\nppo: {clip_coef: 0.1}\n")
