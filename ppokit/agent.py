@@ -110,6 +110,10 @@ class Agent(nn.Module):
         self.log_std_bounds = (model.log_std_min, model.log_std_max)  # clamp (None: that side open)
         self.critic_trunk = None if self.shared_trunk else trunk("critic", model.critic_hidden_sizes)
         self.value_head = head(self.critic_trunk or self.actor_trunk, 1, 1.0)
+        # Acting runs the whole network when the critic is one linear layer on the CNN features the
+        # actor computes anyway (ppokit.rollout); an MLP agent acts with the actor alone, and its
+        # values come from one pass over the whole rollout, cheaper than a call per step.
+        self.acts_with_critic = image and self.critic_trunk is None
 
     # ------------------------------------------------------------------ tensors in, tensors out
 

@@ -3,7 +3,10 @@
 ``collect`` is the only caller of ``envs.step``. Per step it runs only what acting needs (the
 actor, a sample, the env); values, log-probabilities and the bookkeeping of episode ends are
 computed once per rollout on the whole ``[T, N]`` block, which gives the same numbers with a
-fraction of the per-step operations. ``next_values`` is V of the next state: of the *final*
+fraction of the per-step operations. The exception is an agent whose actor and critic share a CNN
+(:attr:`~ppokit.agent.Agent.acts_with_critic`): its value is one linear layer on the features the
+actor computes anyway, so it acts with the whole network and keeps the outputs, and the block is
+not passed through the CNN a second time. ``next_values`` is V of the next state: of the *final*
 observation on a truncated step, and of the last observation after the final step (see
 :mod:`ppokit.envs` for the two autoreset modes and why a NEXT_STEP reset transition is invalid).
 """
@@ -126,9 +129,15 @@ def collect(
     returns are raw.
     """
     rollout = Collection(agent, envs, state, storage, gamma, timings)
+    with_critic = agent.acts_with_critic
     for t in range(rollout.num_steps):
         start = time.perf_counter()
-        action = agent.head.sample(agent.policy(storage.obs[t]))
+        if with_critic:
+            policy_out, values = agent(storage.obs[t])
+            rollout.keep_outputs(t, policy_out, values)
+        else:
+            policy_out = agent.policy(storage.obs[t])
+        action = agent.head.sample(policy_out)
         timings.inference += time.perf_counter() - start
         rollout.step(t, action)
     return rollout.finish()
@@ -152,8 +161,16 @@ class Collection:
         self.valid = np.ones(shape, bool)
         self.final_obs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # SAME_STEP truncations: t -> (envs, obs)
         self.games = Episodes() if getattr(envs, "game_scores", False) else None  # full games that ended
+        self.kept_outputs = 0  # steps whose policy outputs and values keep_outputs stored
         self.next_obs = state.obs
         storage.obs[0] = torch.as_tensor(self.next_obs)
+
+    def keep_outputs(self, t: int, policy_out: torch.Tensor, values: torch.Tensor) -> None:
+        """Store step ``t``'s ``policy_out [N, P]`` and ``values [N]`` from the forward that acted; when
+        every step has them, :meth:`finish` does not evaluate the block again."""
+        self.storage.policy_outputs[t] = policy_out
+        self.storage.values[t] = values
+        self.kept_outputs += 1
 
     def step(self, t: int, action: torch.Tensor) -> None:
         """Step ``t``: store the sampled ``action [N, ...]`` and step the envs with it."""
@@ -189,13 +206,12 @@ class Collection:
         state.obs = next_obs
 
         start = time.perf_counter()
-        # The policy did not change during the rollout: evaluate it on the whole block at once.
-        flat_obs = storage.obs.reshape(T * N, *storage.obs.shape[2:])
-        policy_out, values = agent(flat_obs)
-        storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
-        storage.values.copy_(values.reshape(T, N))
+        if self.kept_outputs < T:  # the policy did not change during the rollout: evaluate the whole block at once
+            policy_out, values = agent(storage.obs.reshape(T * N, *storage.obs.shape[2:]))
+            storage.policy_outputs.copy_(policy_out.reshape(T, N, -1))
+            storage.values.copy_(values.reshape(T, N))
         flat_actions = storage.actions.reshape(T * N, *storage.actions.shape[2:])
-        storage.log_probs.copy_(head.log_prob(policy_out, flat_actions).reshape(T, N))
+        storage.log_probs.copy_(head.log_prob(storage.policy_outputs.reshape(T * N, -1), flat_actions).reshape(T, N))
         # C order: the numpy CartPole returns a transposed view, and a matmul on it rounds differently
         # from one on the C-ordered copy that a checkpoint restores (a resume would not be exact).
         last_value = agent(torch.as_tensor(np.ascontiguousarray(next_obs), device=device))[1]

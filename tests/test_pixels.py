@@ -117,6 +117,36 @@ def test_observations_stay_uint8_in_the_rollout() -> None:
     assert storage.obs.shape == (4, 2, 16, 16, 1)
 
 
+@pytest.mark.parametrize(("algo", "block_pass"), [("ppo", False), ("trpo", True)])
+def test_an_image_agent_with_one_cnn_acts_with_its_critic(algo: str, block_pass: bool) -> None:
+    """A shared CNN's agent keeps each step's policy outputs and values from the forward that acted
+    (the CNN never sees more than the N frames of one step); with a CNN per network (TRPO), the
+    values come from one pass over the whole block. Either way the stored values, policy outputs
+    and log-probabilities are what the agent gives on each step's frames (the reference here)."""
+    from ppokit.rollout import CollectorState, Rollout, Timings, collect
+
+    cfg = Config(env_id=CATCH_ID, algo=algo)
+    envs = make_envs(cfg, num_envs=3)
+    try:
+        torch.manual_seed(0)
+        agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env,
+                      separate_critic=cfg.fits_critic_apart())
+        storage = Rollout.allocate(agent, envs, 5, torch.device("cpu"))
+        batch_sizes = []
+        agent.actor_trunk[0].register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+        collect(agent, envs, CollectorState.start(envs.reset()), storage, 0.99, Timings())
+    finally:
+        envs.close()
+    assert agent.acts_with_critic is not block_pass
+    assert (max(batch_sizes) == 5 * 3) is block_pass
+    with torch.no_grad():
+        for t in range(5):
+            policy_out, values = agent(storage.obs[t])
+            torch.testing.assert_close(storage.policy_outputs[t], policy_out)
+            torch.testing.assert_close(storage.values[t], values)
+            torch.testing.assert_close(storage.log_probs[t], agent.head.log_prob(policy_out, storage.actions[t]))
+
+
 # ---------------------------------------------------------------------------- bad input, one line
 
 
