@@ -19,8 +19,8 @@ sets one for any env).
 
 A shipped preset may start from another with ``extends: NAME`` (its own fields win, section by
 section): ``Hopper-v5``, ``Walker2d-v5`` and ``Ant-v5`` are ``ppo-cleanrl`` with their env's
-threshold (and, for Ant, one env field). Only shipped presets are read this way (one level, no chains); a ``--config`` file is
-one self-contained file and may not name another.
+threshold (and, for Ant, one env field). Only shipped presets are read this way (one level, no
+chains); a ``--config`` file is one self-contained file and may not name another.
 """
 
 from __future__ import annotations
