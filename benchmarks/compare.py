@@ -188,6 +188,8 @@ def ppokit_command(
         "cpu",
     ]
     cmd += ["--run-dir", str(run_dir), "--quiet"]
+    for setting in args.ppokit_set:
+        cmd += ["--set", setting]
     if threshold is not None:
         cmd += ["--set", f"solved_threshold={threshold}"]
     if args.eval_episodes != 20:
@@ -257,7 +259,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"`--config benchmarks/configs/{ZOO_YAML[report['env_id']]}`"
         if report["mode"] == "identical"
         else "its shipped preset (no `--config`)"
-    )
+    ) + "".join(f" `--set {setting}`" for setting in report.get("ppokit_set", []))
 
     def spread(s: dict[str, Any]) -> str:
         return (
@@ -277,7 +279,8 @@ def markdown(report: dict[str, Any]) -> str:
     def x(value: float | None, word: str) -> str:
         return f"{value:.2f}x {word}" if value is not None else "-"
 
-    title = f"{report['env_id']}: {report['mode']} ({fmt(report['total_steps'])} steps, seeds "
+    label = f" ({report['label']})" if report.get("label") else ""
+    title = f"{report['env_id']}: {report['mode']}{label} ({fmt(report['total_steps'])} steps, seeds "
     title += " ".join(map(str, report["seeds"])) + ")"
     setup = (
         f"- ppokit: {ppokit_side}; SB3: rl-baselines3-zoo hyperparameters; {report['threads']} "
@@ -362,8 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-eval", action="store_true",
                         help="keep ppokit's evaluation during training (off by default, as SB3 runs none here; "
                              "needed for --ppokit-cmd of ppokit 0.1, which has no such setting)")
+    parser.add_argument("--ppokit-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for ppokit's runs (repeatable), e.g. env.vector=envpool")
+    parser.add_argument("--label", default="", help="names this variant in the results file and the docs section "
+                                                    "(e.g. envpool), so it does not replace the plain comparison")
     add_ppokit_options(parser)
     args = parser.parse_args(argv)
+    variant = f"{args.mode}:{args.label}" if args.label else args.mode
 
     threshold = resolve_threshold(args.threshold, args.env)
     if args.mode == "identical":
@@ -371,12 +379,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: config differs from zoo: {problem}", file=sys.stderr)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = args.runs_dir.resolve() / f"{args.env.replace('/', '_')}_{args.mode}_{stamp}"
+    base = args.runs_dir.resolve() / f"{args.env.replace('/', '_')}_{variant.replace(':', '_')}_{stamp}"
     loadavg = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:
         pk_dir = base / f"ppokit_s{seed}"
-        print(f"[{args.env} {args.mode}] ppokit seed {seed} ...", flush=True)
+        print(f"[{args.env} {variant}] ppokit seed {seed} ...", flush=True)
         rec = run_child(
             ppokit_command(args, seed, pk_dir, threshold),
             base, pk_dir / "summary.json", args.threads, args.timeout,
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'ok' if rec['ok'] else 'FAILED: ' + rec['error']}", flush=True)
 
         sb_dir = base / f"sb3_s{seed}"
-        print(f"[{args.env} {args.mode}] sb3 seed {seed} ...", flush=True)
+        print(f"[{args.env} {variant}] sb3 seed {seed} ...", flush=True)
         out = sb_dir / "result.json"
         rec = run_child(
             sb3_command(args, seed, out), sb_dir, out, args.threads, args.timeout
@@ -408,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "env_id": args.env,
         "mode": args.mode,
+        "label": args.label,
+        "ppokit_set": args.ppokit_set,
         "seeds": args.seeds,
         "total_steps": args.total_steps,
         "threshold": threshold,
@@ -437,11 +447,11 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out_json = RESULTS_DIR / f"{args.env.replace('/', '_')}_{args.mode}.json"
+    out_json = RESULTS_DIR / f"{args.env.replace('/', '_')}_{variant.replace(':', '_')}.json"
     out_json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out_json}")
     if not args.no_docs:
-        update_docs_section(f"{args.env}:{args.mode}", markdown(report))
+        update_docs_section(f"{args.env}:{variant}", markdown(report))
         print("updated docs/benchmarks.md")
     rt = report["summary"]["ratios"]
     print(f"SPS ratio ppokit/SB3: {fmt(rt['sps'], 2)}; steps per CPU second: {fmt(rt['steps_per_cpu_s'], 2)}; "

@@ -10,6 +10,14 @@ Two autoreset modes are supported, and the rollout handles each explicitly:
 
 ``env.vector=envpool`` (the ``envpool`` extra) steps EnvPool's C++ envs: NEXT_STEP, like gymnasium's
 own vectorized envs (the done step returns the final observation, the next one resets).
+Classic control and MuJoCo ids are EnvPool's envs of the same id; ``ALE/`` ids with the ``atari``
+preprocessing of :mod:`ppokit.pixels` are EnvPool's Atari envs (``ALE/Pong-v5`` -> ``Pong-v5``),
+which preprocess the frames themselves in C++: the ``pixels`` section and ALE's settings in
+``env.kwargs`` are translated into EnvPool's options (:func:`atari_options`), and
+:class:`AtariGames` reports full games with raw scores as the gymnasium path's training envs do.
+EnvPool's frames are not bit for bit gymnasium's (docs/atari.md measures how far apart). Either way
+the agent is built on the spaces of gymnasium's env of that id, with the same preprocessing, and
+evaluations, ``eval``, ``record`` and ``export`` run gymnasium's env.
 """
 
 from __future__ import annotations
@@ -380,6 +388,12 @@ def make_envs(cfg: Config, rank: int = 0, world_size: int = 1, num_envs: int | N
                       game_scores=preprocess != "none")
 
 
+# ALE's settings that EnvPool's Atari envs take under the same name (from env.kwargs, else the
+# gymnasium id's defaults: v5 has sticky actions, repeat_action_probability 0.25, where EnvPool's default is 0).
+ALE_SETTINGS = ("repeat_action_probability", "full_action_space", "mode", "difficulty")
+FRAMES_PER_GAME = "max_num_frames_per_episode"  # ALE's time limit in frames (v5: 108,000, 30 minutes of play)
+
+
 class EnvPoolVector(gym.vector.VectorWrapper):
     """An EnvPool vector env (NEXT_STEP autoreset) with the spaces of the gymnasium env of the same id.
 
@@ -404,54 +418,110 @@ class EnvPoolVector(gym.vector.VectorWrapper):
         return self.env.reset()
 
 
+class AtariGames(EnvPoolVector):
+    """EnvPool's Atari envs, reporting each full game that ends as the gymnasium path's training envs
+    do (``infos["final_info"]["game"]``: ``r`` raw scores, ``l`` lengths in agent steps, ``[N]``
+    arrays valid where ``infos["final_info"]["_game"]``; read by :mod:`ppokit.rollout`).
+
+    A game ends when ALE says so (``info["terminated"]``; a lost life only ends the learner's
+    episode) or at the time limit. Its score sums EnvPool's raw rewards (``info["reward"]``, before
+    the clipping the learner gets); its length is EnvPool's ``info["elapsed_step"]``."""
+
+    def __init__(self, env: gym.vector.VectorEnv, observation_space: gym.Space, action_space: gym.Space):
+        super().__init__(env, observation_space, action_space)
+        self.scores = np.zeros(env.num_envs)  # [N] raw score of each sub-env's game so far
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        self.scores[:] = 0.0
+        return super().reset()
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        self.scores += info["reward"]  # 0 on a reset step
+        over = (terminated & info["terminated"].astype(bool)) | truncated
+        if over.any():
+            games = {"r": self.scores.copy(), "l": info["elapsed_step"].astype(np.int64)}
+            info = {**info, "final_info": {pixel_wrappers.GAME_KEY: games, f"_{pixel_wrappers.GAME_KEY}": over}}
+            self.scores[over] = 0.0
+        return obs, rewards, terminated, truncated, info
+
+
 def envpool_ids() -> list[str]:
     """The env ids EnvPool provides (ConfigError with the pip command when envpool is missing)."""
     envpool = require("envpool", "envpool", "env.vector=envpool")
     return list(envpool.list_all_envs())
 
 
-def check_envpool_id(env_id: str) -> None:
-    """ConfigError unless EnvPool has ``env_id`` under the same name as gymnasium (Atari: refused)."""
+def envpool_id(env_id: str, preprocess: str) -> str:
+    """EnvPool's id for ``env_id`` (``ALE/Pong-v5`` -> ``Pong-v5``; others: the same id), or a
+    ConfigError naming what EnvPool has."""
     ids = envpool_ids()
-    if env_id.startswith("ALE/"):
-        raise ConfigError(
-            f"env.vector=envpool: Atari ({quote(env_id)}) is not supported with envpool (its Atari ids, e.g. Pong-v5, "
-            "preprocess frames their own way); use env.vector=auto or async"
-        )
-    if env_id in ids:
-        return
-    base = env_id.rsplit("-v", 1)[0]
+    name = env_id.removeprefix("ALE/")
+    if env_id.startswith("ALE/") and preprocess != "atari":
+        raise ConfigError(f"env.vector=envpool: Atari ({quote(env_id)}) runs with pixels.preprocess=atari only "
+                          f"(EnvPool preprocesses the frames itself), not {preprocess}; use env.vector=auto or async")
+    if name in ids:
+        return name
+    base = name.rsplit("-v", 1)[0]
     versions = sorted(i for i in ids if i.rsplit("-v", 1)[0] == base)
     offer = (f"envpool provides {', '.join(versions)}" if versions
-             else f"envpool has no such env{did_you_mean(env_id, ids)}; see envpool.list_all_envs()")
+             else f"envpool has no such env{did_you_mean(name, ids)}; see envpool.list_all_envs()")
     raise ConfigError(f"env.vector=envpool: envpool has no {quote(env_id)}: {offer} (or use env.vector=auto)")
+
+
+def atari_options(env_id: str, pixels: PixelsConfig, kwargs: dict[str, Any], training: bool) -> dict[str, Any]:
+    """``envpool.make`` options for ``env_id`` with the ``atari`` preprocessing of ``pixels`` and ALE's
+    settings in ``kwargs`` (``env.kwargs``): the same game, frames and training-only wrappers as
+    :func:`ppokit.pixels.wrap` gives the gymnasium env (``training``: the learner's envs)."""
+    accepted = (*ALE_SETTINGS, FRAMES_PER_GAME, "frameskip")
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"env.kwargs: {', '.join(unknown)} cannot be given to envpool's Atari envs (accepted: "
+                          f"{', '.join(accepted)}); use env.vector=auto or async")
+    if kwargs.get("frameskip", 1) != 1:
+        raise ConfigError(f"env.kwargs.frameskip={kwargs['frameskip']!r}: with env.vector=envpool the frames are "
+                          "skipped by pixels.frame_skip (max-pooling the last two); drop env.kwargs.frameskip")
+    ale = {**ensure_registered(env_id).kwargs, **kwargs}
+    frames = int(ale.get(FRAMES_PER_GAME) or 108_000)
+    return {
+        **{name: ale[name] for name in ALE_SETTINGS if ale.get(name) is not None},
+        "max_episode_steps": -(-frames // pixels.frame_skip),  # agent steps
+        "img_height": pixels.size, "img_width": pixels.size, "gray_scale": pixels.grayscale,
+        "stack_num": pixels.frame_stack, "frame_skip": pixels.frame_skip, "noop_max": pixels.noop_max,
+        "use_fire_reset": pixels.fire_reset,
+        "episodic_life": training and pixels.episodic_life, "reward_clip": training and pixels.clip_reward,
+    }
 
 
 def make_envpool(cfg: Config, n: int, seed: int, source: EnvSource, preprocess: str) -> VectorEnvs:
     """``n`` EnvPool envs of ``cfg.env_id`` seeded with ``seed`` (``env.vector=envpool``).
 
     The id must be one EnvPool shares with gymnasium (CartPole-v1, Pendulum-v1, HalfCheetah-v4,
-    Hopper-v5, ...): the spaces, and evaluation, come from gymnasium's env of that id.
-    ``env.kwargs`` go to ``envpool.make`` (e.g. ``max_episode_steps``)."""
+    Hopper-v5, ...) or an Atari game with ``pixels.preprocess=atari``: the spaces, and evaluation,
+    come from gymnasium's env of that id. ``env.kwargs`` go to ``envpool.make`` (e.g.
+    ``max_episode_steps``); for Atari, see :func:`atari_options`."""
     if source.custom:
         raise ConfigError("env.vector=envpool makes envs from an env id only; an env factory or wrappers need "
                           "env.vector=auto, sync or async")
-    check_envpool_id(cfg.env_id)
-    if preprocess != "none":
-        raise ConfigError("env.vector=envpool does not apply ppokit's image preprocessing (pixels.preprocess); "
-                          "use env.vector=auto or async")
+    if preprocess not in ("none", "atari"):
+        raise ConfigError(f"env.vector=envpool does not apply ppokit's image preprocessing (pixels.preprocess="
+                          f"{preprocess}); use env.vector=auto or async")
+    name = envpool_id(cfg.env_id, preprocess)
+    atari = preprocess == "atari"
+    options = atari_options(cfg.env_id, cfg.pixels, cfg.env.kwargs, training=True) if atari else cfg.env.kwargs
     import envpool
 
-    probe = make_env(cfg.env_id, cfg.env.kwargs)
+    probe = (FROM_ENV_ID.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels, training=True) if atari
+             else make_env(cfg.env_id, cfg.env.kwargs))
     try:
         observation_space, action_space = probe.observation_space, probe.action_space
     finally:
         probe.close()
     with _quiet_gym():  # EnvPool's Box bounds are float64: gymnasium warns when casting them
         try:
-            pool = envpool.make(cfg.env_id, env_type="gymnasium", num_envs=n, seed=seed, **cfg.env.kwargs)
+            pool = envpool.make(name, env_type="gymnasium", num_envs=n, seed=seed, **options)
         except TypeError as error:
-            raise ConfigError(f"env.kwargs: envpool's {quote(cfg.env_id)} does not accept them: "
+            raise ConfigError(f"env.kwargs: envpool's {quote(name)} does not accept them: "
                               f"{first_line(error)}") from None
         except ENV_FAILURES as error:
             raise creation_error(cfg.env_id, error) from None
@@ -459,11 +529,11 @@ def make_envpool(cfg: Config, n: int, seed: int, source: EnvSource, preprocess: 
                                    ("action", action_space, pool.single_action_space)):
             if type(ours) is not type(theirs) or ours.shape != theirs.shape:
                 pool.close()
-                raise ConfigError(f"env.vector=envpool: envpool's {quote(cfg.env_id)} has {what} space {theirs}, "
-                                  f"gymnasium's has {ours}; use env.vector=auto")
+                raise ConfigError(f"env.vector=envpool: envpool's {quote(name)} has {what} space {theirs}, "
+                                  f"gymnasium's {quote(cfg.env_id)} has {ours}; use env.vector=auto")
     check_spaces(cfg.env_id, observation_space, action_space)
-    vector = EnvPoolVector(pool, observation_space, action_space)  # type: ignore[arg-type]
-    return VectorEnvs(vector, cfg.env_id, AutoresetMode.NEXT_STEP, seed)
+    vector = (AtariGames if atari else EnvPoolVector)(pool, observation_space, action_space)  # type: ignore[arg-type]
+    return VectorEnvs(vector, cfg.env_id, AutoresetMode.NEXT_STEP, seed, game_scores=atari)
 
 
 class _quiet_gym:

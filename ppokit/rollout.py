@@ -183,13 +183,13 @@ class Collection:
         after = time.perf_counter()
         self.timings.env += after - middle
         self.timings.inference += middle - start
+        if self.games is not None and (self.terminated[t].any() or self.truncated[t].any()):
+            _record_games(self.games, infos.get("final_info", {}))
         if self.same_step:
             if self.truncated[t].any():
                 index = np.flatnonzero(self.truncated[t] & ~self.terminated[t])
                 if index.size:
                     self.final_obs[t] = (index, np.stack([infos["final_obs"][i] for i in index]))
-            if self.games is not None and (self.terminated[t].any() or self.truncated[t].any()):
-                _record_games(self.games, infos.get("final_info", {}))
         else:
             self.valid[t] = ~state.next_is_reset
             state.next_is_reset = self.terminated[t] | self.truncated[t]

@@ -1,10 +1,13 @@
 """``env.vector=envpool``: EnvPool's NEXT_STEP autoreset gives the rollout the same masks, bootstraps
-and advantages as gymnasium's envs on the same trajectories; ids, Atari and a missing extra refused
-in one line; a resume continues on fresh envs and says so."""
+and advantages as gymnasium's envs on the same trajectories; Atari through EnvPool bootstraps from the
+final frames at the time limit and reports full games with raw scores; ids, options and a missing
+extra refused in one line; a resume continues on fresh envs and says so."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 
 import gymnasium as gym
@@ -174,13 +177,13 @@ def test_envpool_valid_transitions_equal_gymnasium_same_step(pooled) -> None:
 
 
 @pytest.mark.parametrize(("env_id", "message"), [
-    ("ALE/Pong-v5", r"^env.vector=envpool: Atari \('ALE/Pong-v5'\) is not supported with envpool"),
+    ("ALE/Pong-v5", r"^env.vector=envpool: Atari \('ALE/Pong-v5'\) runs with pixels.preprocess=atari only"),
     (CATCH_ID, rf"^env.vector=envpool: envpool has no '{CATCH_ID}': envpool has no such env"),
     ("Taxi-v4", r"^env.vector=envpool: envpool has no 'Taxi-v4': envpool provides Taxi-v3 \(or use env.vector=auto\)$"),
 ])
 def test_envpool_refuses_ids_it_does_not_share(env_id: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        make_envs(small_config(env_id, env={"vector": "envpool"}))
+        make_envs(small_config(env_id, env={"vector": "envpool"}, pixels={"preprocess": "none"}))
 
 
 def test_envpool_names_the_versions_it_has() -> None:
@@ -235,3 +238,127 @@ def test_envpool_mujoco_has_gymnasium_spaces() -> None:
     assert obs.shape == (2, 17)
     envs.close()
     gym_env.close()
+
+
+# ---------------------------------------------------------------------------- Atari
+
+ATARI_T, ATARI_STEPS = 72, 50  # rollout length; the time limit in agent steps (200 frames, 4 per step)
+
+
+def random_actions(obs: torch.Tensor, rng: np.random.Generator, n_actions: int) -> torch.Tensor:
+    return torch.as_tensor(rng.integers(n_actions, size=obs.shape[0]))
+
+
+def atari_rollout(env_id: str, **pixels) -> tuple[Agent, Rollout, np.ndarray, list, VectorEnvs]:
+    """A rollout of random actions (seed 0) on 2 EnvPool sub-envs of ``env_id`` whose games are cut
+    after ``ATARI_STEPS`` agent steps; returns the agent, storage, the observations ``[T + 1, N, ...]``,
+    the full games that ended, and the (closed) envs."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    cfg = small_config(env_id, env={"vector": "envpool", "kwargs": {"max_num_frames_per_episode": 4 * ATARI_STEPS}},
+                       rollout={"num_envs": 2, "num_steps": ATARI_T}, pixels=pixels)
+    envs = make_envs(cfg)
+    torch.manual_seed(0)
+    agent = Agent(envs.observation_space, envs.action_space, cfg.model, cfg.env)
+    storage = Rollout.allocate(agent, envs, ATARI_T, torch.device("cpu"))
+    state = CollectorState.start(envs.reset())
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        collection = Collection(agent, envs, state, storage, GAMMA, Timings())
+        for t in range(ATARI_T):
+            collection.step(t, random_actions(storage.obs[t], rng, int(envs.action_space.n)))
+        games = collection.finish()
+    envs.close()
+    return agent, storage, np.concatenate([storage.obs.numpy(), state.obs[None]]), games, envs
+
+
+def test_envpool_atari_truncation_bootstraps_from_the_final_frames() -> None:
+    """Breakout through EnvPool: a lost life ends the learner's episode, the time limit truncates the
+    game after ``ATARI_STEPS`` learned steps, and the truncated step's next value is V of its final
+    frames (the stack goes on from the step before: a continuation, not a reset's frames)."""
+    agent, storage, seen, games, envs = atari_rollout("ALE/Breakout-v5")
+    assert envs.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)  # gymnasium's, as eval has
+    terminated, truncated, valid = storage.terminated.numpy(), storage.truncated.numpy(), storage.valid.numpy()
+    assert terminated.any(), "random play loses a life within 50 steps"
+    assert truncated.sum() == 2, "each sub-env's game reaches the time limit once"
+    for t, i in zip(*np.nonzero(truncated)):
+        assert int(valid[: t + 1, i].sum()) == ATARI_STEPS
+        np.testing.assert_array_equal(seen[t + 1, i][:3], seen[t, i][1:])  # the final frames continue the stack
+        with torch.no_grad():
+            final_value = float(agent(torch.as_tensor(seen[t + 1, i][None]))[1])
+        assert storage.next_values[t, i] == pytest.approx(final_value, abs=1e-5)
+        assert not valid[t + 1, i] and storage.rewards[t + 1, i] == 0  # the reset transition is not learned
+    assert games.lengths == [ATARI_STEPS, ATARI_STEPS]  # one full game per sub-env, not one per life
+
+
+def test_envpool_atari_reports_raw_game_scores_and_clips_the_learners_rewards() -> None:
+    """Space Invaders (rewards 5 to 30 points): the learner's rewards are clipped to +-1 and each
+    game's score is the raw sum, both against EnvPool itself stepped with the same actions and no
+    clipping."""
+    import envpool
+
+    _, storage, _, games, _ = atari_rollout("ALE/SpaceInvaders-v5", episodic_life=False)
+    reference = envpool.make("SpaceInvaders-v5", env_type="gymnasium", num_envs=2, seed=0, reward_clip=False,
+                             episodic_life=False, max_episode_steps=ATARI_STEPS, repeat_action_probability=0.25)
+    reference.reset()
+    rng = np.random.default_rng(0)
+    raw, scores, score = [], [], np.zeros(2)
+    for _ in range(ATARI_T):
+        _, reward, terminated, truncated, _ = reference.step(rng.integers(reference.single_action_space.n, size=2))
+        raw.append(reward)
+        score += reward
+        for i in np.flatnonzero(terminated | truncated):
+            scores.append(float(score[i]))
+            score[i] = 0.0
+    reference.close()
+    raw = np.array(raw)
+    assert raw.max() > 1, "points worth more than one in these games"
+    np.testing.assert_array_equal(storage.rewards.numpy(), np.sign(raw))
+    assert sorted(games.returns) == sorted(scores) and max(games.returns) > 1
+
+
+def test_envpool_atari_options_are_the_pixels_sections() -> None:
+    from ppokit.config import PixelsConfig
+    from ppokit.envs import atari_options
+
+    pytest.importorskip("ale_py")
+    options = atari_options("ALE/Pong-v5", PixelsConfig(size=64, frame_skip=3, noop_max=7, fire_reset=False), {},
+                            training=True)
+    assert options == {"repeat_action_probability": 0.25, "full_action_space": False, "max_episode_steps": 36_000,
+                       "img_height": 64, "img_width": 64, "gray_scale": True, "stack_num": 4, "frame_skip": 3,
+                       "noop_max": 7, "use_fire_reset": False, "episodic_life": True, "reward_clip": True}
+    evaluation = atari_options("ALE/Pong-v5", PixelsConfig(), {"repeat_action_probability": 0.0}, training=False)
+    assert evaluation["repeat_action_probability"] == 0.0
+    assert not evaluation["episodic_life"] and not evaluation["reward_clip"]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"env.kwargs": "{obs_type: ram}"}, r"^env.kwargs: obs_type cannot be given to envpool's Atari envs \(accepted: "),
+    ({"env.kwargs": "{frameskip: 4}", "pixels.frame_skip": "1"},
+     r"^env.kwargs.frameskip=4: with env.vector=envpool the frames are skipped by pixels.frame_skip"),
+    ({"pixels.grayscale": "false"}, r"^env.vector=envpool: envpool's 'Pong-v5' has observation space Box\(0, 255, "
+                                    r"\(12, 84, 84\), uint8\), gymnasium's 'ALE/Pong-v5' has Box\(0, 255, "
+                                    r"\(4, 84, 84, 3\)"),
+])
+def test_envpool_atari_options_it_cannot_follow_are_one_line(options: dict, message: str, capsys, tmp_path) -> None:
+    from tests.errors_support import train_tiny
+
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    sets = [arg for key, value in options.items() for arg in ("--set", f"{key}={value}")]
+    assert train_tiny(tmp_path / "run", "--set", "env.vector=envpool", *sets, env="ALE/Pong-v5") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(message, err.removeprefix("ppokit: error: ")), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_envpool_atari_trains_and_its_checkpoint_evaluates_on_gymnasium(capsys, tmp_path) -> None:
+    from tests.errors_support import run_cli, summary, train_tiny
+
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    run = tmp_path / "run"
+    assert train_tiny(run, "--set", "env.vector=envpool", env="ALE/Breakout-v5", total_steps=1024) == 0
+    assert summary(run)["train_return_last20"] is not None  # full games ended and were counted
+    code, out, _ = run_cli(capsys, ["eval", run, "--episodes", "1", "--max-episode-steps", "10", "--json"])
+    assert code == 0 and json.loads(out)["lengths"] == [10]
