@@ -6,7 +6,7 @@ Both made as alike as the two allow: no no-op starts, no sticky actions, no epis
 reward clipping, no FIRE on reset, 4 frames skipped (max over the last two), 84x84 grayscale, 4
 stacked; seed 0; the same random actions. Prints, at the reset and every 10 steps, the largest
 difference of one pixel (0-255) and the fraction of pixels that differ. Needs envpool and ale-py
-(the dev extra). Why ppokit does not run Atari on EnvPool: docs/atari.md.
+(the dev extra). What the difference means for training on EnvPool: docs/atari.md.
 """
 
 from __future__ import annotations

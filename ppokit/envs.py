@@ -469,10 +469,13 @@ def envpool_id(env_id: str, preprocess: str) -> str:
     raise ConfigError(f"env.vector=envpool: envpool has no {quote(env_id)}: {offer} (or use env.vector=auto)")
 
 
-def atari_options(env_id: str, pixels: PixelsConfig, kwargs: dict[str, Any], training: bool) -> dict[str, Any]:
-    """``envpool.make`` options for ``env_id`` with the ``atari`` preprocessing of ``pixels`` and ALE's
-    settings in ``kwargs`` (``env.kwargs``): the same game, frames and training-only wrappers as
-    :func:`ppokit.pixels.wrap` gives the gymnasium env (``training``: the learner's envs)."""
+def atari_options(env_id: str, pixels: PixelsConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``envpool.make`` options for the training envs of ``env_id`` with the ``atari`` preprocessing of
+    ``pixels`` and ALE's settings in ``kwargs`` (``env.kwargs``): the same game, frames and
+    training-only wrappers as :func:`ppokit.pixels.wrap` gives the gymnasium env.
+
+    EnvPool presses FIRE after a lost life only where the lost life ends the learner's episode:
+    ``pixels.fire_reset`` needs ``pixels.episodic_life`` here."""
     accepted = (*ALE_SETTINGS, FRAMES_PER_GAME, "frameskip")
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -481,6 +484,10 @@ def atari_options(env_id: str, pixels: PixelsConfig, kwargs: dict[str, Any], tra
     if kwargs.get("frameskip", 1) != 1:
         raise ConfigError(f"env.kwargs.frameskip={kwargs['frameskip']!r}: with env.vector=envpool the frames are "
                           "skipped by pixels.frame_skip (max-pooling the last two); drop env.kwargs.frameskip")
+    if pixels.fire_reset and not pixels.episodic_life:
+        raise ConfigError("pixels.fire_reset=true with pixels.episodic_life=false: EnvPool presses FIRE after a lost "
+                          "life only when the lost life ends the episode; set pixels.episodic_life=true or "
+                          "pixels.fire_reset=false, or use env.vector=auto or async")
     ale = {**ensure_registered(env_id).kwargs, **kwargs}
     frames = int(ale.get(FRAMES_PER_GAME) or 108_000)
     return {
@@ -488,8 +495,7 @@ def atari_options(env_id: str, pixels: PixelsConfig, kwargs: dict[str, Any], tra
         "max_episode_steps": -(-frames // pixels.frame_skip),  # agent steps
         "img_height": pixels.size, "img_width": pixels.size, "gray_scale": pixels.grayscale,
         "stack_num": pixels.frame_stack, "frame_skip": pixels.frame_skip, "noop_max": pixels.noop_max,
-        "use_fire_reset": pixels.fire_reset,
-        "episodic_life": training and pixels.episodic_life, "reward_clip": training and pixels.clip_reward,
+        "use_fire_reset": pixels.fire_reset, "episodic_life": pixels.episodic_life, "reward_clip": pixels.clip_reward,
     }
 
 
@@ -508,7 +514,7 @@ def make_envpool(cfg: Config, n: int, seed: int, source: EnvSource, preprocess: 
                           f"{preprocess}); use env.vector=auto or async")
     name = envpool_id(cfg.env_id, preprocess)
     atari = preprocess == "atari"
-    options = atari_options(cfg.env_id, cfg.pixels, cfg.env.kwargs, training=True) if atari else cfg.env.kwargs
+    options = atari_options(cfg.env_id, cfg.pixels, cfg.env.kwargs) if atari else cfg.env.kwargs
     import envpool
 
     probe = (FROM_ENV_ID.make(cfg.env_id, cfg.env.kwargs, pixels=cfg.pixels, training=True) if atari

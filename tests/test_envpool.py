@@ -297,9 +297,10 @@ def test_envpool_atari_reports_raw_game_scores_and_clips_the_learners_rewards() 
     clipping."""
     import envpool
 
-    _, storage, _, games, _ = atari_rollout("ALE/SpaceInvaders-v5", episodic_life=False)
+    _, storage, _, games, _ = atari_rollout("ALE/SpaceInvaders-v5", episodic_life=False, fire_reset=False)
     reference = envpool.make("SpaceInvaders-v5", env_type="gymnasium", num_envs=2, seed=0, reward_clip=False,
-                             episodic_life=False, max_episode_steps=ATARI_STEPS, repeat_action_probability=0.25)
+                             episodic_life=False, use_fire_reset=False, max_episode_steps=ATARI_STEPS,
+                             repeat_action_probability=0.25)
     reference.reset()
     rng = np.random.default_rng(0)
     raw, scores, score = [], [], np.zeros(2)
@@ -322,20 +323,20 @@ def test_envpool_atari_options_are_the_pixels_sections() -> None:
     from ppokit.envs import atari_options
 
     pytest.importorskip("ale_py")
-    options = atari_options("ALE/Pong-v5", PixelsConfig(size=64, frame_skip=3, noop_max=7, fire_reset=False), {},
-                            training=True)
+    options = atari_options("ALE/Pong-v5", PixelsConfig(size=64, frame_skip=3, noop_max=7, clip_reward=False), {})
     assert options == {"repeat_action_probability": 0.25, "full_action_space": False, "max_episode_steps": 36_000,
                        "img_height": 64, "img_width": 64, "gray_scale": True, "stack_num": 4, "frame_skip": 3,
-                       "noop_max": 7, "use_fire_reset": False, "episodic_life": True, "reward_clip": True}
-    evaluation = atari_options("ALE/Pong-v5", PixelsConfig(), {"repeat_action_probability": 0.0}, training=False)
-    assert evaluation["repeat_action_probability"] == 0.0
-    assert not evaluation["episodic_life"] and not evaluation["reward_clip"]
+                       "noop_max": 7, "use_fire_reset": True, "episodic_life": True, "reward_clip": False}
+    options = atari_options("ALE/Pong-v5", PixelsConfig(), {"repeat_action_probability": 0.0,
+                                                            "max_num_frames_per_episode": 400})
+    assert options["repeat_action_probability"] == 0.0 and options["max_episode_steps"] == 100
 
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"env.kwargs": "{obs_type: ram}"}, r"^env.kwargs: obs_type cannot be given to envpool's Atari envs \(accepted: "),
     ({"env.kwargs": "{frameskip: 4}", "pixels.frame_skip": "1"},
      r"^env.kwargs.frameskip=4: with env.vector=envpool the frames are skipped by pixels.frame_skip"),
+    ({"pixels.episodic_life": "false"}, r"^pixels.fire_reset=true with pixels.episodic_life=false: EnvPool presses "),
     ({"pixels.grayscale": "false"}, r"^env.vector=envpool: envpool's 'Pong-v5' has observation space Box\(0, 255, "
                                     r"\(12, 84, 84\), uint8\), gymnasium's 'ALE/Pong-v5' has Box\(0, 255, "
                                     r"\(4, 84, 84, 3\)"),
