@@ -80,7 +80,7 @@ class Agent(nn.Module):
 
         def trunk(role: str, sizes: list[int] | None) -> nn.Sequential:
             """``[B, *obs] -> [B, H]``: the encoder, then the configured MLP or the user's module."""
-            encoder = networks.get("encoder") or encoder_for(observation_space, model.encoder)
+            encoder = networks.get("encoder") or encoder_for(observation_space, model.encoder, model.cnn_dtype)
             if role == "critic" and "encoder" in networks:
                 encoder = copy.deepcopy(encoder)  # separate networks: the critic gets its own copy
             encoder_dim = output_size(encoder, sample_observations(observation_space))

@@ -109,6 +109,9 @@ class ModelConfig:
     critic_hidden_sizes: list | None = None  # the critic's own layers (null: hidden_sizes)
     activation: str = "tanh"  # tanh | relu | elu | gelu
     encoder: str = "auto"  # image observations: auto | nature | small (ppokit.networks.encoder_for)
+    # image observations: the dtype the CNN computes in, float32 | bfloat16 (autocast: its weights,
+    # the heads and the loss stay float32; ppokit.networks.ImageEncoder)
+    cnn_dtype: str = "float32"
     shared_trunk: bool = False
     ortho_init: bool = True
     log_std_init: float = 0.0
@@ -395,6 +398,7 @@ ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 VECTOR_MODES = ("auto", "sync", "async", "envpool")  # envpool: the envpool extra (ppokit.envs)
 PREPROCESS_MODES = ("auto", "atari", "image", "pong", "none")
 ENCODERS = ("auto", "nature", "small")
+CNN_DTYPES = ("float32", "bfloat16")
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 SEED_LIMIT = 2**32  # numpy's legacy seeding and most envs take 32-bit seeds
 MAX_THREADS = 1024  # torch.set_num_threads overflows or tries to start millions of threads beyond
@@ -483,6 +487,7 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
 
     m = cfg.model
     one_of(m.encoder, ENCODERS, "model.encoder")
+    one_of(m.cnn_dtype, CNN_DTYPES, "model.cnn_dtype")
     _check_layer_sizes(m.hidden_sizes, "model.hidden_sizes", optional=False, empty=True)
     _check_layer_sizes(m.actor_hidden_sizes, "model.actor_hidden_sizes", optional=True)
     _check_layer_sizes(m.critic_hidden_sizes, "model.critic_hidden_sizes", optional=True)

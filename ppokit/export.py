@@ -11,6 +11,7 @@ docs/export.md has a deployment example.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ from ppokit.config import check_output_file
 from ppokit.distributions import CategoricalHead, DiagGaussianHead, MultiCategoricalHead
 from ppokit.errors import ConfigError, quote
 from ppokit.extras import require
+from ppokit.networks import ImageEncoder
 
 if TYPE_CHECKING:
     from ppokit.agent import Agent
@@ -44,6 +46,8 @@ class DeployedPolicy(nn.Module):
 
     def __init__(self, agent: Agent):
         super().__init__()
+        if any(isinstance(module, ImageEncoder) and module.in_bfloat16 for module in agent.modules()):
+            agent = float32_copy(agent)
         self.agent = agent
         self.head = agent.head
         space = agent.action_space
@@ -67,6 +71,16 @@ class DeployedPolicy(nn.Module):
             actions = torch.stack([logits.argmax(-1) for logits in self.head.split(out)], dim=-1)
             return (actions + self.start).reshape(batch, *self.action_shape)
         raise ConfigError(f"export: unsupported action head {type(self.head).__name__}")  # pragma: no cover
+
+
+def float32_copy(agent: Agent) -> Agent:
+    """A copy of ``agent`` whose CNNs compute in float32 (``model.cnn_dtype: bfloat16`` trains and acts
+    in bfloat16; an exported file computes in float32, which every runtime has)."""
+    agent = copy.deepcopy(agent)
+    for module in agent.modules():
+        if isinstance(module, ImageEncoder):
+            module.in_bfloat16 = False
+    return agent
 
 
 def example_observations(space: gym.Space, batch: int = 2) -> torch.Tensor:

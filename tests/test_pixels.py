@@ -76,6 +76,22 @@ def test_pixels_are_scaled_inside_the_network() -> None:
     torch.testing.assert_close(cnn(frames), cnn.fc(cnn.conv(frames.float() / 255)))
 
 
+def test_a_bfloat16_cnn_computes_in_bfloat16_and_learns_in_float32() -> None:
+    """``model.cnn_dtype=bfloat16``: with the same weights the features stay within bfloat16's
+    precision of the float32 CNN's, without equalling them (the layers did run in bfloat16); the
+    features, the weights and their gradients are float32."""
+    torch.manual_seed(0)
+    reference = NatureCNN((4, 84, 84))
+    cnn = NatureCNN((4, 84, 84), "bfloat16")
+    cnn.load_state_dict(reference.state_dict())
+    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)
+    features, expected = cnn(frames), reference(frames)
+    assert features.dtype == torch.float32 and not torch.equal(features, expected)
+    torch.testing.assert_close(features, expected, rtol=0.0, atol=0.02 * float(expected.abs().max()))
+    features.square().mean().backward()
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in cnn.parameters())
+
+
 @pytest.mark.parametrize("shape", [(4, 12, 10), (12, 10, 3), (2, 12, 10, 3)])
 def test_frames_reach_the_convolutions_scaled_and_channels_last(shape: tuple[int, ...]) -> None:
     """The values of ``float() / 255`` exactly, in channels-last memory (the CPU's faster convolutions)."""
@@ -241,6 +257,28 @@ def test_ppo_learns_to_catch_from_pixels(tmp_path: Path) -> None:
     assert result["total_steps"] == 30_208 and result["solved_at_step"] is not None, result
     assert result["eval_return_mean"] >= 0.7, result
     assert ppokit.evaluate(ppokit.load(run), episodes=20)["mean"] >= 0.7
+
+
+@pytest.mark.slow
+def test_ppo_with_a_bfloat16_cnn_learns_to_catch_from_pixels(capsys, tmp_path: Path) -> None:
+    """The same preset run with ``model.cnn_dtype=bfloat16`` (acting and learning in bfloat16)
+    solves Catch too (measured on a 2-core AMD EPYC: solved at 10,752 steps, final evaluation 1.0);
+    its exported ONNX file computes in float32 and acts as the float32 copy of the agent does."""
+    run = tmp_path / "run"
+    args = ["--seed", "0", "--quiet", "--set", "model.cnn_dtype=bfloat16"]
+    assert ppokit.cli.main(["train", CATCH_ID, "--run-dir", str(run), *args]) == 0
+    result = summary(run)
+    assert result["solved_at_step"] is not None and result["eval_return_mean"] >= 0.7, result
+    ort = pytest.importorskip("onnxruntime")
+    code, _, _ = run_cli(capsys, ["export", run, "--out", tmp_path / "p.onnx"])
+    assert code == 0
+    from ppokit.export import float32_copy
+
+    agent = ppokit.load(run / "checkpoints" / "best")  # what ppokit export writes
+    env = FROM_ENV_ID.make(CATCH_ID, {}, pixels=agent.config.pixels)
+    obs = np.stack([env.reset(seed=seed)[0] for seed in range(8)])
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    assert session.run(None, {"observation": obs})[0].tolist() == float32_copy(agent).act(obs).tolist()
 
 
 @pytest.mark.slow
