@@ -99,9 +99,8 @@ class ImageEncoder(nn.Module):
 
     ``in_bfloat16`` (``model.cnn_dtype: bfloat16``): the convolutions and the fully connected layer
     compute in bfloat16 under ``torch.autocast`` (weights and gradients stay float32; the features
-    come out as float32 for the heads). CPUs with AVX512-BF16 or AMX, and GPUs, run them faster:
-    the Nature CNN's forward and backward on 256 stacked Atari frames take about 1.5x less CPU time
-    on a Zen 4 EPYC (docs/atari.md), at bfloat16's 8-bit mantissa."""
+    come out as float32 for the heads). Faster where the CPU has bfloat16 instructions: the update
+    of a Pong run took 1.37x less time on a Zen 4 EPYC (docs/atari.md), at bfloat16's 8-bit mantissa."""
 
     MIN_SIZE = 1
     NAME = ""  # its model.encoder value
