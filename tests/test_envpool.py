@@ -22,7 +22,7 @@ from ppokit.agent import Agent
 from ppokit.config import ConfigError, validate
 from ppokit.demo_envs import CATCH_ID
 from ppokit.envs import EnvSource, VectorEnvs, make_envs
-from ppokit.rollout import Collection, CollectorState, Rollout, Timings
+from ppokit.rollout import Collection, CollectorState, Episodes, Rollout, Timings
 from ppokit.run import train
 from tests.helpers import small_config
 
@@ -249,7 +249,7 @@ def random_actions(obs: torch.Tensor, rng: np.random.Generator, n_actions: int) 
     return torch.as_tensor(rng.integers(n_actions, size=obs.shape[0]))
 
 
-def atari_rollout(env_id: str, **pixels) -> tuple[Agent, Rollout, np.ndarray, list, VectorEnvs]:
+def atari_rollout(env_id: str, **pixels) -> tuple[Agent, Rollout, np.ndarray, Episodes, VectorEnvs]:
     """A rollout of random actions (seed 0) on 2 EnvPool sub-envs of ``env_id`` whose games are cut
     after ``ATARI_STEPS`` agent steps; returns the agent, storage, the observations ``[T + 1, N, ...]``,
     the full games that ended, and the (closed) envs."""
