@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -129,8 +129,36 @@ class Agent(nn.Module):
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor alone: ``obs [B, *obs] -> policy_out [B, P]`` (what acting needs, every step)."""
+        return self.policy_out(self.actor_features(obs))
+
+    def actor_features(self, obs: torch.Tensor,
+                       moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``obs [B, *obs] -> [B, H]``: normalizer, encoder, actor MLP. ``moments``: the normalizer's
+        :meth:`~ppokit.normalize.RunningMeanStd.float32_moments`, when computed earlier."""
+        x = self.obs_normalizer.normalize(obs, moments) if self.obs_normalizer is not None else obs
         encoder, body = self.actor_trunk[0], self.actor_trunk[1]
-        return self.policy_out(body.forward(encoder.forward(self.preprocess(obs))))  # .forward: no hooks
+        return body.forward(encoder.forward(x))  # .forward: no hooks
+
+    def rollout_sampler(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``obs [N, *obs] -> sampled action [N, ...]`` for a rollout of an agent that acts with the
+        actor alone, valid while the weights and the normalizer's statistics stay as they are now.
+
+        The numbers and random draws of ``head.sample(policy(obs))``, with what does not depend on
+        the observation computed once: the normalizer's float32 mean and std and, for a Gaussian
+        with a free log-std, its std (one env's acting is a 1-row forward per step, where each of
+        those operations costs as much as a layer)."""
+        moments = self.obs_normalizer.float32_moments() if self.obs_normalizer is not None else None
+        if not (self.gaussian and self.log_std_head is None):
+            return lambda obs: self.head.sample(self.policy_out(self.actor_features(obs, moments)))
+        std = torch.exp(self.clamped_log_std(self.log_std))  # [A]
+        weight, bias = self.policy_head.weight, self.policy_head.bias
+        return lambda obs: DiagGaussianHead.sample_around(
+            torch.addmm(bias, self.actor_features(obs, moments), weight.t()), std)
+
+    def clamped_log_std(self, log_std: torch.Tensor) -> torch.Tensor:
+        """``log_std`` within ``model.log_std_min`` / ``log_std_max`` where they are set."""
+        low, high = self.log_std_bounds
+        return torch.clamp(log_std, low, high) if low is not None or high is not None else log_std
 
     def policy_out(self, actor_features: torch.Tensor) -> torch.Tensor:
         """The policy head on ``[B, H]`` features (with the log-std for Gaussians): ``[B, P]``."""
@@ -138,10 +166,7 @@ class Agent(nn.Module):
         if self.gaussian:  # [B, A] means, then [B, A] log-stds
             log_std = (self.log_std.expand_as(policy_out) if self.log_std_head is None
                        else self.log_std_head(actor_features))
-            low, high = self.log_std_bounds
-            if low is not None or high is not None:
-                log_std = torch.clamp(log_std, low, high)
-            policy_out = torch.cat([policy_out, log_std], dim=-1)
+            policy_out = torch.cat([policy_out, self.clamped_log_std(log_std)], dim=-1)
         return policy_out
 
     # ------------------------------------------------------------------ numpy API for users

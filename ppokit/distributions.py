@@ -191,7 +191,12 @@ class DiagGaussianHead(ActionHead):
 
     def sample(self, out):
         mean, log_std = self.split(out)
-        return mean + torch.exp(log_std) * torch.randn_like(mean)
+        return self.sample_around(mean, torch.exp(log_std))
+
+    @staticmethod
+    def sample_around(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """``mean [B, A]`` plus Gaussian noise of ``std`` (``[B, A]``, or ``[A]`` for every row)."""
+        return mean + std * torch.randn_like(mean)
 
     def mode(self, out):
         return self.split(out)[0]

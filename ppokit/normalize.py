@@ -102,10 +102,16 @@ class RunningMeanStd(nn.Module):
             merged = combined(merged, other) if float(other.count) > 0 else merged
         self.update_from_moments(merged.mean, merged.var, float(merged.count))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / sqrt(var + eps)``, clipped to ``[-clip, clip]``; float32 ``[..., *shape]``."""
-        mean = self.mean.to(torch.float32)
-        std = torch.sqrt(self.var + self.epsilon).to(torch.float32)
+    def float32_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float32 ``mean`` and ``sqrt(var + eps)`` ``[*shape]`` that :meth:`normalize` uses."""
+        return self.mean.to(torch.float32), torch.sqrt(self.var + self.epsilon).to(torch.float32)
+
+    def normalize(self, x: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``(x - mean) / sqrt(var + eps)``, clipped to ``[-clip, clip]``; float32 ``[..., *shape]``.
+
+        ``moments``: :meth:`float32_moments` computed earlier, for many calls while the statistics
+        stay the same (a rollout); the same numbers as without."""
+        mean, std = moments if moments is not None else self.float32_moments()
         out = (x.to(torch.float32) - mean) / std
         return out.clamp(-self.clip, self.clip) if self.clip is not None else out
 

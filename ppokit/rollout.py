@@ -130,14 +130,15 @@ def collect(
     """
     rollout = Collection(agent, envs, state, storage, gamma, timings)
     with_critic = agent.acts_with_critic
+    sample = None if with_critic else agent.rollout_sampler()
     for t in range(rollout.num_steps):
         start = time.perf_counter()
         if with_critic:
             policy_out, values = agent(storage.obs[t])
             rollout.keep_outputs(t, policy_out, values)
+            action = agent.head.sample(policy_out)
         else:
-            policy_out = agent.policy(storage.obs[t])
-        action = agent.head.sample(policy_out)
+            action = sample(storage.obs[t])
         timings.inference += time.perf_counter() - start
         rollout.step(t, action)
     return rollout.finish()

@@ -102,3 +102,28 @@ def test_initial_policy_is_near_uniform():
     agent = build(gym.spaces.Discrete(4))
     probs = torch.softmax(agent(torch.randn(10, 3))[0], -1)
     assert torch.allclose(probs, torch.full_like(probs, 0.25), atol=0.02)
+
+
+@pytest.mark.parametrize("action_space, model", [
+    (gym.spaces.Box(-1, 1, (2,), np.float32), {}),  # the MuJoCo case: a free log-std, its std computed once
+    (gym.spaces.Box(-1, 1, (2,), np.float32), {"log_std_min": -0.4, "log_std_max": 0.3}),
+    (gym.spaces.Box(-1, 1, (2,), np.float32), {"state_dependent_std": True}),
+    (DISCRETE, {}),
+    (gym.spaces.MultiDiscrete([2, 3]), {}),
+])
+@pytest.mark.parametrize("normalize_obs", [True, False])
+def test_rollout_sampler_draws_what_the_policy_and_its_head_draw(action_space, model, normalize_obs):
+    torch.manual_seed(0)
+    agent = Agent(BOX, action_space, ModelConfig(hidden_sizes=[16, 16], **model), EnvConfig(normalize_obs=normalize_obs))
+    with torch.no_grad():
+        if agent.log_std is not None:
+            agent.log_std.copy_(torch.tensor([-0.9, 0.8]))  # outside the bounds of the second case, on both sides
+        if normalize_obs:
+            agent.obs_normalizer.update(torch.randn(50, 3, dtype=torch.float64) * 4 + 1)
+    observations = [torch.randn(n, 3, dtype=torch.float64) * 3 for n in (1, 1, 5)]
+    with torch.inference_mode():
+        torch.manual_seed(7)
+        expected = [agent.head.sample(agent.policy(obs)) for obs in observations]
+        sample = agent.rollout_sampler()
+        torch.manual_seed(7)
+        assert all(torch.equal(sample(obs), want) for obs, want in zip(observations, expected))
