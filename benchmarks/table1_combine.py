@@ -3,7 +3,8 @@
 A reproduction that ran in parts (some envs in one folder, the others in another, e.g. on two days)
 leaves one ``results.json`` per folder. The normalization is per env (random policy 0, best setting
 1), so the runs of different folders combine exactly as if they had been one reproduction, provided
-they share the steps, the seeds and the settings. This script recomputes the normalized scores,
+they share the steps and the seeds; a setting run later in its own folder (one more row) joins
+the same way. This script recomputes the normalized scores,
 rliable's intervals and the Markdown table over the union of the envs, with ppokit's own functions::
 
     python benchmarks/table1_combine.py benchmarks/results/ppo-table1-partial.json OUT/results.json \\
@@ -22,28 +23,37 @@ from ppokit.reproduce.table1 import parse_settings
 
 
 def combine(paths: list[Path]) -> report.Results:
-    """The union of the envs of every ``results.json``; each env must come from one file only, and
-    the steps, seeds and settings must agree (else SystemExit with the reason)."""
+    """The union of the envs and settings of every ``results.json``: each (env, setting) must come
+    from one file only, every setting must cover every env, and the steps and seeds must agree (else
+    SystemExit with the reason). An env's random policy is the first file's that has the env (the
+    others' are printed when they differ: the same measurement on another CPU model)."""
     parts = [json.loads(path.read_text()) for path in paths]
     first = parts[0]
-    names = list(first["settings"])
     for path, part in zip(paths, parts):
-        if (part["steps"], part["seeds"], list(part["settings"])) != (first["steps"], first["seeds"], names):
-            sys.exit(f"{path}: steps, seeds or settings differ from {paths[0]}'s; only like runs combine")
+        if (part["steps"], part["seeds"]) != (first["steps"], first["seeds"]):
+            sys.exit(f"{path}: steps or seeds differ from {paths[0]}'s; only like runs combine")
     envs: list[str] = []
     random: dict[str, float] = {}
     raw: dict[tuple[str, str], list[float]] = {}
     times: dict[str, float] = {}
     for path, part in zip(paths, parts):
         for env in part["envs"]:
-            if env in random:
-                sys.exit(f"{path}: {env} is in two of the files; give each env once")
-            envs.append(env)
-            random[env] = part["random_policy"][env]
-            for name in names:
-                raw[env, name] = part["settings"][name]["raw"][env]
+            if env not in random:
+                envs.append(env)
+                random[env] = part["random_policy"][env]
+            elif part["random_policy"][env] != random[env]:
+                print(f"{path}: {env}'s random policy {part['random_policy'][env]:.1f} differs from the "
+                      f"first file's {random[env]:.1f}; the first is used", file=sys.stderr)
+            for name, setting in part["settings"].items():
+                if (env, name) in raw:
+                    sys.exit(f"{path}: {env} x {name} is in two of the files; give each once")
+                raw[env, name] = setting["raw"][env]
         for key, value in part["time_s"].items():
             times[key] = times.get(key, 0.0) + value
+    names = sorted({name for _, name in raw})
+    missing = [f"{env} x {name}" for name in names for env in envs if (env, name) not in raw]
+    if missing:
+        sys.exit(f"no runs for {', '.join(missing)}: every setting needs every env")
     settings = parse_settings(",".join(names))
     return report.Results(envs, settings, first["seeds"], first["steps"], random, raw,
                           scores.normalize(raw, random), {}, times)

@@ -114,7 +114,8 @@ def test_initial_policy_is_near_uniform():
 @pytest.mark.parametrize("normalize_obs", [True, False])
 def test_rollout_sampler_draws_what_the_policy_and_its_head_draw(action_space, model, normalize_obs):
     torch.manual_seed(0)
-    agent = Agent(BOX, action_space, ModelConfig(hidden_sizes=[16, 16], **model), EnvConfig(normalize_obs=normalize_obs))
+    agent = Agent(BOX, action_space, ModelConfig(hidden_sizes=[16, 16], **model),
+                  EnvConfig(normalize_obs=normalize_obs))
     with torch.no_grad():
         if agent.log_std is not None:
             agent.log_std.copy_(torch.tensor([-0.9, 0.8]))  # outside the bounds of the second case, on both sides

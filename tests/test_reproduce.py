@@ -92,6 +92,27 @@ def test_normalization_against_hand_computed_values():
     assert all(math.isnan(x) for x in got["C", "s1"] + got["C", "s2"])
 
 
+def test_bootstrap_intervals_are_the_same_every_time_and_leave_numpys_generator_alone():
+    pytest.importorskip("rliable")
+    from ppokit.reproduce import report
+
+    rng = np.random.default_rng(0)
+    envs, names = ["A", "B", "C"], ["clip-0.2", "no-clip"]
+    raw = {(env, name): rng.normal(10.0 * (name == "clip-0.2"), 3.0, 3).tolist() for env in envs for name in names}
+    random = {env: -5.0 for env in envs}
+    results = report.Results(envs, table1.parse_settings(",".join(names)), 3, 1000, random, raw,
+                             scores.normalize(raw, random))
+    np.random.seed(123)
+    first = report.intervals(results)
+    after = np.random.random()
+    np.random.seed(123)
+    assert after == np.random.random()  # numpy's global generator is where the caller left it
+    np.random.seed(999)  # from another state of that generator: the same intervals
+    assert report.intervals(results) == first
+    for entry in first.values():
+        assert entry["mean"][1] < entry["mean"][0] < entry["mean"][2]
+
+
 def test_random_policy_return_and_its_cache(tmp_path, monkeypatch):
     assert scores.random_return(CONSTANT_ID, episodes=4) == 6.0
     pendulum = scores.random_return("Pendulum-v1", episodes=2)

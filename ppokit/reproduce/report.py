@@ -59,10 +59,17 @@ def intervals(results: Results) -> dict[str, dict[str, tuple[float, float, float
     def aggregates(scores: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
 
-    with warnings.catch_warnings():  # arch (under rliable) deprecates the RandomState rliable passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        points, bounds = library.get_interval_estimates(matrices, aggregates, reps=BOOTSTRAP_REPS,
-                                                        random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    # rliable 1.2 draws its resamples from numpy's global generator (np.random.choice), whatever
+    # random_state says: seed that for the call, and give the caller's state back after it.
+    global_state = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)
+    try:
+        with warnings.catch_warnings():  # arch (under rliable) deprecates the RandomState rliable passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            points, bounds = library.get_interval_estimates(matrices, aggregates, reps=BOOTSTRAP_REPS,
+                                                            random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    finally:
+        np.random.set_state(global_state)
     return {name: {key: (float(points[name][i]), float(bounds[name][0, i]), float(bounds[name][1, i]))
                    for i, key in enumerate(("mean", "iqm"))} for name in matrices}
 
