@@ -156,7 +156,8 @@ def test_ppo_paper_preset_holds_the_papers_mujoco_hyperparameters():
 
 
 def test_mujoco_presets_extend_ppo_cleanrl(tmp_path, monkeypatch):
-    """Hopper-v5, Walker2d-v5 and Ant-v5 are ppo-cleanrl with their own thresholds; ``extends`` is
+    """Hopper-v5, Walker2d-v5 and Ant-v5 are ppo-cleanrl with their own thresholds (HalfCheetah-v5
+    adds its searched fields); ``extends`` is
     read in shipped presets only, one level."""
     presets = available()
     base = presets["ppo-cleanrl"]
@@ -171,6 +172,11 @@ def test_mujoco_presets_extend_ppo_cleanrl(tmp_path, monkeypatch):
                                  "env": {**base["env"], "kwargs": {"include_cfrc_ext_in_observation": False}}}
     ant = build_config("Ant-v5")
     assert ant.env.kwargs == {"include_cfrc_ext_in_observation": False} and ant.env.normalize_reward
+    # HalfCheetah-v5: ppo-cleanrl with the Tianshou choices docs/presets.md chose (candidate C).
+    cheetah = build_config("HalfCheetah-v5")
+    assert (cheetah.rollout.num_envs, cheetah.rollout.num_steps, cheetah.model.log_std_init) == (8, 256, -1.0)
+    assert cheetah.ppo.recompute_advantages and not cheetah.ppo.norm_adv and not cheetah.ppo.clip_vloss
+    assert cheetah.ppo.vf_coef == 0.25 and cheetah.ppo.anneal_lr and cheetah.env.normalize_reward
     # A section of the extending preset merges field by field over the base's.
     (tmp_path / "base.yaml").write_text("algo: ppo\nppo: {clip_coef: 0.3, ent_coef: 0.01}\n")
     (tmp_path / "child.yaml").write_text("extends: base\nppo: {clip_coef: 0.1}\n")
