@@ -19,6 +19,7 @@ Backend: ``gloo`` for CPU tensors; when CUDA is available, CUDA tensors go over 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -50,10 +51,13 @@ def init(timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[int, int]:
     """Join the process group when launched by torchrun; returns ``(rank, world_size)``.
 
     ``timeout_s`` bounds every collective (and the rendezvous): past it the waiting processes
-    raise :class:`PeerLost`."""
+    raise :class:`PeerLost`. The process leaves the group again at exit (:func:`shutdown`, also
+    when the Python API's caller does not): gloo's threads torn down with the interpreter instead
+    can abort the process (SIGABRT, "terminate called without an active exception")."""
     if launched_world_size() > 1 and not dist.is_initialized():
         with _collective("joining the process group"):
             dist.init_process_group(backend=backend(), timeout=datetime.timedelta(seconds=timeout_s))
+        atexit.register(shutdown)
     return rank(), world_size()
 
 

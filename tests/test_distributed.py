@@ -127,9 +127,14 @@ def test_minibatch_size_is_global_over_processes(tmp_path: Path, algo: str) -> N
 
 
 TRAIN_AND_SAVE = """
-import sys, torch
+import atexit, os, sys, torch
+import torch.distributed as dist
 from ppokit import Config, distributed
 from ppokit.run import train
+
+# Registered before train() joins the group, so it runs after ppokit's own exit handler (last in, first out).
+EXIT_FILE = f"{sys.argv[1]}/in-group-at-exit{os.environ['RANK']}"
+atexit.register(lambda: open(EXIT_FILE, "w").write(str(dist.is_initialized())))
 
 cfg = Config(env_id="Pendulum-v1", algo=sys.argv[2], device="cpu", total_steps=3 * 64, eval_episodes=0, seed=3)
 cfg.rollout.num_envs, cfg.rollout.num_steps = 4, 16
@@ -147,7 +152,9 @@ torch.save(result.agent.state_dict(), f"{sys.argv[1]}/rank{distributed.rank()}.p
 def test_every_rank_holds_identical_parameters_and_statistics_after_training(tmp_path: Path, algo: str) -> None:
     """After training with observation and reward normalization, every process holds the same
     parameters and normalizer statistics, bit for bit, and the statistics count every process's
-    steps (the reward scaling of every process learned from the returns of all)."""
+    steps (the reward scaling of every process learned from the returns of all). Each process has
+    left the process group by the time the interpreter exits (gloo's threads torn down with the
+    interpreter instead can abort it: the CI run of 2026-12-03 lost rank 1 to a SIGABRT that way)."""
     script = tmp_path / "train_and_save.py"
     script.write_text(TRAIN_AND_SAVE)
     result = torchrun([str(script), str(tmp_path), algo], cwd=tmp_path)
@@ -158,6 +165,8 @@ def test_every_rank_holds_identical_parameters_and_statistics_after_training(tmp
         assert torch.equal(ranks[0][name], ranks[1][name]), name
     assert float(ranks[0]["return_normalizer.count"]) == 3 * 64  # both processes' steps
     assert float(ranks[0]["obs_normalizer.count"]) == 3 * 64
+    # The Python API's caller did not leave the process group; ppokit did, before the interpreter's teardown.
+    assert [(tmp_path / f"in-group-at-exit{rank}").read_text() for rank in (0, 1)] == ["False", "False"]
 
 
 # ---------------------------------------------------------------------------- faults
