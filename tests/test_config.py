@@ -157,8 +157,7 @@ def test_ppo_paper_preset_holds_the_papers_mujoco_hyperparameters():
 
 def test_mujoco_presets_extend_ppo_cleanrl(tmp_path, monkeypatch):
     """Hopper-v5, Walker2d-v5 and Ant-v5 are ppo-cleanrl with their own thresholds (HalfCheetah-v5
-    adds its searched fields); ``extends`` is
-    read in shipped presets only, one level."""
+    adds its searched fields); ``extends`` is read in shipped presets only, one level."""
     presets = available()
     base = presets["ppo-cleanrl"]
     assert is_generic("ppo-cleanrl", base) and "solved_threshold" not in base

@@ -154,7 +154,7 @@ def test_every_rank_holds_identical_parameters_and_statistics_after_training(tmp
     parameters and normalizer statistics, bit for bit, and the statistics count every process's
     steps (the reward scaling of every process learned from the returns of all). Each process has
     left the process group by the time the interpreter exits (gloo's threads torn down with the
-    interpreter instead can abort it: the CI run of 2026-12-03 lost rank 1 to a SIGABRT that way)."""
+    interpreter instead can abort it: the likely cause of a SIGABRT of rank 1 in a CI run of 2026-12-03)."""
     script = tmp_path / "train_and_save.py"
     script.write_text(TRAIN_AND_SAVE)
     result = torchrun([str(script), str(tmp_path), algo], cwd=tmp_path)
