@@ -26,6 +26,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -132,13 +133,45 @@ def creation_error(env_id: str, error: BaseException) -> ConfigError:
     return ConfigError(f"env {quote(env_id)} cannot be created: {type(error).__name__}: {first_line(error)}")
 
 
+def is_mujoco(spec: gym.envs.registration.EnvSpec) -> bool:
+    """Whether ``spec`` is one of gymnasium's MuJoCo envs (HalfCheetah-v5, Hopper-v5, ...)."""
+    return isinstance(spec.entry_point, str) and spec.entry_point.startswith("gymnasium.envs.mujoco")
+
+
+def route_mujoco_warnings() -> None:
+    """MuJoCo's warnings become Python warnings (``RuntimeWarning``, each text shown once per process).
+
+    MuJoCo's own handler prints them and appends them to ``MUJOCO_LOG.TXT`` in the working
+    directory: a file outside the run folder, left wherever ``ppokit`` was started. A handler the
+    user installed (``mujoco.set_mju_user_warning``) is kept."""
+    try:
+        import mujoco
+    except ImportError:
+        return  # gymnasium.make says the extra is missing
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_warn_from_mujoco)
+
+
+_MUJOCO_SHOWN: set[str] = set()  # MuJoCo's texts warned about in this process
+
+
+def _warn_from_mujoco(message: str) -> None:
+    # Once per text and process (a warnings registry would be cleared by any change of the filters),
+    # as one line on stderr, ``MuJoCo:0: RuntimeWarning: <text>`` (no source line to quote);
+    # filterable as module ``mujoco``, e.g. ``python -W ignore::RuntimeWarning:mujoco -m ppokit ...``.
+    if message not in _MUJOCO_SHOWN:
+        _MUJOCO_SHOWN.add(message)
+        warnings.warn_explicit(message, RuntimeWarning, "MuJoCo", 0, module="mujoco")
+
+
 def make_env(env_id: str, kwargs: dict | None = None, render_mode: str | None = None,
              max_episode_steps: int | None = None) -> gym.Env:
     """One env (for evaluation and recording); any failure to create it is a ConfigError.
 
     ``kwargs`` are the config's ``env.kwargs`` (which may hold ``max_episode_steps`` too); the
     ``render_mode`` and ``max_episode_steps`` arguments, when given, take precedence over them."""
-    ensure_registered(env_id)
+    if is_mujoco(ensure_registered(env_id)):
+        route_mujoco_warnings()
     options = dict(kwargs or {})
     if render_mode is not None:  # not every env takes it
         options["render_mode"] = render_mode

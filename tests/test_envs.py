@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from gymnasium.vector import AutoresetMode
 from ppokit.envs import ensure_registered, make_env, make_envs, process_seed
 from ppokit.errors import ConfigError, EnvError
 from ppokit.spaces import check_spaces
+from tests.errors_support import REPO, TINY
 from tests.helpers import COUNTER_ID, small_config
 
 
@@ -101,3 +106,34 @@ def test_make_env_takes_max_episode_steps_from_the_kwargs():
     assert env.render_mode == "rgb_array"
     env.reset(seed=0)
     assert [env.step(0)[3] for _ in range(3)] == [False, False, True]  # truncated at step 3
+
+
+def test_a_mujoco_run_leaves_nothing_in_the_working_directory(tmp_path):
+    """MuJoCo's default warning handler appends to MUJOCO_LOG.TXT in the working directory (with
+    MuJoCo 4.0.1, installed here, every HalfCheetah-v5 warns that its XML's ``settotalmass`` is
+    deprecated). A fresh ppokit process, envs in worker processes too: the working directory stays
+    empty."""
+    pytest.importorskip("mujoco")
+    cwd, run = tmp_path / "cwd", tmp_path / "run"
+    cwd.mkdir()
+    done = subprocess.run([sys.executable, "-m", "ppokit", "train", "HalfCheetah-v5", "--run-dir", str(run),
+                           "--total-steps", "64", *TINY, "--set", "env.vector=async"],
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    assert (run / "summary.json").is_file()
+
+
+def test_mujoco_warnings_are_python_warnings(tmp_path, monkeypatch):
+    """An unstable simulation's warning reaches Python's warnings (filterable, once per text), and
+    still no file is written where the process runs."""
+    pytest.importorskip("mujoco")
+    monkeypatch.chdir(tmp_path)
+    env = make_env("HalfCheetah-v5")
+    env.reset(seed=0)
+    physics = env.unwrapped
+    physics.set_state(physics.init_qpos, physics.init_qvel + 1e30)
+    with pytest.warns(RuntimeWarning, match="The simulation is unstable"):
+        env.step(env.action_space.sample())
+    env.close()
+    assert list(tmp_path.iterdir()) == []
