@@ -236,8 +236,12 @@ def sample_observations(space: gym.Space) -> torch.Tensor:
 
 @torch.no_grad()
 def output_size(module: nn.Module, inputs: torch.Tensor) -> int:
-    """The feature size ``H`` of ``module`` on ``inputs`` (its output must be ``[B, H]``)."""
-    out_dim = getattr(module, "out_dim", None)
+    """The feature size ``H`` of ``module`` on ``inputs`` (its output must be ``[B, H]``).
+
+    Read from ``out_dim`` (of a Sequential: of its last module) where the module has one, without
+    a forward: on the ``meta`` device (:func:`shape_only`) a forward imports torch._dynamo, ~1 s."""
+    last = module[-1] if isinstance(module, nn.Sequential) and len(module) > 0 else module
+    out_dim = getattr(last, "out_dim", None)
     if isinstance(out_dim, int):
         return out_dim
     outputs = module(inputs)

@@ -55,6 +55,13 @@ def init(timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[int, int]:
     when the Python API's caller does not): gloo's threads torn down with the interpreter instead
     can abort the process (SIGABRT, "terminate called without an active exception")."""
     if launched_world_size() > 1 and not dist.is_initialized():
+        # torch.distributed.nn's functions take ``group=group.WORLD`` as a default argument, read
+        # when the module is first imported. Imported after joining (torch._dynamo imports it,
+        # lazily: the meta device and torch.compile do), the defaults hold the live group, so
+        # destroy_process_group cannot free it and gloo's threads run into the interpreter's
+        # teardown, where one still releasing a collective's tensors aborts the process.
+        # Imported before, the defaults are None.
+        import torch.distributed.nn  # noqa: F401
         with _collective("joining the process group"):
             dist.init_process_group(backend=backend(), timeout=datetime.timedelta(seconds=timeout_s))
         atexit.register(shutdown)

@@ -39,6 +39,7 @@ class MLP(nn.Module):
             self.layers.append(layer_init(linear) if ortho_init else linear)
             in_dim = size
         self.act = FUNCTIONS[activation]
+        self.out_dim = in_dim  # the feature size H of the output [B, H]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

@@ -120,6 +120,30 @@ def test_the_estimate_of_an_ordinary_config_is_small_and_grows_with_it() -> None
     assert memory.available_bytes() > 2**28
 
 
+@pytest.mark.parametrize("separate_critic", [False, True])
+def test_the_meta_agent_has_the_real_agents_shapes_without_a_forward(monkeypatch, separate_critic: bool) -> None:
+    """shape_only builds the agent the config builds (every tensor's name, shape and dtype) without
+    running a network: a forward on the meta device imports torch._dynamo (~1 s of every start)."""
+    import gymnasium as gym
+
+    from ppokit.agent import Agent
+    from ppokit.networks import MLP
+
+    cfg = Config()
+    cfg.model.hidden_sizes = [24, 12]
+    spaces = gym.spaces.Box(-1, 1, (5,)), gym.spaces.Box(-1, 1, (3,))
+    real = Agent(*spaces, cfg.model, cfg.env, separate_critic=separate_critic)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("shape_only ran a network")
+
+    monkeypatch.setattr(MLP, "forward", no_forward)
+    meta = shape_only(*spaces, cfg.model, cfg.env, separate_critic=separate_critic)
+    assert {name: (t.shape, t.dtype) for name, t in meta.state_dict().items()} == \
+        {name: (t.shape, t.dtype) for name, t in real.state_dict().items()}
+    assert all(t.is_meta for t in meta.state_dict().values())
+
+
 def test_overflowing_thread_counts_and_log_std_are_refused(capsys) -> None:
     bad_input(capsys, ["train", "CartPole-v1", "--set", "torch_threads=100000000000", *TINY], "torch_threads",
               "up to 1024")

@@ -127,14 +127,14 @@ def test_minibatch_size_is_global_over_processes(tmp_path: Path, algo: str) -> N
 
 
 TRAIN_AND_SAVE = """
-import atexit, os, sys, torch
+import atexit, os, sys, weakref, torch
 import torch.distributed as dist
 from ppokit import Config, distributed
 from ppokit.run import train
 
 # Registered before train() joins the group, so it runs after ppokit's own exit handler (last in, first out).
 EXIT_FILE = f"{sys.argv[1]}/in-group-at-exit{os.environ['RANK']}"
-atexit.register(lambda: open(EXIT_FILE, "w").write(str(dist.is_initialized())))
+atexit.register(lambda: open(EXIT_FILE, "w").write(f"{dist.is_initialized()} {GROUP() is not None}"))
 
 cfg = Config(env_id="Pendulum-v1", algo=sys.argv[2], device="cpu", total_steps=3 * 64, eval_episodes=0, seed=3)
 cfg.rollout.num_envs, cfg.rollout.num_steps = 4, 16
@@ -145,6 +145,7 @@ for section in (cfg.ppo, cfg.ppo_kl):
 cfg.trpo.value_minibatch_size = cfg.vpg.value_minibatch_size = 32
 result = train(cfg, run_dir=sys.argv[1] + "/run", quiet=True)
 torch.save(result.agent.state_dict(), f"{sys.argv[1]}/rank{distributed.rank()}.pt")
+GROUP = weakref.ref(dist.group.WORLD)  # still joined: ppokit leaves at exit
 """
 
 
@@ -153,8 +154,8 @@ def test_every_rank_holds_identical_parameters_and_statistics_after_training(tmp
     """After training with observation and reward normalization, every process holds the same
     parameters and normalizer statistics, bit for bit, and the statistics count every process's
     steps (the reward scaling of every process learned from the returns of all). Each process has
-    left the process group by the time the interpreter exits (gloo's threads torn down with the
-    interpreter instead can abort it: the likely cause of a SIGABRT of rank 1 in a CI run of 2026-12-03)."""
+    left the process group, and the group is freed, by the time the interpreter exits (a group
+    alive at the interpreter's teardown can abort it: see the next test)."""
     script = tmp_path / "train_and_save.py"
     script.write_text(TRAIN_AND_SAVE)
     result = torchrun([str(script), str(tmp_path), algo], cwd=tmp_path)
@@ -165,8 +166,35 @@ def test_every_rank_holds_identical_parameters_and_statistics_after_training(tmp
         assert torch.equal(ranks[0][name], ranks[1][name]), name
     assert float(ranks[0]["return_normalizer.count"]) == 3 * 64  # both processes' steps
     assert float(ranks[0]["obs_normalizer.count"]) == 3 * 64
-    # The Python API's caller did not leave the process group; ppokit did, before the interpreter's teardown.
-    assert [(tmp_path / f"in-group-at-exit{rank}").read_text() for rank in (0, 1)] == ["False", "False"]
+    # The Python API's caller did not leave the process group; ppokit did, before the interpreter's
+    # teardown, and nothing kept the group alive.
+    assert [(tmp_path / f"in-group-at-exit{rank}").read_text() for rank in (0, 1)] == ["False False"] * 2
+
+
+LEAVE_AFTER_A_LAZY_IMPORT = """
+import weakref, torch
+import torch.distributed as dist
+from ppokit import distributed
+
+distributed.init(60)
+group = weakref.ref(dist.group.WORLD)
+import torch._dynamo  # what the meta device and torch.compile import lazily, after the group is joined
+distributed.weighted_mean_([torch.ones(3)], 1.0)
+distributed.shutdown()
+print("group freed:", group() is None)
+"""
+
+
+def test_leaving_the_process_group_frees_it_also_after_torch_imports_more() -> None:
+    """After :func:`ppokit.distributed.shutdown` the process group is gone, with its gloo threads,
+    also when torch imported torch.distributed.nn (whose default arguments read the live group)
+    after the group was joined: a group kept alive past the interpreter's teardown aborted rank 1
+    with SIGABRT in CI runs (a gloo thread releasing a collective's tensors after the GIL was gone)."""
+    processes = launch(["-c", LEAVE_AFTER_A_LAZY_IMPORT], cwd=REPO)
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        assert stdout.strip() == "group freed: True", stderr[-3000:]
 
 
 # ---------------------------------------------------------------------------- faults
