@@ -239,7 +239,7 @@ def output_size(module: nn.Module, inputs: torch.Tensor) -> int:
     """The feature size ``H`` of ``module`` on ``inputs`` (its output must be ``[B, H]``).
 
     Read from ``out_dim`` (of a Sequential: of its last module) where the module has one, without
-    a forward: on the ``meta`` device (:func:`shape_only`) a forward imports torch._dynamo, ~1 s."""
+    a forward: on the ``meta`` device (:func:`shape_only`) a forward can import torch._dynamo (1-2 s)."""
     last = module[-1] if isinstance(module, nn.Sequential) and len(module) > 0 else module
     out_dim = getattr(last, "out_dim", None)
     if isinstance(out_dim, int):

@@ -123,7 +123,7 @@ def test_the_estimate_of_an_ordinary_config_is_small_and_grows_with_it() -> None
 @pytest.mark.parametrize("separate_critic", [False, True])
 def test_the_meta_agent_has_the_real_agents_shapes_without_a_forward(monkeypatch, separate_critic: bool) -> None:
     """shape_only builds the agent the config builds (every tensor's name, shape and dtype) without
-    running a network: a forward on the meta device imports torch._dynamo (~1 s of every start)."""
+    running a network: a forward on the meta device can import torch._dynamo (1-2 s of start-up)."""
     import gymnasium as gym
 
     from ppokit.agent import Agent
