@@ -26,7 +26,8 @@ def combine(paths: list[Path]) -> report.Results:
     """The union of the envs and settings of every ``results.json``: each (env, setting) must come
     from one file only, every setting must cover every env, and the steps and seeds must agree (else
     SystemExit with the reason). An env's random policy is the first file's that has the env (the
-    others' are printed when they differ: the same measurement on another CPU model)."""
+    others' are printed when they differ: the same measurement on another CPU model). The time per
+    env is given when every file has it."""
     parts = [json.loads(path.read_text()) for path in paths]
     first = parts[0]
     for path, part in zip(paths, parts):
@@ -35,7 +36,7 @@ def combine(paths: list[Path]) -> report.Results:
     envs: list[str] = []
     random: dict[str, float] = {}
     raw: dict[tuple[str, str], list[float]] = {}
-    times: dict[str, float] = {}
+    env_times: dict[str, dict[str, float]] = {}
     for path, part in zip(paths, parts):
         for env in part["envs"]:
             if env not in random:
@@ -48,15 +49,18 @@ def combine(paths: list[Path]) -> report.Results:
                 if (env, name) in raw:
                     sys.exit(f"{path}: {env} x {name} is in two of the files; give each once")
                 raw[env, name] = setting["raw"][env]
-        for key, value in part["time_s"].items():
-            times[key] = times.get(key, 0.0) + value
+        for env, totals in part.get("time_per_env_s", {}).items():
+            report.add_run_time(env_times.setdefault(env, {}), totals)
     names = sorted({name for _, name in raw})
     missing = [f"{env} x {name}" for name in names for env in envs if (env, name) not in raw]
     if missing:
         sys.exit(f"no runs for {', '.join(missing)}: every setting needs every env")
     settings = parse_settings(",".join(names))
+    if not all("time_per_env_s" in part for part in parts):  # made before ppokit reported time per env
+        env_times = {}
     return report.Results(envs, settings, first["seeds"], first["steps"], random, raw,
-                          scores.normalize(raw, random), {}, times)
+                          scores.normalize(raw, random), {}, report.summed_time([part["time_s"] for part in parts]),
+                          {env: env_times[env] for env in envs if env in env_times})
 
 
 def main() -> None:

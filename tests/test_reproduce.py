@@ -113,6 +113,29 @@ def test_bootstrap_intervals_are_the_same_every_time_and_leave_numpys_generator_
         assert entry["mean"][1] < entry["mean"][0] < entry["mean"][2]
 
 
+def test_run_times_add_up_per_env_and_in_all():
+    from ppokit.reproduce import report
+
+    def run(wall, env):
+        return {"wall_time_s": wall, "time_env_s": env, "time_inference_s": 1.0, "time_update_s": 2.0,
+                "time_other_s": wall - env - 3.0, "status": "completed"}
+
+    first, second = {}, {}
+    report.add_run_time(first, run(10.0, 4.0))
+    report.add_run_time(first, run(30.0, 20.0))
+    report.add_run_time(first, {"time_env_s": 99.0})  # no wall time (not a finished run's summary): nothing
+    assert first == {"wall_time_s": 40.0, "time_env_s": 24.0, "time_inference_s": 2.0, "time_update_s": 4.0,
+                     "time_other_s": 10.0, "runs": 2, "wall_min_s": 10.0, "wall_max_s": 30.0}
+    report.add_run_time(second, run(20.0, 5.0))
+    merged = {}
+    for totals in (first, second):  # totals of groups of runs merge like runs
+        report.add_run_time(merged, totals)
+    assert merged == {"wall_time_s": 60.0, "time_env_s": 29.0, "time_inference_s": 3.0, "time_update_s": 6.0,
+                      "time_other_s": 22.0, "runs": 3, "wall_min_s": 10.0, "wall_max_s": 30.0}
+    assert report.summed_time([first, second, {"wall_time_s": 1.0}]) == {
+        "wall_time_s": 61.0, "time_env_s": 29.0, "time_inference_s": 3.0, "time_update_s": 6.0, "time_other_s": 22.0}
+
+
 def test_random_policy_return_and_its_cache(tmp_path, monkeypatch):
     assert scores.random_return(CONSTANT_ID, episodes=4) == 6.0
     pendulum = scores.random_return("Pendulum-v1", episodes=2)
@@ -195,6 +218,33 @@ SUBSET = ["reproduce", "ppo-table1", "--envs", ",".join(ENVS), "--settings", "cl
           "--set", "rollout.num_steps=256", "--set", "eval_episodes=0"]
 
 
+def check_parts_combine_into_the_whole(out, planned, whole, tmp_path):
+    """benchmarks/table1_combine.py on the same runs reported in parts (by env, and by setting, as
+    reproductions run on two machines or one row at a time) gives the whole's numbers."""
+    from benchmarks.table1_combine import combine
+    from ppokit.reproduce import experiment, report
+
+    random = whole["random_policy"]
+    for name, groups in {"envs": [[env] for env in ENVS], "settings": [["clip-0.2"], ["kl-fixed-1"]]}.items():
+        paths = []
+        for index, group in enumerate(groups):
+            part = [run for run in planned if run.env_id in group or run.setting.name in group]
+            envs = [env for env in ENVS if any(run.env_id == env for run in part)]
+            settings = table1.parse_settings(",".join(dict.fromkeys(run.setting.name for run in part)))
+            results, _ = experiment.collect(part, envs, settings, 2, 1024, {env: random[env] for env in envs})
+            paths.append(tmp_path / f"{name}{index}.json")
+            report.write_json(results, report.intervals(results), paths[-1])
+        combined = combine(paths)
+        report.write_json(combined, report.intervals(combined), tmp_path / "combined.json")
+        got = json.loads((tmp_path / "combined.json").read_text())
+        for key in ("random_policy", "settings"):
+            assert got[key] == whole[key], (name, key)
+        assert got["time_per_env_s"].keys() == whole["time_per_env_s"].keys()
+        for env, times in whole["time_per_env_s"].items():
+            assert got["time_per_env_s"][env] == pytest.approx(times), (name, env)
+        assert got["time_s"] == pytest.approx(whole["time_s"]), name
+
+
 def test_reproduce_a_subset_end_to_end_then_resume(tmp_path, capsys):
     out = tmp_path / "table1"
     assert main([*SUBSET, "--out", str(out)]) == 0
@@ -223,6 +273,15 @@ def test_reproduce_a_subset_end_to_end_then_resume(tmp_path, capsys):
         for key in ("mean", "iqm"):
             assert entry[key]["low"] <= entry[key]["point"] <= entry[key]["high"]
     assert (out / "curves.png").stat().st_size > 0 and "## Raw returns" in (out / "table.md").read_text()
+    walls = {env: [json.loads((run.folder / "summary.json").read_text())["wall_time_s"]
+                   for run in planned if run.env_id == env] for env in ENVS}
+    for env in ENVS:  # the time of each env's 4 runs, also in table.md
+        times = results["time_per_env_s"][env]
+        assert (times["runs"], times["wall_min_s"], times["wall_max_s"]) == (4, min(walls[env]), max(walls[env]))
+        assert times["wall_time_s"] == pytest.approx(sum(walls[env]))
+        assert f"| {env} | 4 | {min(walls[env]):,.0f}-{max(walls[env]):,.0f} s | " in (out / "table.md").read_text()
+    assert results["time_s"]["wall_time_s"] == pytest.approx(sum(sum(w) for w in walls.values()))
+    check_parts_combine_into_the_whole(out, planned, results, tmp_path)
 
     # Resume: one run lost its summary (killed while finishing: resumed from its checkpoint), one
     # was never started, one stopped before its first checkpoint (started again); the rest are kept.

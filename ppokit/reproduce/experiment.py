@@ -59,7 +59,7 @@ def collect(planned: list[runs.Run], envs: list[str], settings: list[Setting], s
     raw: dict[tuple[str, str], list[float]] = {}
     curves: dict[tuple[str, str], list] = {}
     missing: dict[str, int] = {}
-    times: dict[str, float] = {}
+    env_times: dict[str, dict[str, float]] = {}
     for run in planned:
         key = (run.env_id, run.setting.name)
         if runs.state(run) != "done":
@@ -68,13 +68,13 @@ def collect(planned: list[runs.Run], envs: list[str], settings: list[Setting], s
         raw.setdefault(key, []).append(scores.run_score(run.folder))
         curves.setdefault(key, []).append(read_curve(run.folder))
         summary = json.loads((run.folder / "summary.json").read_text())
-        for name in ("wall_time_s", *report.TIME_KEYS):
-            if isinstance(summary.get(name), (int, float)):
-                times[name] = times.get(name, 0.0) + float(summary[name])
+        report.add_run_time(env_times.setdefault(run.env_id, {}), summary)
     complete = [s for s in settings if s.name not in missing]
     raw = {(env, s.name): raw[env, s.name] for env in envs for s in complete}
     normalized = scores.normalize(raw, random) if raw else {}
-    results = report.Results(envs, complete, seeds, steps, random, raw, normalized, missing, times)
+    env_times = {env: env_times[env] for env in envs if env_times.get(env)}
+    results = report.Results(envs, complete, seeds, steps, random, raw, normalized, missing,
+                             report.summed_time(list(env_times.values())), env_times)
     return results, curves
 
 

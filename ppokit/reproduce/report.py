@@ -20,6 +20,29 @@ from ppokit.reproduce.table1 import CITATION, Setting
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 TIME_KEYS = ("time_env_s", "time_inference_s", "time_update_s", "time_other_s")
+RUN_TIME_KEYS = ("wall_time_s", *TIME_KEYS)  # the seconds a run's summary.json gives
+
+
+def add_run_time(totals: dict[str, float], run: dict[str, float]) -> None:
+    """Add a finished run's seconds (its ``summary.json``), or another such ``totals``, to ``totals``
+    in place: the sums of :data:`RUN_TIME_KEYS`, the number of ``runs`` and the shortest and longest
+    run's wall time (``wall_min_s``, ``wall_max_s``). A run without a wall time adds nothing."""
+    if not isinstance(run.get("wall_time_s"), (int, float)):
+        return
+    for key in RUN_TIME_KEYS:
+        if isinstance(run.get(key), (int, float)):
+            totals[key] = totals.get(key, 0.0) + float(run[key])
+    totals["runs"] = totals.get("runs", 0) + run.get("runs", 1)
+    for key, pick in (("wall_min_s", min), ("wall_max_s", max)):
+        wall = float(run.get(key, run["wall_time_s"]))
+        totals[key] = pick(totals.get(key, wall), wall)
+
+
+def summed_time(groups: list[dict[str, float]]) -> dict[str, float]:
+    """The sums of :data:`RUN_TIME_KEYS` over ``groups`` (each a :func:`add_run_time` total or a
+    ``results.json``'s ``time_s``)."""
+    return {key: sum(group[key] for group in groups if key in group)
+            for key in RUN_TIME_KEYS if any(key in group for group in groups)}
 
 
 @dataclass
@@ -35,6 +58,7 @@ class Results:
     normalized: dict[tuple[str, str], list[float]]
     missing: dict[str, int] = field(default_factory=dict)  # setting -> runs not finished
     times: dict[str, float] = field(default_factory=dict)  # summed over the finished runs: wall, env, ...
+    env_times: dict[str, dict[str, float]] = field(default_factory=dict)  # env -> the same over its runs (add_run_time)
 
 
 def require_rliable() -> None:
@@ -111,6 +135,12 @@ def markdown(results: Results, estimates: dict[str, dict[str, tuple[float, float
         wall = results.times.get("wall_time_s", 0.0)
         split = ", ".join(f"{key[5:-2]} {results.times[key]:,.0f} s" for key in TIME_KEYS if key in results.times)
         lines += ["", "## Time", "", f"Summed over the finished runs: {wall:,.0f} s of training ({split})."]
+    if results.env_times:
+        lines += ["", "| env | runs | one run's wall time | summed: " + " | ".join(key[5:-2] for key in TIME_KEYS) +
+                  " |", "| --- | ---: | ---: |" + " ---: |" * len(TIME_KEYS)]
+        for env, t in results.env_times.items():
+            lines.append(f"| {env} | {t['runs']:.0f} | {t['wall_min_s']:,.0f}-{t['wall_max_s']:,.0f} s | " +
+                         " | ".join(f"{t.get(key, math.nan):,.0f} s" for key in TIME_KEYS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +155,7 @@ def write_json(results: Results, estimates: dict, path: Path) -> None:
             "normalized": {env: results.normalized[env, s.name] for env in results.envs},
             **{key: dict(zip(("point", "low", "high"), value)) for key, value in estimates.get(s.name, {}).items()},
         } for s in results.settings},
-        "missing_runs": results.missing, "time_s": results.times,
+        "missing_runs": results.missing, "time_s": results.times, "time_per_env_s": results.env_times,
     }
     path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
 
