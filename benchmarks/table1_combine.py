@@ -37,6 +37,7 @@ def combine(paths: list[Path]) -> report.Results:
     random: dict[str, float] = {}
     raw: dict[tuple[str, str], list[float]] = {}
     env_times: dict[str, dict[str, float]] = {}
+    with_env_times = all("time_per_env_s" in part for part in parts)  # files made before ppokit reported it lack it
     for path, part in zip(paths, parts):
         for env in part["envs"]:
             if env not in random:
@@ -49,15 +50,13 @@ def combine(paths: list[Path]) -> report.Results:
                 if (env, name) in raw:
                     sys.exit(f"{path}: {env} x {name} is in two of the files; give each once")
                 raw[env, name] = setting["raw"][env]
-        for env, totals in part.get("time_per_env_s", {}).items():
+        for env, totals in part["time_per_env_s"].items() if with_env_times else ():
             report.add_run_time(env_times.setdefault(env, {}), totals)
     names = sorted({name for _, name in raw})
     missing = [f"{env} x {name}" for name in names for env in envs if (env, name) not in raw]
     if missing:
         sys.exit(f"no runs for {', '.join(missing)}: every setting needs every env")
     settings = parse_settings(",".join(names))
-    if not all("time_per_env_s" in part for part in parts):  # made before ppokit reported time per env
-        env_times = {}
     return report.Results(envs, settings, first["seeds"], first["steps"], random, raw,
                           scores.normalize(raw, random), {}, report.summed_time([part["time_s"] for part in parts]),
                           {env: env_times[env] for env in envs if env in env_times})
