@@ -171,9 +171,11 @@ def test_mujoco_presets_extend_ppo_cleanrl(tmp_path, monkeypatch):
                                  "env": {**base["env"], "kwargs": {"include_cfrc_ext_in_observation": False}}}
     ant = build_config("Ant-v5")
     assert ant.env.kwargs == {"include_cfrc_ext_in_observation": False} and ant.env.normalize_reward
-    # HalfCheetah-v5: ppo-cleanrl with the Tianshou choices docs/presets.md chose (candidate C).
+    # HalfCheetah-v5: ppo-cleanrl with the Tianshou choices and the lambda and clipping of
+    # Andrychowicz et al. that docs/presets.md chose (candidate F).
     cheetah = build_config("HalfCheetah-v5")
     assert (cheetah.rollout.num_envs, cheetah.rollout.num_steps, cheetah.model.log_std_init) == (8, 256, -1.0)
+    assert (cheetah.rollout.gae_lambda, cheetah.ppo.clip_coef, cheetah.rollout.gamma) == (0.9, 0.25, 0.99)
     assert cheetah.ppo.recompute_advantages and not cheetah.ppo.norm_adv and not cheetah.ppo.clip_vloss
     assert cheetah.ppo.vf_coef == 0.25 and cheetah.ppo.anneal_lr and cheetah.env.normalize_reward
     # A section of the extending preset merges field by field over the base's.
